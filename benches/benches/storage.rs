@@ -1,0 +1,212 @@
+//! Storage hot paths: append (1 KiB records in 16 KiB and 1 MiB batches), sequential read from
+//! disk and from the tail cache, and CRC-32C batch validation. Reported in bytes/s.
+//!
+//! Compare append with `dd if=/dev/zero of=<file on the same disk> bs=1M count=2000 oflag=direct`.
+//! The log lives under `SKEIN_BENCH_DIR` (default: the target dir, which must support O_DIRECT).
+
+// Benchmark setup failing is a benchmark failing.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use glommio::{LocalExecutor, LocalExecutorBuilder};
+use skein_storage::batch::{build_batch, validate_batches};
+use skein_storage::{LogConfig, PartitionLog, TailCache};
+
+const RECORD_BYTES: usize = 1024;
+/// Segments roll at this size and retention keeps the log near it, so a long run does not fill
+/// the disk.
+const SEGMENT_BYTES: u64 = 128 << 20;
+const RETAINED_BYTES: i64 = 512 << 20;
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("SKEIN_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-tmp"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+fn executor() -> LocalExecutor {
+    LocalExecutorBuilder::default().make().unwrap()
+}
+
+/// A batch of `records` records of 1 KiB each.
+fn batch(records: i32) -> Bytes {
+    let value: Vec<u8> = (0..RECORD_BYTES).map(|i| (i * 31 % 251) as u8).collect();
+    Bytes::from(build_batch(0, records, 1_700_000_000_000, &value))
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: SEGMENT_BYTES,
+        retention_bytes: RETAINED_BYTES,
+        // 1 MiB of records plus batch overhead exceeds Kafka's default max.message.bytes.
+        max_message_bytes: 2 << 20,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `iters` copies of `batch` from a sliding window of `in_flight` concurrent producers
+/// and returns the elapsed time. Retention runs now and then so the log stays bounded.
+async fn append_many(
+    log: &Rc<PartitionLog>,
+    batch: &Bytes,
+    iters: u64,
+    in_flight: u64,
+) -> Duration {
+    let start = Instant::now();
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..iters {
+        if window.len() as u64 == in_flight {
+            let t = window.pop_front().unwrap();
+            let _ = t.await;
+        }
+        let (log2, b) = (Rc::clone(log), batch.clone());
+        window.push_back(
+            glommio::spawn_local(async move {
+                let _ = log2.append(b, 0).await.unwrap();
+            })
+            .detach(),
+        );
+        if i % 256 == 255 && log.size_bytes() > 2 * RETAINED_BYTES as u64 {
+            log.set_high_watermark(log.log_end_offset());
+            let _ = log.enforce_retention(0).await.unwrap();
+        }
+    }
+    for t in window {
+        let _ = t.await;
+    }
+    start.elapsed()
+}
+
+fn append(c: &mut Criterion) {
+    let ex = executor();
+    let mut group = c.benchmark_group("append");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
+    // (records per batch, appends in flight): 16 KiB batches from 64 concurrent producers are
+    // grouped by the write-behind path; 1 MiB batches one at a time are dd's access pattern.
+    for (records, in_flight) in [(16, 64), (1024, 1), (1024, 4)] {
+        let dir = bench_dir();
+        let path = dir.path().to_path_buf();
+        let log = ex.run(async move { open_log(path, 64 << 20).await });
+        let b = batch(records);
+        group.throughput(Throughput::Bytes(b.len() as u64));
+        let id = BenchmarkId::new(
+            format!("{}KiB_batches", records),
+            format!("{in_flight}_in_flight"),
+        );
+        group.bench_function(id, |bencher| {
+            bencher.iter_custom(|iters| {
+                let log = Rc::clone(&log);
+                let b = b.clone();
+                ex.run(async move { append_many(&log, &b, iters, in_flight).await })
+            })
+        });
+        let log = Rc::try_unwrap(log).ok().unwrap();
+        ex.run(async move { log.delete().await.unwrap() });
+        drop(dir);
+    }
+    group.finish();
+}
+
+async fn open_log(path: PathBuf, cache_bytes: usize) -> Rc<PartitionLog> {
+    let cache = Rc::new(TailCache::new(cache_bytes));
+    Rc::new(
+        PartitionLog::open(&path, log_config(), cache)
+            .await
+            .unwrap(),
+    )
+}
+
+fn read(c: &mut Criterion) {
+    const BATCHES: i64 = 256; // 256 MiB on disk
+    const CACHED_BATCHES: i64 = 64;
+    let ex = executor();
+    let b = batch(1024);
+    let batch_len = b.len();
+    let mut group = c.benchmark_group("read");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Bytes(batch_len as u64));
+
+    // Disk: fill, reopen with no tail cache, read sequentially with direct I/O.
+    let dir = bench_dir();
+    let (path, fill) = (dir.path().to_path_buf(), b.clone());
+    ex.run(async move {
+        let log = open_log(path, 0).await;
+        append_many(&log, &fill, BATCHES as u64, 4).await;
+        Rc::try_unwrap(log).ok().unwrap().close().await.unwrap();
+    });
+    let path = dir.path().to_path_buf();
+    let log = ex.run(async move { open_log(path, 0).await });
+    group.bench_function("disk_1MiB_batches", |bencher| {
+        bench_reads(bencher, &ex, &log, batch_len, BATCHES)
+    });
+    ex.run(async move { Rc::try_unwrap(log).ok().unwrap().delete().await.unwrap() });
+
+    // Tail cache: batches appended to a log whose cache holds them all.
+    let dir = bench_dir();
+    let (path, fill) = (dir.path().to_path_buf(), b.clone());
+    let log = ex.run(async move {
+        let log = open_log(path, 512 << 20).await;
+        append_many(&log, &fill, CACHED_BATCHES as u64, 4).await;
+        log
+    });
+    group.bench_function("tail_cache_1MiB_batches", |bencher| {
+        bench_reads(bencher, &ex, &log, batch_len, CACHED_BATCHES)
+    });
+    ex.run(async move { Rc::try_unwrap(log).ok().unwrap().delete().await.unwrap() });
+    group.finish();
+}
+
+/// Sequential reads of 1 MiB (one batch) each, wrapping around at the log end.
+fn bench_reads(
+    bencher: &mut criterion::Bencher,
+    ex: &LocalExecutor,
+    log: &Rc<PartitionLog>,
+    batch_len: usize,
+    batches: i64,
+) {
+    bencher.iter_custom(|iters| {
+        let log = Rc::clone(log);
+        ex.run(async move {
+            let start = Instant::now();
+            let mut offset = log.log_start_offset();
+            for _ in 0..iters {
+                let r = log.read(offset, batch_len, i64::MAX).await.unwrap();
+                assert_eq!(r.size_bytes, batch_len);
+                offset = if r.next_offset >= log.log_start_offset() + batches * 1024 {
+                    log.log_start_offset()
+                } else {
+                    r.next_offset
+                };
+            }
+            start.elapsed()
+        })
+    });
+}
+
+fn crc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_crc32c");
+    for records in [16, 1024] {
+        let b = batch(records);
+        group.throughput(Throughput::Bytes(b.len() as u64));
+        group.bench_function(format!("{records}KiB_batch"), |bencher| {
+            bencher.iter(|| validate_batches(std::hint::black_box(&b)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, crc, append, read);
+criterion_main!(benches);

@@ -1,0 +1,1 @@
+//! criterion micro-benchmarks of the hot paths live in benches/benches/.

@@ -1,0 +1,1 @@
+//! skein-controller (placeholder until its issue lands).

@@ -1,0 +1,278 @@
+//! Direct-I/O file helpers over glommio's `DmaFile` (per shard: files and buffers are `!Send`).
+//!
+//! Everything that touches alignment lives here. There is no `unsafe` in this crate; if some is
+//! ever needed for I/O it goes in this module with a `// SAFETY:` comment.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use glommio::GlommioError;
+
+use crate::error::{Result, StorageError};
+use crate::limits::DMA_ALIGNMENT_BYTES;
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(DMA_ALIGNMENT_BYTES - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    align_down(v + DMA_ALIGNMENT_BYTES - 1)
+}
+
+/// Turns a glommio error into an `io::Error` keeping the OS error code (glommio's own
+/// conversion drops it for its "enhanced" errors, and we need ENOSPC).
+pub(crate) fn to_io(err: GlommioError<()>) -> io::Error {
+    match err {
+        GlommioError::IoError(e) => e,
+        GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+pub(crate) fn err(op: &'static str, path: &Path, e: GlommioError<()>) -> StorageError {
+    StorageError::io(op, path, to_io(e))
+}
+
+/// Opens (optionally creating) a file for direct I/O, read+write (`DmaFile::create` would open
+/// it write-only, and we read segments back through the same descriptor).
+pub(crate) async fn open_rw(path: &Path, create: bool) -> Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| err("opening", path, e))
+}
+
+/// Writes `data` at `aligned_pos` (which must be aligned), padding the last block with zeros.
+/// Resolves when the O_DIRECT write completed; a short write is an error.
+pub(crate) async fn write_padded(
+    file: &DmaFile,
+    path: &Path,
+    aligned_pos: u64,
+    parts: &[&[u8]],
+) -> Result<()> {
+    assert_eq!(aligned_pos % DMA_ALIGNMENT_BYTES, 0);
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(len > 0);
+    let padded = align_up(len as u64) as usize;
+    let mut buf = file.alloc_dma_buffer(padded);
+    {
+        let dst = buf.as_bytes_mut();
+        let mut at = 0;
+        for p in parts {
+            dst[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        // Zero the padding so stale allocator bytes never reach the disk (recovery would stop
+        // at them anyway, but a recycled buffer could hold an old valid batch).
+        dst[at..].fill(0);
+    }
+    write_buffer(file, path, buf, aligned_pos).await
+}
+
+/// Writes a filled, aligned DMA buffer at `aligned_pos`; a short write is retried once for the
+/// remainder so that a full disk reports ENOSPC.
+pub(crate) async fn write_buffer(
+    file: &DmaFile,
+    path: &Path,
+    buf: glommio::io::DmaBuffer,
+    aligned_pos: u64,
+) -> Result<()> {
+    assert_eq!(aligned_pos % DMA_ALIGNMENT_BYTES, 0);
+    assert_eq!(buf.len() as u64 % DMA_ALIGNMENT_BYTES, 0);
+    let len = buf.len();
+    let buf = Rc::new(buf);
+    let written = file
+        .write_rc_at(Rc::clone(&buf), aligned_pos)
+        .await
+        .map_err(|e| err("writing", path, e))?;
+    if written == len {
+        return Ok(());
+    }
+    let rest = len - written;
+    if written > 0 && written % DMA_ALIGNMENT_BYTES as usize == 0 {
+        let mut again = file.alloc_dma_buffer(rest);
+        again
+            .as_bytes_mut()
+            .copy_from_slice(&buf.as_bytes()[written..]);
+        let pos = aligned_pos + written as u64;
+        let n = file
+            .write_at(again, pos)
+            .await
+            .map_err(|e| err("writing", path, e))?;
+        if n == rest {
+            return Ok(());
+        }
+    }
+    Err(StorageError::ShortWrite {
+        path: path.to_path_buf(),
+        written_bytes: written,
+        expected_bytes: len,
+    })
+}
+
+/// Polls all futures concurrently until every one is done (results in input order).
+pub(crate) async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+/// Reads `len` bytes at `pos` (any alignment). May return fewer bytes at end of file.
+pub(crate) async fn read(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<ReadResult> {
+    if len == 0 {
+        return Ok(ReadResult::default());
+    }
+    file.read_at(pos, len)
+        .await
+        .map_err(|e| err("reading", path, e))
+}
+
+/// Reads a whole small file (index, checkpoint); `None` if it does not exist.
+pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match DmaFile::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            let e = to_io(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(StorageError::io("opening", path, e));
+        }
+    };
+    let size = file.file_size().await.map_err(|e| err("stat", path, e))?;
+    let data = read(&file, path, 0, size as usize).await?.to_vec();
+    let _ = file.close().await;
+    if data.len() as u64 != size {
+        return Err(StorageError::io(
+            "reading",
+            path,
+            io::ErrorKind::UnexpectedEof.into(),
+        ));
+    }
+    Ok(Some(data))
+}
+
+/// Replaces `path` atomically with `data`: write a temp file, fdatasync, rename over.
+pub(crate) async fn write_small_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&tmp)
+        .await
+        .map_err(|e| err("creating", &tmp, e))?;
+    if !data.is_empty() {
+        write_padded(&file, &tmp, 0, &[data]).await?;
+        file.truncate(data.len() as u64)
+            .await
+            .map_err(|e| err("truncating", &tmp, e))?;
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| err("syncing", &tmp, e))?;
+    file.close().await.map_err(|e| err("closing", &tmp, e))?;
+    glommio::io::rename(&tmp, path)
+        .await
+        .map_err(|e| err("renaming", path, e))
+}
+
+/// Removes a file; a missing file is not an error.
+pub(crate) async fn remove_if_exists(path: &Path) -> Result<()> {
+    match glommio::io::remove(path).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = to_io(e);
+            if e.kind() == io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(StorageError::io("removing", path, e))
+            }
+        }
+    }
+}
+
+/// fsyncs a directory so that created, renamed and removed names are durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| err("opening dir", dir, e))?;
+    d.sync().await.map_err(|e| err("syncing dir", dir, e))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+thread_local! {
+    /// Devices whose io_uring poll support glommio has already probed on this shard's thread.
+    static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Makes glommio probe the device of `dir` with a non-empty file before any other DMA open.
+///
+/// Why: glommio 0.9.0 decides once per device and thread whether to use its IOPOLL ring by
+/// reading the first block of the first DMA file opened there. On an empty file that read
+/// succeeds with 0 bytes, so it wrongly enables polling, and on devices without poll queues
+/// (virtio, many cloud disks) every later read then fails with EOPNOTSUPP.
+pub(crate) async fn probe_device(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir)
+        .map_err(|e| StorageError::io("stat", dir, e))?
+        .dev();
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let path = dir.join(".dma-probe.tmp");
+    // Blocking write of one block, once per device per shard at startup.
+    std::fs::write(&path, vec![0u8; DMA_ALIGNMENT_BYTES as usize])
+        .map_err(|e| StorageError::io("writing", &path, e))?;
+    let file = DmaFile::open(&path)
+        .await
+        .map_err(|e| err("opening", &path, e))?;
+    let _ = file.close().await;
+    remove_if_exists(&path).await?;
+    PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
+    Ok(())
+}
+
+/// A direct-I/O file shared by the writer and the readers of one segment.
+pub(crate) type SharedFile = Rc<DmaFile>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_math() {
+        assert_eq!(align_down(4095), 0);
+        assert_eq!(align_down(4096), 4096);
+        assert_eq!(align_up(1), 4096);
+        assert_eq!(align_up(0), 0);
+        assert_eq!(align_up(8192), 8192);
+    }
+}

@@ -1,0 +1,26 @@
+//! skein-storage: the partition log on disk (per shard; nothing here is `Send`).
+//!
+//! A partition is a directory of segments holding Kafka RecordBatch v2 bytes exactly as
+//! produced, with sparse offset/time indexes, a leader-epoch checkpoint and a high-watermark
+//! checkpoint. Appends are written with O_DIRECT through glommio, grouped (write-behind), and
+//! kept in a per-shard tail cache for readers of recent data. See DESIGN.md, "Storage".
+
+pub mod batch;
+mod checkpoint;
+mod config;
+mod dma;
+mod error;
+mod limits;
+mod log;
+mod recovery;
+mod segment;
+mod tail_cache;
+
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
+pub use error::{CorruptKind, StorageError};
+pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES};
+pub use log::{AppendInfo, LeaderEpoch, LogChunk, LogRead, Offset, PartitionLog, RetentionOutcome};
+pub use tail_cache::{TailCache, TailCacheStats};
+
+/// `Result` with `StorageError`.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,505 @@
+//! Appends (leader and follower), the write-behind writer and group-committed fdatasync.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{closed, wall_clock_ms, AppendInfo, Inner, LeaderEpoch, LogState, PartitionLog};
+use crate::batch::{self, BatchesSummary, RecordBatchHeader};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::dma;
+use crate::error::{Result, StorageError};
+use crate::limits::FALLOCATE_STEP_BYTES;
+use crate::segment::appender::{write_job, StagedBatch};
+use crate::segment::{Segment, Ticket, TicketState};
+
+/// Takes the caller's bytes as our own buffer: in place when we hold the only reference,
+/// otherwise one copy, so the cache never pins a larger request frame (see STYLE.md on Bytes).
+fn own(bytes: Bytes) -> BytesMut {
+    match bytes.try_into_mut() {
+        Ok(m) => m,
+        Err(shared) => BytesMut::from(&shared[..]),
+    }
+}
+
+struct Staged {
+    info: AppendInfo,
+    ticket: Ticket,
+    end_offset: i64,
+}
+
+impl PartitionLog {
+    /// Leader append: validates the batches, stamps offsets and `leader_epoch`, and resolves
+    /// once the bytes are written with O_DIRECT (and, with `FlushPolicy::Fsync`, covered by a
+    /// group-committed fdatasync).
+    ///
+    /// Offsets are assigned when this is *called*, not when the future is first polled, so
+    /// appends are ordered by call order. Dropping the future does not undo the append.
+    pub fn append(
+        &self,
+        batches: Bytes,
+        leader_epoch: impl Into<LeaderEpoch>,
+    ) -> impl Future<Output = Result<AppendInfo>> + '_ {
+        let staged = self.stage_leader(batches, leader_epoch.into().0);
+        async move { self.inner.finish_append(staged?).await }
+    }
+
+    fn stage_leader(&self, batches: Bytes, leader_epoch: i32) -> Result<Staged> {
+        let summary = batch::validate_batches(&batches)?;
+        let max = self.inner.config.borrow().max_message_bytes as usize;
+        if summary.largest_batch_bytes > max {
+            return Err(StorageError::RecordTooLarge {
+                size_bytes: summary.largest_batch_bytes,
+                max_bytes: max,
+            });
+        }
+        self.inner.stage(own(batches), &summary, Some(leader_epoch))
+    }
+
+    /// Follower append: keeps the leader's offsets and leader epochs byte for byte. The first
+    /// batch must start at the log end offset and batches must be contiguous. Ordered by call
+    /// order like `append`.
+    pub fn append_replica(&self, batches: Bytes) -> impl Future<Output = Result<AppendInfo>> + '_ {
+        let staged = self.stage_replica(batches);
+        async move { self.inner.finish_append(staged?).await }
+    }
+
+    fn stage_replica(&self, batches: Bytes) -> Result<Staged> {
+        let mut expected = self.log_end_offset();
+        let summary = batch::validate_batches_replica(&batches, |_, h: &RecordBatchHeader| {
+            if h.base_offset > expected {
+                return Err(StorageError::OffsetGap {
+                    expected_offset: expected,
+                    batch_base_offset: h.base_offset,
+                });
+            }
+            if h.base_offset < expected {
+                return Err(StorageError::OffsetOverlap {
+                    expected_offset: expected,
+                    batch_base_offset: h.base_offset,
+                });
+            }
+            expected = h.last_offset() + 1;
+            Ok(())
+        })?;
+        self.inner.stage(own(batches), &summary, None)
+    }
+
+    /// fdatasync of everything appended so far (pending writes are written first).
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
+    }
+}
+
+impl Inner {
+    /// The synchronous part of an append: offsets, stamping, roll, cache, pending queue.
+    /// `leader_epoch` is `Some` for a leader append (stamp), `None` for a follower append.
+    fn stage(
+        &self,
+        mut buf: BytesMut,
+        summary: &BatchesSummary,
+        leader_epoch: Option<i32>,
+    ) -> Result<Staged> {
+        let config = self.config.borrow().clone();
+        let mut st = self.state.borrow_mut();
+        if st.closed {
+            return Err(closed());
+        }
+        let first_offset = st.log_end_offset;
+        if let Some(e) = leader_epoch {
+            if let Some(latest) = st.leader_epochs.latest_epoch() {
+                if e < latest {
+                    return Err(StorageError::StaleLeaderEpoch {
+                        leader_epoch: e,
+                        latest_leader_epoch: latest,
+                    });
+                }
+            }
+        } else if summary.first_offset != first_offset {
+            // The follower check ran against an older log end offset (a concurrent append).
+            return Err(StorageError::OffsetOverlap {
+                expected_offset: first_offset,
+                batch_base_offset: summary.first_offset,
+            });
+        }
+        let last_offset = first_offset + summary.offset_count - 1;
+        maybe_roll(&mut st, &self.dir, &config, buf.len() as u64, last_offset);
+
+        // Stamp (leader) and split into per-batch slices of our one buffer.
+        let mut headers = Vec::with_capacity(summary.batch_count as usize);
+        let mut pos = 0usize;
+        let mut next = first_offset;
+        while pos < buf.len() {
+            let h = RecordBatchHeader::parse(&buf[pos..])?;
+            let size = h.size_bytes();
+            if let Some(e) = leader_epoch {
+                batch::stamp(&mut buf[pos..pos + size], next, e);
+            }
+            let base = if leader_epoch.is_some() {
+                next
+            } else {
+                h.base_offset
+            };
+            headers.push((pos, size, base, base + i64::from(h.last_offset_delta), h));
+            next = base + i64::from(h.last_offset_delta) + 1;
+            pos += size;
+        }
+        assert_eq!(next - 1, last_offset);
+        let bytes = buf.freeze();
+        let now = wall_clock_ms();
+        let active = Rc::clone(st.active());
+        let ticket: Ticket = Rc::new(Cell::new(TicketState::Pending));
+        {
+            let mut seg = active.st.borrow_mut();
+            let n = headers.len();
+            for (i, &(pos, size, base, last, h)) in headers.iter().enumerate() {
+                let slice = bytes.slice(pos..pos + size);
+                self.cache
+                    .insert(self.cache_slot, base, last, slice.clone());
+                let staged = StagedBatch {
+                    bytes: slice,
+                    base_offset: base,
+                    last_offset: last,
+                    max_timestamp: h.max_timestamp,
+                };
+                let pb = seg.stage(
+                    active.relative(last),
+                    staged,
+                    config.index_interval_bytes,
+                    now,
+                );
+                if i + 1 == n {
+                    pb.ticket = Some(Rc::clone(&ticket));
+                }
+                let e = leader_epoch.unwrap_or(h.partition_leader_epoch);
+                st.leader_epochs_dirty |= st.leader_epochs.assign(e, base);
+            }
+        }
+        st.log_end_offset = last_offset + 1;
+        st.unflushed_messages += summary.record_count.max(0) as u64;
+        st.check_offsets();
+        let info = AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp: summary.max_timestamp,
+            log_start_offset: st.log_start_offset,
+            batch_count: summary.batch_count,
+            record_count: summary.record_count,
+            size_bytes: summary.size_bytes,
+        };
+        Ok(Staged {
+            info,
+            ticket,
+            end_offset: last_offset + 1,
+        })
+    }
+
+    async fn finish_append(self: &Rc<Self>, staged: Staged) -> Result<AppendInfo> {
+        self.await_written(&staged.ticket).await?;
+        if self.state.borrow().leader_epochs_dirty {
+            self.store_leader_epochs().await?;
+        }
+        let flush = self.config.borrow().flush;
+        match flush {
+            FlushPolicy::Fsync => self.sync_to(staged.end_offset).await?,
+            FlushPolicy::Periodic { messages, .. } => {
+                if self.state.borrow().unflushed_messages >= messages {
+                    self.flush().await?;
+                }
+            }
+        }
+        Ok(staged.info)
+    }
+
+    /// Waits until the append's last batch is written, doing the group write itself when it
+    /// gets the write lock first.
+    async fn await_written(self: &Rc<Self>, ticket: &Ticket) -> Result<()> {
+        loop {
+            match ticket.get() {
+                TicketState::Written => return Ok(()),
+                TicketState::Aborted { no_space } => return Err(self.aborted(no_space)),
+                TicketState::Pending => {}
+            }
+            let inner = Rc::clone(self);
+            let r = run_detached(async move {
+                let _permit = inner
+                    .write_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| closed())?;
+                inner.write_pending_locked().await
+            })
+            .await;
+            match (ticket.get(), r) {
+                (TicketState::Written, _) => return Ok(()),
+                // We did the failed write ourselves: report its error (ENOSPC, EIO...).
+                (TicketState::Aborted { .. }, Err(e)) => return Err(e),
+                (TicketState::Aborted { no_space }, Ok(())) => return Err(self.aborted(no_space)),
+                (TicketState::Pending, Err(e)) => return Err(e),
+                (TicketState::Pending, Ok(())) => {}
+            }
+        }
+    }
+
+    fn aborted(&self, no_space: bool) -> StorageError {
+        if no_space {
+            StorageError::NoSpace {
+                path: self.dir.clone(),
+            }
+        } else {
+            StorageError::AppendAborted
+        }
+    }
+
+    /// Writes everything pending, segment by segment, sealing finished segments on the way.
+    /// Caller holds `write_lock` and runs in a detached task (`run_detached`): a write must never
+    /// be abandoned half-way by a dropped future. On a failed write, everything not yet written
+    /// is rolled back.
+    pub(super) async fn write_pending_locked(&self) -> Result<()> {
+        loop {
+            let Some(seg) = self.next_segment_with_work() else {
+                return Ok(());
+            };
+            let job = seg.st.borrow_mut().take_write_job();
+            let Some(job) = job else {
+                // Sealed, everything written: make it final.
+                super::maintenance::finish_seal(&seg).await?;
+                continue;
+            };
+            let file = match self.ensure_file(&seg).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let no_space = matches!(e, StorageError::NoSpace { .. });
+                    self.rollback_unwritten(&seg, no_space, job.start_tail);
+                    return Err(e);
+                }
+            };
+            let start_tail = job.start_tail.clone();
+            if let Err(e) = self.ensure_allocated(&seg, &file, job.end_size).await {
+                let no_space = matches!(e, StorageError::NoSpace { .. });
+                self.rollback_unwritten(&seg, no_space, start_tail);
+                return Err(e);
+            }
+            match write_job(&file, &seg.log_path, job).await {
+                Ok(job) => {
+                    seg.st.borrow_mut().complete_write(&job);
+                    let mut st = self.state.borrow_mut();
+                    st.written_offset = st.written_offset.max(job.end_next_offset);
+                    st.check_offsets();
+                }
+                Err(e) => {
+                    let no_space = matches!(e, StorageError::NoSpace { .. });
+                    self.rollback_unwritten(&seg, no_space, start_tail);
+                    // Best effort: drop bytes a failed write may have left past the written end,
+                    // so a crash cannot resurrect an append that was reported as failed.
+                    let size = seg.st.borrow().written_size;
+                    let _ = file.truncate(dma::align_up(size)).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Preallocates the segment file ahead of a write ending at `end_size` (see
+    /// `FALLOCATE_STEP_BYTES`). Filesystems without fallocate just get extending writes.
+    async fn ensure_allocated(
+        &self,
+        seg: &Segment,
+        file: &dma::SharedFile,
+        end_size: u64,
+    ) -> Result<()> {
+        let need = dma::align_up(end_size);
+        let allocated = seg.st.borrow().allocated_size;
+        if need <= allocated {
+            return Ok(());
+        }
+        let segment_bytes = dma::align_up(self.config.borrow().segment_bytes);
+        let target = need.max(allocated + FALLOCATE_STEP_BYTES.min(segment_bytes));
+        let mut granted = target;
+        let mut result = file.pre_allocate(target, false).await;
+        if result.is_err() && target > need {
+            // Maybe only the step does not fit: allocate just what this write needs.
+            granted = need;
+            result = file.pre_allocate(need, false).await;
+        }
+        if let Err(e) = result {
+            let e = dma::to_io(e);
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(StorageError::io("preallocating", &seg.log_path, e));
+            }
+        }
+        let mut s = seg.st.borrow_mut();
+        s.allocated_size = s.allocated_size.max(granted);
+        Ok(())
+    }
+
+    /// The first segment (in log order) with pending writes or an unfinished seal.
+    fn next_segment_with_work(&self) -> Option<Rc<Segment>> {
+        let st = self.state.borrow();
+        let mut found = None;
+        for seg in st.segments.iter().rev() {
+            let s = seg.st.borrow();
+            if s.has_work() {
+                found = Some(Rc::clone(seg));
+            } else if s.sealed {
+                break;
+            }
+        }
+        found
+    }
+
+    /// Opens a rolled segment's file on its first write (in segment order, by the writer).
+    pub(super) async fn ensure_file(&self, seg: &Segment) -> Result<dma::SharedFile> {
+        if let Some(f) = seg.file() {
+            return Ok(f);
+        }
+        let file = Rc::new(dma::open_rw(&seg.log_path, true).await?);
+        *seg.file.borrow_mut() = Some(Rc::clone(&file));
+        self.state.borrow_mut().dir_changes += 1;
+        Ok(file)
+    }
+
+    /// After a failed write of `seg`: the log goes back to what is written. Later segments
+    /// (never written, no files) are dropped, every pending append is aborted.
+    fn rollback_unwritten(&self, seg: &Rc<Segment>, no_space: bool, start_tail: Vec<u8>) {
+        let mut st = self.state.borrow_mut();
+        let Some(i) = st.segments.iter().position(|s| Rc::ptr_eq(s, seg)) else {
+            return;
+        };
+        for later in st.segments.drain(i + 1..) {
+            later.st.borrow_mut().discard_pending(no_space);
+        }
+        {
+            let mut s = seg.st.borrow_mut();
+            s.abort_pending(seg.base_offset, no_space, Some(start_tail));
+            s.sealed = false;
+            s.seal_done = false;
+        }
+        let end = seg.st.borrow().next_offset;
+        st.log_end_offset = end;
+        st.written_offset = st.written_offset.min(end);
+        st.synced_offset = st.synced_offset.min(end);
+        st.high_watermark = st.high_watermark.min(end);
+        st.leader_epochs_dirty |= st.leader_epochs.truncate_from_end(end);
+        self.cache.truncate_from(self.cache_slot, end);
+        st.check_offsets();
+    }
+
+    /// Waits until a group-committed fdatasync covers every offset below `end_offset`.
+    pub(super) async fn sync_to(&self, end_offset: i64) -> Result<()> {
+        for _ in 0..2 {
+            if self.state.borrow().synced_offset >= end_offset {
+                return Ok(());
+            }
+            let _permit = self
+                .sync_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| closed())?;
+            if self.state.borrow().synced_offset >= end_offset {
+                return Ok(());
+            }
+            self.sync_written().await?;
+        }
+        // Still not covered: the offsets were truncated away under us.
+        Err(StorageError::AppendAborted)
+    }
+
+    /// One fdatasync round over every segment with unsynced writes. Caller holds `sync_lock`.
+    pub(super) async fn sync_written(&self) -> Result<()> {
+        let (target, work, dir_changes) = {
+            let st = self.state.borrow();
+            let work: Vec<(Rc<Segment>, u64)> = st
+                .segments
+                .iter()
+                .filter_map(|s| {
+                    let ss = s.st.borrow();
+                    (ss.synced_size < ss.written_size).then(|| (Rc::clone(s), ss.written_size))
+                })
+                .collect();
+            let dir_changes = (st.dir_changes > st.dir_synced).then_some(st.dir_changes);
+            (st.written_offset, work, dir_changes)
+        };
+        for (seg, written) in &work {
+            let Some(file) = seg.file() else { continue };
+            file.fdatasync()
+                .await
+                .map_err(|e| dma::err("syncing", &seg.log_path, e))?;
+            let mut s = seg.st.borrow_mut();
+            s.synced_size = s.synced_size.max(*written).min(s.written_size);
+        }
+        if let Some(changes) = dir_changes {
+            dma::sync_dir(&self.dir).await?;
+            let mut st = self.state.borrow_mut();
+            st.dir_synced = st.dir_synced.max(changes);
+        }
+        let mut st = self.state.borrow_mut();
+        st.synced_offset = st.synced_offset.max(target).min(st.written_offset);
+        st.unflushed_messages = 0;
+        st.last_flush_ms = wall_clock_ms();
+        st.check_offsets();
+        Ok(())
+    }
+
+    pub(super) async fn flush(self: &Rc<Self>) -> Result<()> {
+        let inner = Rc::clone(self);
+        run_detached(async move {
+            {
+                let _w = inner
+                    .write_lock
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| closed())?;
+                inner.write_pending_locked().await?;
+            }
+            let _s = inner
+                .sync_lock
+                .acquire_permit(1)
+                .await
+                .map_err(|_| closed())?;
+            inner.sync_written().await
+        })
+        .await
+    }
+}
+
+/// Runs `fut` in a detached task of the current executor and waits for it. Dropping the wait
+/// does not cancel the work: I/O that changes the log always runs to completion.
+pub(super) async fn run_detached<T: 'static>(
+    fut: impl Future<Output = Result<T>> + 'static,
+) -> Result<T> {
+    glommio::spawn_local(fut)
+        .detach()
+        .await
+        .unwrap_or(Err(StorageError::Closed))
+}
+
+/// Rolls to a new (lazily created) segment when the append would not fit the active one.
+fn maybe_roll(
+    st: &mut LogState,
+    dir: &std::path::Path,
+    config: &LogConfig,
+    add_bytes: u64,
+    last_offset: i64,
+) {
+    let active = st.active();
+    let needs = {
+        let s = active.st.borrow();
+        !s.is_empty()
+            && (s.size + add_bytes > config.segment_bytes
+                || s.index_full(config.segment_index_bytes)
+                || last_offset - active.base_offset > i64::from(i32::MAX))
+    };
+    if needs {
+        roll(st, dir);
+    }
+}
+
+/// Seals the active segment and starts a new one at the log end offset.
+pub(super) fn roll(st: &mut LogState, dir: &std::path::Path) {
+    st.active().st.borrow_mut().sealed = true;
+    let seg = Segment::new_empty(dir, st.log_end_offset, wall_clock_ms());
+    st.segments.push(Rc::new(seg));
+}
