@@ -1,0 +1,347 @@
+//! The core-layout config (`skein.toml`): parsed once at start-up, then shared read-only by every
+//! shard. Every error names the key that is wrong.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::limits;
+use crate::settings::BrokerSettings;
+use crate::shard::ids::{NodeId, ShardId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    node: RawNode,
+    #[serde(default)]
+    cores: RawCores,
+    #[serde(default)]
+    listeners: RawListeners,
+    #[serde(default)]
+    controller: RawController,
+    #[serde(default)]
+    broker: toml::Table,
+    #[serde(default)]
+    placement: Vec<RawPlacement>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: Option<i32>,
+    data_dir: Option<PathBuf>,
+    /// Host name clients are told to connect to (Kafka's advertised.listeners host).
+    advertised_host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCores {
+    shards: Option<String>,
+    controller_shard: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListeners {
+    kafka: Option<String>,
+    internal: Option<String>,
+    metrics: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawController {
+    #[serde(default)]
+    voters: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    topic: String,
+    shards: String,
+}
+
+/// The whole validated layout.
+#[derive(Debug, Clone)]
+pub struct LayoutConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub advertised_host: Option<String>,
+    /// CPU of each shard; the shard id is the index.
+    pub shard_cpus: Vec<usize>,
+    pub controller_shard: ShardId,
+    pub kafka_listener: SocketAddr,
+    pub internal_listener: Option<SocketAddr>,
+    pub metrics_listener: Option<SocketAddr>,
+    pub controller_voters: Vec<String>,
+    pub broker: BrokerSettings,
+    /// Per-topic placement overrides: the topic's partitions go only to these shards.
+    pub placement: BTreeMap<String, Vec<ShardId>>,
+}
+
+impl LayoutConfig {
+    /// The embedded default: one node on 127.0.0.1:9092, data in ./skein-data, every core a shard.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::from_raw(RawConfig::default())
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let available = available_cpus();
+        let shard_cpus = match &raw.cores.shards {
+            Some(spec) => {
+                parse_cpu_list(spec).map_err(|m| ConfigError::invalid("cores.shards", m))?
+            }
+            None => available.clone(),
+        };
+        if shard_cpus.is_empty() {
+            return Err(ConfigError::invalid("cores.shards", "lists no CPU"));
+        }
+        if shard_cpus.len() > limits::SHARDS_MAX {
+            return Err(ConfigError::invalid(
+                "cores.shards",
+                format!(
+                    "{} shards exceed the limit of {}",
+                    shard_cpus.len(),
+                    limits::SHARDS_MAX
+                ),
+            ));
+        }
+        for cpu in &shard_cpus {
+            if !available.contains(cpu) {
+                return Err(ConfigError::invalid(
+                    "cores.shards",
+                    format!(
+                        "CPU {cpu} is not available to this process (available: {available:?})"
+                    ),
+                ));
+            }
+        }
+        let controller_shard = ShardId(raw.cores.controller_shard.unwrap_or(0));
+        if controller_shard.index() >= shard_cpus.len() {
+            return Err(ConfigError::invalid(
+                "cores.controller_shard",
+                format!(
+                    "shard {} does not exist ({} shards)",
+                    controller_shard.0,
+                    shard_cpus.len()
+                ),
+            ));
+        }
+        let node_id = raw.node.id.unwrap_or(1);
+        if node_id < 0 {
+            return Err(ConfigError::invalid("node.id", "must be >= 0"));
+        }
+        let kafka_listener = parse_addr("listeners.kafka", raw.listeners.kafka.as_deref())?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let internal_listener =
+            parse_addr("listeners.internal", raw.listeners.internal.as_deref())?;
+        let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
+        let broker = BrokerSettings::from_table(&raw.broker)?;
+
+        let mut placement = BTreeMap::new();
+        for (i, p) in raw.placement.iter().enumerate() {
+            let key = format!("placement[{i}].shards");
+            let cpus_or_ids =
+                parse_cpu_list(&p.shards).map_err(|m| ConfigError::invalid(&key, m))?;
+            let mut ids = Vec::new();
+            for id in cpus_or_ids {
+                if id >= shard_cpus.len() {
+                    return Err(ConfigError::invalid(
+                        &key,
+                        format!("shard {id} does not exist ({} shards)", shard_cpus.len()),
+                    ));
+                }
+                ids.push(ShardId(u16::try_from(id).map_err(|_| {
+                    ConfigError::invalid(&key, format!("shard {id} out of range"))
+                })?));
+            }
+            if placement.insert(p.topic.clone(), ids).is_some() {
+                return Err(ConfigError::invalid(
+                    format!("placement[{i}].topic"),
+                    format!("topic `{}` is placed twice", p.topic),
+                ));
+            }
+        }
+
+        Ok(LayoutConfig {
+            node_id: NodeId(node_id),
+            data_dir: raw
+                .node
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./skein-data")),
+            advertised_host: raw.node.advertised_host,
+            shard_cpus,
+            controller_shard,
+            kafka_listener,
+            internal_listener,
+            metrics_listener,
+            controller_voters: raw.controller.voters,
+            broker,
+            placement,
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shard_cpus.len()
+    }
+
+    /// The host clients are told to connect to.
+    pub fn advertised_host(&self) -> String {
+        match &self.advertised_host {
+            Some(h) => h.clone(),
+            None if self.kafka_listener.ip().is_unspecified() => "127.0.0.1".to_string(),
+            None => self.kafka_listener.ip().to_string(),
+        }
+    }
+}
+
+fn parse_addr(key: &str, value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v.parse::<SocketAddr>().map(Some).map_err(|e| {
+            ConfigError::invalid(key, format!("`{v}` is not an ip:port address: {e}"))
+        }),
+    }
+}
+
+/// Parses a Linux-style CPU list: "0-3,6,8-9".
+pub fn parse_cpu_list(spec: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (parse_cpu(a)?, parse_cpu(b)?),
+            None => {
+                let c = parse_cpu(part)?;
+                (c, c)
+            }
+        };
+        if lo > hi {
+            return Err(format!("range `{part}` is backwards"));
+        }
+        for c in lo..=hi {
+            if cpus.contains(&c) {
+                return Err(format!("CPU {c} is listed twice"));
+            }
+            cpus.push(c);
+        }
+    }
+    Ok(cpus)
+}
+
+fn parse_cpu(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{s}` is not a CPU number"))
+}
+
+/// CPUs this process may run on, in ascending order.
+pub fn available_cpus() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if ids.is_empty() {
+        ids = (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    ids.sort_unstable();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("1,1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+    }
+
+    #[test]
+    fn default_is_complete() {
+        let c = LayoutConfig::embedded_default().unwrap();
+        assert_eq!(c.kafka_listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.shard_count(), available_cpus().len());
+        assert_eq!(c.data_dir, PathBuf::from("./skein-data"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = LayoutConfig::parse("[cores]\nshards = \"0-9999\"\n").unwrap_err();
+        assert!(e.to_string().contains("cores.shards"), "{e}");
+        let e = LayoutConfig::parse("[listeners]\nkafka = \"nope\"\n").unwrap_err();
+        assert!(e.to_string().contains("listeners.kafka"), "{e}");
+        let e = LayoutConfig::parse("[node]\nidd = 3\n").unwrap_err();
+        assert!(e.to_string().contains("idd"), "{e}");
+        let e = LayoutConfig::parse("[broker]\n\"num.partitions\" = \"many\"\n").unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = LayoutConfig::parse("[cores]\nshards = \"0\"\ncontroller_shard = 3\n").unwrap_err();
+        assert!(e.to_string().contains("cores.controller_shard"), "{e}");
+    }
+
+    #[test]
+    fn placement_overrides() {
+        let c = LayoutConfig::parse(
+            "[cores]\nshards = \"0\"\n[[placement]]\ntopic = \"t\"\nshards = \"0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.placement.get("t"), Some(&vec![ShardId(0)]));
+        let e = LayoutConfig::parse(
+            "[cores]\nshards = \"0\"\n[[placement]]\ntopic = \"t\"\nshards = \"1\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("placement[0].shards"), "{e}");
+    }
+}

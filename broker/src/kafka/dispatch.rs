@@ -1,0 +1,155 @@
+//! ApiKey -> handler, and the one table of supported APIs that ApiVersions is built from.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use skein_net::{encode_response, CorrelationId, DecodedRequest, RequestHeader, WirePart};
+
+use super::handlers;
+use crate::shard::route::FetchChunk;
+use crate::shard::Shard;
+
+/// What a connection does after a request.
+pub enum Reply {
+    /// acks=0 produce: Kafka sends nothing back.
+    None,
+    Frame(Bytes),
+    /// A Fetch response: our framing plus stored batch bytes, written in order.
+    Parts(Vec<WirePart<FetchChunk>>),
+    Close,
+}
+
+/// Every API this broker serves, with the version range it advertises. Ranges stay inside what
+/// skein-net can decode; adding an API here is the only way to make it reachable.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    // v7+ adds the max-timestamp lookup (-3), not built yet.
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Per-request context handed to handlers.
+pub struct RequestCtx {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
+}
+
+impl RequestCtx {
+    pub fn version(&self) -> i16 {
+        self.header.api_version
+    }
+}
+
+pub async fn dispatch(shard: &Rc<Shard>, request: DecodedRequest) -> Reply {
+    let DecodedRequest { header, body } = request;
+    let supported = supported_range(header.api_key)
+        .is_some_and(|(lo, hi)| (lo..=hi).contains(&header.api_version));
+    if !supported {
+        return unsupported_version(header.api_key, header.api_version, header.correlation_id);
+    }
+    let ctx = RequestCtx {
+        shard: shard.clone(),
+        header,
+    };
+    let body = match body {
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(handlers::api_versions::handle(&ctx, r))
+        }
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(handlers::metadata::handle(&ctx, r).await)
+        }
+        RequestKind::Produce(r) => match handlers::produce::handle(&ctx, r).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return Reply::None,
+        },
+        RequestKind::Fetch(r) => return handlers::fetch::handle(&ctx, r).await,
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(handlers::alter_configs::handle(&ctx, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+            handlers::alter_configs::handle_incremental(&ctx, r).await,
+        ),
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(&ctx, r))
+        }
+        _ => return Reply::Close,
+    };
+    encode(
+        ctx.header.api_key,
+        ctx.header.api_version,
+        ctx.header.correlation_id,
+        &body,
+    )
+}
+
+pub fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: CorrelationId,
+    body: &ResponseKind,
+) -> Reply {
+    match encode_response(api_key, version, correlation_id, body) {
+        Ok(bytes) => Reply::Frame(bytes),
+        Err(e) => {
+            // Our bug, not the client's: say so loudly and drop only this connection.
+            tracing::error!(?api_key, version, error = %e, "encoding a response failed");
+            Reply::Close
+        }
+    }
+}
+
+/// An unsupported version: ApiVersions answers with UNSUPPORTED_VERSION and our ranges in a v0
+/// response (KIP-511) so the client can retry; any other API closes the connection, as Kafka does.
+pub fn unsupported_version(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: CorrelationId,
+) -> Reply {
+    if api_key != ApiKey::ApiVersions {
+        tracing::debug!(
+            ?api_key,
+            api_version,
+            "unsupported version; closing connection"
+        );
+        return Reply::Close;
+    }
+    let body = handlers::api_versions::unsupported();
+    encode(
+        ApiKey::ApiVersions,
+        0,
+        correlation_id,
+        &ResponseKind::ApiVersions(body),
+    )
+}

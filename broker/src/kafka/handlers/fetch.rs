@@ -1,0 +1,203 @@
+//! Fetch: reads every requested partition on its owner in parallel, long-polls until
+//! `min_bytes` are there or `max_wait_ms` passes, and frames the answer around the stored batch
+//! bytes without copying them. Fetch sessions (KIP-227) are declined with session id 0, which
+//! makes clients send full requests; that is allowed by the protocol.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::FetchRequest;
+use kafka_protocol::protocol::StrBytes;
+use skein_net::{encode_fetch_response, FetchPartitionDesc, FetchResponseDesc, FetchTopicDesc};
+use uuid::Uuid;
+
+use crate::kafka::dispatch::{Reply, RequestCtx};
+use crate::limits::FETCH_MAX_WAIT_MS_MAX;
+use crate::partition::{PartitionRead, ReadSpec};
+use crate::shard::ids::TopicPartition;
+use crate::shard::route::FetchChunk;
+
+struct Wanted {
+    /// `None` when the topic (name or id) is unknown.
+    tp: Option<TopicPartition>,
+    partition: i32,
+    spec: ReadSpec,
+}
+
+struct TopicWanted {
+    name: String,
+    id: Uuid,
+    unknown_error: ResponseError,
+    parts: Vec<Wanted>,
+}
+
+pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
+    let version = ctx.version();
+    // An incremental fetch against a session we never created.
+    if version >= 7 && req.session_id != 0 {
+        let desc: FetchResponseDesc<FetchChunk> = FetchResponseDesc {
+            throttle_time_ms: 0,
+            error_code: ResponseError::FetchSessionIdNotFound.code(),
+            session_id: 0,
+            topics: Vec::new(),
+            node_endpoints: Vec::new(),
+        };
+        return frame(ctx, desc);
+    }
+    let md = ctx.shard.metadata();
+    let topics: Vec<TopicWanted> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let (meta, unknown_error) = if version >= 13 {
+                (md.topic_by_id(&t.topic_id), ResponseError::UnknownTopicId)
+            } else {
+                (
+                    md.topics.get(t.topic.0.as_str()),
+                    ResponseError::UnknownTopicOrPartition,
+                )
+            };
+            let name = meta.map_or_else(|| t.topic.0.to_string(), |m| m.name.clone());
+            TopicWanted {
+                id: meta.map_or(t.topic_id, |m| m.id),
+                unknown_error,
+                parts: t
+                    .partitions
+                    .iter()
+                    .map(|p| Wanted {
+                        tp: meta.map(|m| TopicPartition::new(m.name.as_str(), p.partition)),
+                        partition: p.partition,
+                        spec: ReadSpec {
+                            fetch_offset: p.fetch_offset,
+                            max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                            current_leader_epoch: p.current_leader_epoch,
+                        },
+                    })
+                    .collect(),
+                name,
+            }
+        })
+        .collect();
+    drop(md);
+
+    let max_wait = Duration::from_millis(
+        u64::try_from(req.max_wait_ms)
+            .unwrap_or(0)
+            .min(FETCH_MAX_WAIT_MS_MAX),
+    );
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let max_bytes = if version >= 3 {
+        usize::try_from(req.max_bytes).unwrap_or(0)
+    } else {
+        usize::MAX
+    };
+    loop {
+        let reads = read_all(ctx, &topics).await;
+        let total: usize = reads.iter().map(PartitionRead::bytes).sum();
+        let any_error = reads.iter().any(|r| r.error.is_some());
+        if total >= min_bytes.max(1)
+            || any_error
+            || Instant::now() >= deadline
+            || ctx.shard.is_stopping()
+        {
+            return respond(ctx, topics, reads, max_bytes);
+        }
+        let watches: Vec<(TopicPartition, i64)> = topics
+            .iter()
+            .flat_map(|t| t.parts.iter())
+            .filter_map(|w| w.tp.clone().map(|tp| (tp, w.spec.fetch_offset)))
+            .collect();
+        if watches.is_empty() {
+            return respond(ctx, topics, reads, max_bytes);
+        }
+        ctx.shard.wait_for_data(watches, deadline).await;
+    }
+}
+
+async fn read_all(ctx: &RequestCtx, topics: &[TopicWanted]) -> Vec<PartitionRead<FetchChunk>> {
+    let work = topics.iter().flat_map(|t| {
+        t.parts.iter().map(move |w| {
+            let shard = ctx.shard.clone();
+            let tp = w.tp.clone();
+            let spec = w.spec;
+            let unknown = t.unknown_error;
+            async move {
+                match tp {
+                    Some(tp) => shard.read(tp, spec).await,
+                    None => PartitionRead::error(unknown),
+                }
+            }
+        })
+    });
+    join_all(work).await
+}
+
+fn respond(
+    ctx: &RequestCtx,
+    topics: Vec<TopicWanted>,
+    reads: Vec<PartitionRead<FetchChunk>>,
+    max_bytes: usize,
+) -> Reply {
+    let mut reads = reads.into_iter();
+    let mut budget = max_bytes;
+    let mut first_data = true;
+    let mut out_topics = Vec::with_capacity(topics.len());
+    for t in topics {
+        let mut partitions = Vec::with_capacity(t.parts.len());
+        for w in t.parts {
+            let r = reads
+                .next()
+                .unwrap_or_else(|| PartitionRead::error(ResponseError::UnknownServerError));
+            let bytes = r.bytes();
+            // KIP-74: the first non-empty partition is returned whole even past max_bytes, so a
+            // consumer can always make progress; later ones only while the budget lasts.
+            let records = if bytes == 0 {
+                Vec::new()
+            } else if first_data || bytes <= budget {
+                first_data = false;
+                budget = budget.saturating_sub(bytes);
+                r.chunks
+            } else {
+                Vec::new()
+            };
+            partitions.push(FetchPartitionDesc {
+                partition_index: w.partition,
+                error_code: r.error.map_or(0, |e| e.code()),
+                high_watermark: r.high_watermark,
+                last_stable_offset: r.last_stable_offset,
+                log_start_offset: r.log_start_offset,
+                diverging_epoch: None,
+                current_leader: None,
+                snapshot_id: None,
+                aborted_transactions: None,
+                preferred_read_replica: -1,
+                records,
+            });
+        }
+        out_topics.push(FetchTopicDesc {
+            name: StrBytes::from_string(t.name),
+            topic_id: t.id,
+            partitions,
+        });
+    }
+    let desc = FetchResponseDesc {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics: out_topics,
+        node_endpoints: Vec::new(),
+    };
+    frame(ctx, desc)
+}
+
+fn frame(ctx: &RequestCtx, desc: FetchResponseDesc<FetchChunk>) -> Reply {
+    match encode_fetch_response(ctx.version(), ctx.header.correlation_id, desc) {
+        Ok(parts) => Reply::Parts(parts),
+        Err(e) => {
+            tracing::error!(version = ctx.version(), error = %e, "encoding a fetch response failed");
+            Reply::Close
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Produce: each partition's records go to the owning shard in parallel; the answer lists the
+//! partitions in request order. acks=0 gets no answer at all.
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use crate::kafka::dispatch::RequestCtx;
+use crate::partition::Acks;
+use crate::shard::ids::TopicPartition;
+use crate::shard::mesh::ProduceOutcome;
+
+pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResponse> {
+    let version = ctx.version();
+    let acks = Acks::from_wire(req.acks);
+    let transactional = req.transactional_id.is_some();
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut work = Vec::new();
+    for t in req.topic_data {
+        let name = t.name.0.to_string();
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            parts.push(p.index);
+            let tp = TopicPartition::new(name.as_str(), p.index);
+            let shard = ctx.shard.clone();
+            work.push(async move {
+                let Some(acks) = acks else {
+                    return Err(ResponseError::InvalidRequiredAcks);
+                };
+                if transactional {
+                    // Transactions are not built; Kafka's answer for a broker without them.
+                    return Err(ResponseError::TransactionalIdAuthorizationFailed);
+                }
+                match p.records {
+                    Some(records) if !records.is_empty() => shard.produce(tp, records, acks).await,
+                    _ => Err(ResponseError::InvalidRecord),
+                }
+            });
+        }
+        topics.push((t.name, parts));
+    }
+    let mut outcomes = join_all(work).await.into_iter();
+    if acks == Some(Acks::None) {
+        return None;
+    }
+    let mut resp = ProduceResponse::default();
+    for (name, parts) in topics {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = name;
+        for index in parts {
+            let outcome: Result<ProduceOutcome, ResponseError> = outcomes
+                .next()
+                .unwrap_or(Err(ResponseError::UnknownServerError));
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = index;
+            pr.log_append_time_ms = -1;
+            match outcome {
+                Ok(o) => {
+                    pr.base_offset = o.base_offset;
+                    if version >= 5 {
+                        pr.log_start_offset = o.log_start_offset;
+                    }
+                }
+                Err(e) => {
+                    pr.error_code = e.code();
+                    pr.base_offset = -1;
+                    if version >= 5 {
+                        pr.log_start_offset = -1;
+                    }
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        resp.responses.push(tr);
+    }
+    Some(resp)
+}

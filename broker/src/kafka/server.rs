@@ -1,0 +1,78 @@
+//! Accepts Kafka connections on this shard's SO_REUSEPORT listener and serves each one: requests
+//! are read, handled and answered strictly in order, as Kafka does per connection. One bad
+//! client only ever loses its own connection.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use skein_net::{decode_request, read_frame, DecodeError};
+
+use super::dispatch::{self, Reply};
+use crate::shard::Shard;
+
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = %shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
+    }
+    let max_bytes = shard.layout.broker.socket_request_max_bytes;
+    loop {
+        let frame = match read_frame(&mut stream, max_bytes).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "closing connection");
+                return;
+            }
+        };
+        let reply = match decode_request(frame) {
+            Ok(request) => dispatch::dispatch(&shard, request).await,
+            Err(DecodeError::UnsupportedVersion {
+                api_key,
+                api_version,
+                correlation_id,
+            }) => dispatch::unsupported_version(api_key, api_version, correlation_id),
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "undecodable request; closing connection");
+                Reply::Close
+            }
+        };
+        let written = match reply {
+            Reply::None => Ok(()),
+            Reply::Close => return,
+            Reply::Frame(bytes) => stream.write_all(&bytes).await,
+            Reply::Parts(parts) => write_parts(&mut stream, parts).await,
+        };
+        if let Err(e) = written {
+            tracing::debug!(?peer, error = %e, "write failed; closing connection");
+            return;
+        }
+    }
+}
+
+async fn write_parts(
+    stream: &mut TcpStream,
+    parts: Vec<skein_net::WirePart<crate::shard::route::FetchChunk>>,
+) -> std::io::Result<()> {
+    for part in &parts {
+        stream.write_all(part.as_bytes()).await?;
+    }
+    stream.flush().await
+}

@@ -1,0 +1,28 @@
+//! Every limit of the broker, declared once; runtime settings are checked against these ceilings
+//! when the config loads (node-wide).
+
+/// Shards one process may run.
+pub const SHARDS_MAX: usize = 256;
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i64 = 100_000;
+/// Ceiling for `socket.request.max.bytes`.
+pub const REQUEST_BYTES_MAX: i64 = 1 << 30;
+/// Smallest `segment.bytes` Kafka allows (LegacyRecord overhead), and so do we.
+pub const SEGMENT_BYTES_MIN: i64 = 14;
+pub const TAIL_CACHE_BYTES_PER_SHARD_DEFAULT: usize = 64 << 20;
+pub const TAIL_CACHE_BYTES_PER_SHARD_MAX: i64 = 64 << 30;
+/// Depth of each cross-shard channel of the data mesh (produce, fetch, list offsets). A full
+/// channel makes the sender wait, which back-pressures the connection that asked.
+pub const DATA_MESH_DEPTH: usize = 1024;
+/// Depth of each cross-shard channel of the control mesh (metadata, admin); separate so a
+/// produce storm cannot starve a metadata swap.
+pub const CONTROL_MESH_DEPTH: usize = 64;
+/// Longest a Fetch may wait for data (clients ask for 500 ms by default).
+pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
+/// Topic name length limit, as Kafka's.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Bytes a shard lets its connections hold in flight for request processing.
+pub const INFLIGHT_REQUEST_BYTES_PER_SHARD_MAX: usize = 256 << 20;
+
+const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
+const _: () = assert!(SEGMENT_BYTES_MIN > 0);

@@ -1,0 +1,232 @@
+//! One partition replica on its owning shard: the log plus what the Kafka APIs need around it
+//! (leader epoch, waiting fetches, effective topic config). Lives on exactly one shard.
+
+use std::cell::{Cell, RefCell};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use kafka_protocol::error::ResponseError;
+use skein_storage::{AppendInfo, LogChunk, PartitionLog, StorageError};
+use uuid::Uuid;
+
+use crate::shard::ids::TopicPartition;
+use crate::topic_config::EffectiveTopicConfig;
+
+/// acks values Kafka accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// What a read asks of one partition.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadSpec {
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+    /// -1 when the client does not know the leader epoch.
+    pub current_leader_epoch: i32,
+}
+
+/// One partition's part of a Fetch answer; `C` is a stored chunk (local) or `Bytes` (remote).
+#[derive(Debug)]
+pub struct PartitionRead<C> {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<C>,
+}
+
+impl<C> PartitionRead<C> {
+    pub fn error(error: ResponseError) -> Self {
+        PartitionRead {
+            error: Some(error),
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        }
+    }
+
+    pub fn bytes(&self) -> usize
+    where
+        C: AsRef<[u8]>,
+    {
+        self.chunks.iter().map(|c| c.as_ref().len()).sum()
+    }
+}
+
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub topic_id: Uuid,
+    pub log: PartitionLog,
+    leader_epoch: Cell<i32>,
+    config: RefCell<EffectiveTopicConfig>,
+    /// Fetches parked until new data arrives (long poll); woken on every append.
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl Partition {
+    pub fn new(
+        tp: TopicPartition,
+        topic_id: Uuid,
+        log: PartitionLog,
+        leader_epoch: i32,
+        config: EffectiveTopicConfig,
+    ) -> Self {
+        Partition {
+            tp,
+            topic_id,
+            log,
+            leader_epoch: Cell::new(leader_epoch),
+            config: RefCell::new(config),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    pub fn config(&self) -> EffectiveTopicConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn set_config(&self, config: EffectiveTopicConfig) -> Result<(), StorageError> {
+        self.log.update_config(config.log_config())?;
+        *self.config.borrow_mut() = config;
+        Ok(())
+    }
+
+    /// Validates and appends a produce request's records (leader side). Single node: the ISR is
+    /// this replica, so the high watermark follows the durable log end.
+    pub async fn produce(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, ResponseError> {
+        let (max_message_bytes, min_insync) = {
+            let c = self.config.borrow();
+            (c.max_message_bytes, c.min_insync_replicas)
+        };
+        let summary = skein_storage::batch::validate_batches(&records).map_err(produce_error)?;
+        if summary.largest_batch_bytes > max_message_bytes {
+            return Err(ResponseError::MessageTooLarge);
+        }
+        crate::validate::check_compressed_batches(&records)?;
+        // The ISR of a single node is one replica.
+        const ISR_SIZE: usize = 1;
+        if acks == Acks::All && ISR_SIZE < min_insync {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
+        let info = self
+            .log
+            .append(records, self.leader_epoch.get())
+            .await
+            .map_err(produce_error)?;
+        // Appends complete in offset order; the HW covers what is durably written.
+        let high_watermark = self.log.high_watermark().max(info.last_offset + 1);
+        self.log.set_high_watermark(high_watermark);
+        self.wake_waiters();
+        Ok(info)
+    }
+
+    /// Reads for a consumer: whole batches below the high watermark.
+    pub async fn read(&self, spec: ReadSpec) -> PartitionRead<LogChunk> {
+        if spec.current_leader_epoch >= 0 {
+            let epoch = self.leader_epoch.get();
+            if spec.current_leader_epoch < epoch {
+                return PartitionRead::error(ResponseError::FencedLeaderEpoch);
+            }
+            if spec.current_leader_epoch > epoch {
+                return PartitionRead::error(ResponseError::UnknownLeaderEpoch);
+            }
+        }
+        let high_watermark = self.log.high_watermark();
+        let log_start_offset = self.log.log_start_offset();
+        let mut out = PartitionRead {
+            error: None,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset,
+            chunks: Vec::new(),
+        };
+        if spec.fetch_offset == high_watermark {
+            return out;
+        }
+        match self
+            .log
+            .read(spec.fetch_offset, spec.max_bytes, high_watermark)
+            .await
+        {
+            Ok(read) => out.chunks = read.chunks,
+            Err(StorageError::OffsetOutOfRange { .. }) => {
+                out.error = Some(ResponseError::OffsetOutOfRange)
+            }
+            Err(e) => {
+                tracing::warn!(partition = %self.tp, error = %e, "read failed");
+                out.error = Some(ResponseError::KafkaStorageError);
+            }
+        }
+        if spec.fetch_offset > high_watermark {
+            out.error = Some(ResponseError::OffsetOutOfRange);
+        }
+        out
+    }
+
+    /// True when a consumer at `fetch_offset` has something to read (or an error to see).
+    pub fn has_data_for(&self, fetch_offset: i64) -> bool {
+        fetch_offset != self.log.high_watermark()
+    }
+
+    /// Resolves when new data is appended (or the partition goes away).
+    pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        rx
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// The Kafka error a produce gets for a storage failure.
+pub fn produce_error(e: StorageError) -> ResponseError {
+    match e {
+        StorageError::CorruptBatch { .. } | StorageError::TruncatedBatch { .. } => {
+            ResponseError::CorruptMessage
+        }
+        StorageError::InvalidMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        StorageError::EmptyAppend => ResponseError::InvalidRecord,
+        StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        StorageError::OffsetOutOfRange { .. }
+        | StorageError::OffsetGap { .. }
+        | StorageError::OffsetOverlap { .. }
+        | StorageError::NoSpace { .. }
+        | StorageError::Io { .. }
+        | StorageError::ShortWrite { .. }
+        | StorageError::AppendAborted
+        | StorageError::CorruptCheckpoint { .. }
+        | StorageError::InvalidConfig(_)
+        | StorageError::Closed => {
+            tracing::error!(error = %e, "append failed");
+            ResponseError::KafkaStorageError
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Broker settings (the `[broker]` table, Kafka's names) and topic configs: which keys exist,
+//! their defaults, validation, and how a topic's effective config is resolved (node-wide view).
+
+use std::collections::BTreeMap;
+
+use crate::config::ConfigError;
+use crate::limits;
+
+/// A topic-level config key we apply, with the broker-level key that sets its default.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_key: &'static str,
+    pub default: &'static str,
+    pub kind: ValueKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A long with a lower bound.
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
+    Bool,
+    /// One of a fixed set of strings.
+    OneOf(&'static [&'static str]),
+}
+
+/// Every topic config Skein applies. Anything else is refused with INVALID_CONFIG so a user
+/// never believes a setting took effect when it did not.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_key: "log.cleanup.policy",
+        default: "delete",
+        kind: ValueKind::OneOf(&["delete"]),
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_key: "log.retention.ms",
+        default: "604800000",
+        kind: ValueKind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_key: "log.retention.bytes",
+        default: "-1",
+        kind: ValueKind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_key: "log.segment.bytes",
+        default: "1073741824",
+        kind: ValueKind::Int {
+            min: limits::SEGMENT_BYTES_MIN,
+        },
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_key: "log.roll.ms",
+        default: "604800000",
+        kind: ValueKind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_key: "message.max.bytes",
+        default: "1048588",
+        kind: ValueKind::Int { min: 0 },
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_key: "log.flush.interval.messages",
+        default: "9223372036854775807",
+        kind: ValueKind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_key: "log.flush.interval.ms",
+        default: "9223372036854775807",
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_key: "log.index.interval.bytes",
+        default: "4096",
+        kind: ValueKind::Int { min: 0 },
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_key: "min.insync.replicas",
+        default: "1",
+        kind: ValueKind::Int { min: 1 },
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_key: "log.message.timestamp.type",
+        default: "CreateTime",
+        // LogAppendTime would need the broker to rewrite timestamps and the CRC; not built yet.
+        kind: ValueKind::OneOf(&["CreateTime"]),
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_key: "compression.type",
+        default: "producer",
+        // Re-compressing on the broker is not built: batches are stored as the producer sent them.
+        kind: ValueKind::OneOf(&["producer"]),
+    },
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one topic config value; the message is what the client sees.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let def = topic_config_def(name)
+        .ok_or_else(|| format!("unknown or unsupported topic config `{name}`"))?;
+    check_value(def.kind, value).map_err(|m| format!("invalid value `{value}` for `{name}`: {m}"))
+}
+
+fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
+    match kind {
+        ValueKind::Long { min } | ValueKind::Int { min } => {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| "not a number".to_string())?;
+            if matches!(kind, ValueKind::Int { .. }) && i32::try_from(v).is_err() {
+                return Err("out of range for an int".into());
+            }
+            if v < min {
+                return Err(format!("must be >= {min}"));
+            }
+            Ok(())
+        }
+        ValueKind::Bool => match value.trim() {
+            "true" | "false" => Ok(()),
+            _ => Err("must be true or false".into()),
+        },
+        ValueKind::OneOf(allowed) => {
+            if allowed.contains(&value.trim()) {
+                Ok(())
+            } else {
+                Err(format!("supported values: {allowed:?}"))
+            }
+        }
+    }
+}
+
+/// Where a config value came from (DescribeConfigs' config_source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    TopicOverride,
+    StaticBroker,
+    Default,
+}
+
+impl ConfigSource {
+    /// Kafka's DescribeConfigs ConfigSource codes.
+    pub fn code(self) -> i8 {
+        match self {
+            ConfigSource::TopicOverride => 1,
+            ConfigSource::StaticBroker => 4,
+            ConfigSource::Default => 5,
+        }
+    }
+}
+
+/// The `[broker]` table.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub auto_create_topics_enable: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub socket_request_max_bytes: usize,
+    pub delete_topic_enable: bool,
+    pub log_retention_check_interval_ms: u64,
+    pub tail_cache_bytes_per_shard: usize,
+    /// Broker-level defaults of topic configs, keyed by the topic config name.
+    pub topic_defaults: BTreeMap<&'static str, String>,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            socket_request_max_bytes: 104_857_600,
+            delete_topic_enable: true,
+            log_retention_check_interval_ms: 300_000,
+            tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+            topic_defaults: BTreeMap::new(),
+        }
+    }
+}
+
+impl BrokerSettings {
+    pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
+        let mut s = BrokerSettings::default();
+        for (key, value) in table {
+            let full = format!("broker.\"{key}\"");
+            let text = toml_scalar(value).ok_or_else(|| {
+                ConfigError::invalid(&full, "must be a string, number or boolean")
+            })?;
+            let bad = |m: String| ConfigError::invalid(&full, m);
+            match key.as_str() {
+                "auto.create.topics.enable" => {
+                    s.auto_create_topics_enable = parse_bool(&text).map_err(bad)?
+                }
+                "delete.topic.enable" => s.delete_topic_enable = parse_bool(&text).map_err(bad)?,
+                "num.partitions" => {
+                    s.num_partitions =
+                        parse_ranged(&text, 1, limits::PARTITIONS_PER_TOPIC_MAX).map_err(bad)?
+                }
+                "default.replication.factor" => {
+                    s.default_replication_factor =
+                        parse_ranged(&text, 1, i16::MAX.into()).map_err(bad)?
+                }
+                "socket.request.max.bytes" => {
+                    s.socket_request_max_bytes =
+                        parse_ranged(&text, 1024, limits::REQUEST_BYTES_MAX).map_err(bad)?
+                }
+                "log.retention.check.interval.ms" => {
+                    s.log_retention_check_interval_ms =
+                        parse_ranged(&text, 1, i64::MAX).map_err(bad)?
+                }
+                "skein.tail.cache.bytes.per.shard" => {
+                    s.tail_cache_bytes_per_shard =
+                        parse_ranged(&text, 0, limits::TAIL_CACHE_BYTES_PER_SHARD_MAX)
+                            .map_err(bad)?
+                }
+                "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" => {
+                    let per: i64 = if key.ends_with("hours") {
+                        3_600_000
+                    } else {
+                        60_000
+                    };
+                    let v: i64 = parse_ranged(&text, 1, i64::MAX / per).map_err(bad)?;
+                    let topic_key = if key.starts_with("log.roll") {
+                        "segment.ms"
+                    } else {
+                        "retention.ms"
+                    };
+                    s.topic_defaults
+                        .entry(topic_key)
+                        .or_insert_with(|| (v * per).to_string());
+                }
+                other => match TOPIC_CONFIGS.iter().find(|d| d.broker_key == other) {
+                    Some(def) => {
+                        check_value(def.kind, &text).map_err(bad)?;
+                        // An explicit *.ms key wins over *.hours, as in Kafka.
+                        s.topic_defaults.insert(def.name, text);
+                    }
+                    None => return Err(ConfigError::invalid(&full, "unknown broker setting")),
+                },
+            }
+        }
+        Ok(s)
+    }
+
+    /// The value a topic gets when it has no override, and where it came from.
+    pub fn topic_default(&self, def: &TopicConfigDef) -> (String, ConfigSource) {
+        match self.topic_defaults.get(def.name) {
+            Some(v) => (v.clone(), ConfigSource::StaticBroker),
+            None => (def.default.to_string(), ConfigSource::Default),
+        }
+    }
+}
+
+fn toml_scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{text}` is not true or false")),
+    }
+}
+
+fn parse_ranged<T: TryFrom<i64>>(text: &str, min: i64, max: i64) -> Result<T, String> {
+    let v: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if v < min || v > max {
+        return Err(format!("{v} is outside {min}..={max}"));
+    }
+    T::try_from(v).map_err(|_| format!("{v} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn broker_keys_map_to_topic_defaults() {
+        let s = BrokerSettings::from_table(&table(
+            "\"log.retention.hours\" = 1\n\"log.segment.bytes\" = \"1048576\"\n\"num.partitions\" = 3",
+        ))
+        .unwrap();
+        assert_eq!(s.num_partitions, 3);
+        assert_eq!(
+            s.topic_defaults.get("retention.ms").map(String::as_str),
+            Some("3600000")
+        );
+        assert_eq!(
+            s.topic_defaults.get("segment.bytes").map(String::as_str),
+            Some("1048576")
+        );
+    }
+
+    #[test]
+    fn unknown_and_bad_values_are_refused() {
+        assert!(BrokerSettings::from_table(&table("\"no.such.key\" = 1")).is_err());
+        assert!(BrokerSettings::from_table(&table("\"num.partitions\" = 0")).is_err());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("segment.bytes", "10").is_err());
+        assert!(validate_topic_config("nope", "1").is_err());
+    }
+}

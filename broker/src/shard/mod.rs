@@ -1,0 +1,322 @@
+//! A shard: one pinned glommio executor that owns a set of partitions outright, serves the Kafka
+//! connections it accepts, and talks to the other shards only through the meshes (per shard).
+
+pub mod ids;
+pub mod mesh;
+pub mod route;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::Receivers;
+use skein_storage::{PartitionLog, TailCache};
+
+use crate::admin::AdminState;
+use crate::config::LayoutConfig;
+use crate::metadata::ClusterMetadata;
+use crate::partition::Partition;
+use crate::topic_config::EffectiveTopicConfig;
+use ids::{ShardId, TopicPartition};
+use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
+
+/// What every shard's thread receives at start-up (all `Send`).
+#[derive(Clone)]
+pub struct ShardBoot {
+    pub id: ShardId,
+    pub layout: Arc<LayoutConfig>,
+    pub metadata: Arc<ClusterMetadata>,
+    pub mesh: MeshBoot,
+    /// Shards that have opened their partitions and bound the listener.
+    pub ready: Arc<AtomicUsize>,
+    pub shutdown: Arc<AtomicBool>,
+    /// The resolved Kafka listener address (port 0 already replaced).
+    pub kafka_addr: std::net::SocketAddr,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub layout: Arc<LayoutConfig>,
+    metadata: RefCell<Arc<ClusterMetadata>>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    tail_cache: Rc<TailCache>,
+    pub mesh: ShardMesh,
+    /// Present only on the metadata (controller) shard.
+    pub admin: Option<AdminState>,
+    stopping: Cell<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error("{shard}: joining the shard mesh failed")]
+    Mesh { shard: ShardId },
+    #[error("{shard}: cannot bind the Kafka listener on {addr}: {source}")]
+    Bind {
+        shard: ShardId,
+        addr: std::net::SocketAddr,
+        source: glommio::GlommioError<()>,
+    },
+    #[error("{shard}: opening partitions failed: {message}")]
+    Open { shard: ShardId, message: String },
+}
+
+/// Runs one shard until shutdown is requested.
+pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
+    let shard_id = boot.id;
+    let (data_tx, data_rx) = boot
+        .mesh
+        .data
+        .clone()
+        .join()
+        .await
+        .map_err(|_| ShardError::Mesh { shard: shard_id })?;
+    let (control_tx, control_rx) = boot
+        .mesh
+        .control
+        .clone()
+        .join()
+        .await
+        .map_err(|_| ShardError::Mesh { shard: shard_id })?;
+    if let Some(slot) = boot.mesh.peer_of_shard.get(shard_id.index()) {
+        slot.store(data_tx.peer_id(), Ordering::Release);
+    }
+    // Both meshes are joined by the same executors, so their peer orders agree.
+    assert_eq!(
+        data_tx.peer_id(),
+        control_tx.peer_id(),
+        "mesh peer ids differ"
+    );
+    let peers = mesh::await_peer_map(&boot.mesh.peer_of_shard).await;
+
+    let is_metadata_shard = shard_id == boot.layout.controller_shard;
+    let shard = Rc::new(Shard {
+        id: shard_id,
+        layout: boot.layout.clone(),
+        metadata: RefCell::new(Arc::new(ClusterMetadata::new(
+            String::new(),
+            boot.layout.node_id,
+        ))),
+        partitions: RefCell::new(HashMap::new()),
+        tail_cache: Rc::new(TailCache::new(
+            boot.layout.broker.tail_cache_bytes_per_shard,
+        )),
+        mesh: ShardMesh::new(data_tx, control_tx, peers),
+        admin: is_metadata_shard.then(|| AdminState::new((*boot.metadata).clone())),
+        stopping: Cell::new(false),
+    });
+    shard
+        .apply_metadata(boot.metadata.clone())
+        .await
+        .map_err(|message| ShardError::Open {
+            shard: shard_id,
+            message,
+        })?;
+
+    serve_mesh(&shard, data_rx, control_rx);
+    let listener =
+        glommio::net::TcpListener::bind(boot.kafka_addr).map_err(|source| ShardError::Bind {
+            shard: shard_id,
+            addr: boot.kafka_addr,
+            source,
+        })?;
+    let accept_task =
+        glommio::spawn_local(crate::kafka::server::accept_loop(shard.clone(), listener));
+    boot.ready.fetch_add(1, Ordering::AcqRel);
+
+    shard.housekeeping(&boot.shutdown).await;
+    accept_task.cancel().await;
+    shard.close_all().await;
+    Ok(())
+}
+
+fn serve_mesh(
+    shard: &Rc<Shard>,
+    mut data_rx: Receivers<DataCall>,
+    mut control_rx: Receivers<ControlCall>,
+) {
+    for (_, rx) in data_rx.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let mut rx = rx;
+            while let Some(call) = rx.next().await {
+                glommio::spawn_local(route::serve_data_call(shard.clone(), call)).detach();
+            }
+        })
+        .detach();
+    }
+    for (_, rx) in control_rx.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let mut rx = rx;
+            while let Some(call) = rx.next().await {
+                glommio::spawn_local(route::serve_control_call(shard.clone(), call)).detach();
+            }
+        })
+        .detach();
+    }
+}
+
+impl Shard {
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.layout.shard_count()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn partition_dir(&self, tp: &TopicPartition) -> PathBuf {
+        self.layout.data_dir.join(tp.dir_name())
+    }
+
+    /// Installs `snapshot` (if newer) and opens, reconfigures or removes partitions so this shard
+    /// owns exactly what the snapshot assigns to it.
+    pub async fn apply_metadata(&self, snapshot: Arc<ClusterMetadata>) -> Result<(), String> {
+        {
+            let current = self.metadata.borrow();
+            if snapshot.revision < current.revision {
+                return Ok(());
+            }
+        }
+        // Partitions that must go: topic gone, recreated under a new id, or moved elsewhere.
+        let stale: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, p)| {
+                let t = snapshot.topics.get(&*tp.topic);
+                match (t, snapshot.partition(&tp.topic, tp.partition)) {
+                    (Some(t), Some(pm)) => t.id != p.topic_id || pm.shard != self.id,
+                    _ => true,
+                }
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in stale {
+            let removed = self.partitions.borrow_mut().remove(&tp);
+            if let Some(p) = removed {
+                self.delete_partition(p).await;
+            }
+        }
+        for topic in snapshot.topics.values() {
+            let config = EffectiveTopicConfig::resolve(&self.layout.broker, &topic.configs);
+            for (index, pm) in topic.partitions.iter().enumerate() {
+                if pm.shard != self.id {
+                    continue;
+                }
+                let partition =
+                    i32::try_from(index).map_err(|_| "partition index overflow".to_string())?;
+                let tp = TopicPartition::new(topic.name.as_str(), partition);
+                let existing = self.partition(&tp);
+                match existing {
+                    Some(p) => {
+                        if p.config() != config {
+                            p.set_config(config.clone())
+                                .map_err(|e| format!("{tp}: {e}"))?;
+                        }
+                    }
+                    None => {
+                        let dir = self.partition_dir(&tp);
+                        let log =
+                            PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
+                                .await
+                                .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
+                        let p = Partition::new(
+                            tp.clone(),
+                            topic.id,
+                            log,
+                            pm.leader_epoch,
+                            config.clone(),
+                        );
+                        self.partitions.borrow_mut().insert(tp, Rc::new(p));
+                    }
+                }
+            }
+        }
+        *self.metadata.borrow_mut() = snapshot;
+        Ok(())
+    }
+
+    /// Deletes a partition's log once in-flight requests have let go of it.
+    async fn delete_partition(&self, p: Rc<Partition>) {
+        let tp = p.tp.clone();
+        let mut p = p;
+        for _ in 0..500 {
+            match Rc::try_unwrap(p) {
+                Ok(owned) => {
+                    if let Err(e) = owned.log.delete().await {
+                        tracing::error!(partition = %tp, error = %e, "deleting the log failed");
+                    }
+                    return;
+                }
+                Err(still_shared) => {
+                    p = still_shared;
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        tracing::error!(partition = %tp, "partition still in use after 5 s; its log was not deleted");
+    }
+
+    /// Periodic work (retention) until shutdown is requested.
+    async fn housekeeping(&self, shutdown: &AtomicBool) {
+        let retention_every =
+            Duration::from_millis(self.layout.broker.log_retention_check_interval_ms);
+        let mut last_retention = std::time::Instant::now();
+        while !shutdown.load(Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            if last_retention.elapsed() >= retention_every {
+                last_retention = std::time::Instant::now();
+                self.enforce_retention().await;
+            }
+        }
+        self.stopping.set(true);
+    }
+
+    async fn enforce_retention(&self) {
+        let now_ms = crate::clock::now_ms();
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in parts {
+            if let Err(e) = p.log.enforce_retention(now_ms).await {
+                tracing::warn!(partition = %p.tp, error = %e, "retention failed");
+            }
+            glommio::executor().yield_if_needed().await;
+        }
+    }
+
+    /// Clean shutdown: every log is flushed and marked clean so the next start skips recovery.
+    async fn close_all(&self) {
+        let parts: Vec<(TopicPartition, Rc<Partition>)> =
+            self.partitions.borrow_mut().drain().collect();
+        for (tp, p) in parts {
+            let mut p = p;
+            for _ in 0..200 {
+                match Rc::try_unwrap(p) {
+                    Ok(owned) => {
+                        if let Err(e) = owned.log.close().await {
+                            tracing::error!(partition = %tp, error = %e, "closing the log failed");
+                        }
+                        break;
+                    }
+                    Err(shared) => {
+                        p = shared;
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        }
+    }
+}

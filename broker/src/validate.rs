@@ -1,0 +1,212 @@
+//! Record-level validation of produced batches, beyond the header and CRC checks of the storage
+//! engine: every record must parse, offset deltas must run 0..count, and a compressed batch must
+//! decompress to exactly the records it claims. Runs on the partition's owning shard.
+
+use bytes::Bytes;
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::error::ResponseError;
+
+/// Size of the RecordBatch v2 header; records start right after it.
+const BATCH_HEADER_BYTES: usize = 61;
+const ATTRIBUTES_AT: usize = 21;
+const RECORD_COUNT_AT: usize = 57;
+const LENGTH_AT: usize = 8;
+/// Size of the base offset and batch length fields, which the batch length does not count.
+const LOG_OVERHEAD_BYTES: usize = 12;
+
+/// Checks the records inside each batch of an already header- and CRC-validated `records` field.
+pub fn check_compressed_batches(records: &Bytes) -> Result<(), ResponseError> {
+    let mut pos = 0usize;
+    while pos < records.len() {
+        let batch_len = read_i32(records, pos + LENGTH_AT).ok_or(ResponseError::CorruptMessage)?;
+        let total = usize::try_from(batch_len)
+            .ok()
+            .and_then(|l| l.checked_add(LOG_OVERHEAD_BYTES))
+            .ok_or(ResponseError::CorruptMessage)?;
+        let end = pos
+            .checked_add(total)
+            .ok_or(ResponseError::CorruptMessage)?;
+        if total < BATCH_HEADER_BYTES || end > records.len() {
+            return Err(ResponseError::CorruptMessage);
+        }
+        check_batch(&records.slice(pos..end))?;
+        pos = end;
+    }
+    Ok(())
+}
+
+fn check_batch(batch: &Bytes) -> Result<(), ResponseError> {
+    let attributes = read_i16(batch, ATTRIBUTES_AT).ok_or(ResponseError::CorruptMessage)?;
+    let count = read_i32(batch, RECORD_COUNT_AT).ok_or(ResponseError::CorruptMessage)?;
+    let count = usize::try_from(count).map_err(|_| ResponseError::InvalidRecord)?;
+    let mut body = batch.slice(BATCH_HEADER_BYTES..);
+    let walk = |buf: &mut Bytes| -> anyhow::Result<()> {
+        walk_records(buf, count).map_err(|m| anyhow::anyhow!(m))
+    };
+    let result = match attributes & 0x07 {
+        0 => walk(&mut body),
+        1 => Gzip::decompress(&mut body, walk),
+        2 => Snappy::decompress(&mut body, walk),
+        3 => Lz4::decompress(&mut body, walk),
+        4 => Zstd::decompress(&mut body, walk),
+        _ => return Err(ResponseError::UnsupportedCompressionType),
+    };
+    result.map_err(|_| ResponseError::CorruptMessage)
+}
+
+/// Walks `count` v2 records; every length must fit and the offset deltas must be 0, 1, 2, ...
+fn walk_records(buf: &mut Bytes, count: usize) -> Result<(), &'static str> {
+    let data: &[u8] = buf;
+    let mut pos = 0usize;
+    for expected_delta in 0..count {
+        let len = read_varint(data, &mut pos)?;
+        let len = usize::try_from(len).map_err(|_| "negative record length")?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= data.len())
+            .ok_or("record overruns batch")?;
+        let rec = &data[pos..end];
+        let mut p = 1usize; // attributes
+        if rec.is_empty() {
+            return Err("empty record");
+        }
+        read_varint(rec, &mut p)?; // timestamp delta
+        let offset_delta = read_varint(rec, &mut p)?;
+        if offset_delta != expected_delta as i64 {
+            return Err("offset deltas are not consecutive");
+        }
+        skip_bytes(rec, &mut p)?; // key
+        skip_bytes(rec, &mut p)?; // value
+        let headers = read_varint(rec, &mut p)?;
+        if headers < 0 {
+            return Err("negative header count");
+        }
+        for _ in 0..headers {
+            let key_len = read_varint(rec, &mut p)?;
+            if key_len < 0 {
+                return Err("null header key");
+            }
+            advance(rec, &mut p, key_len)?;
+            skip_bytes(rec, &mut p)?;
+        }
+        if p != rec.len() {
+            return Err("record length does not match its fields");
+        }
+        pos = end;
+    }
+    if pos != data.len() {
+        return Err("bytes after the last record");
+    }
+    Ok(())
+}
+
+fn skip_bytes(rec: &[u8], p: &mut usize) -> Result<(), &'static str> {
+    let len = read_varint(rec, p)?;
+    if len < -1 {
+        return Err("invalid length");
+    }
+    if len > 0 {
+        advance(rec, p, len)?;
+    }
+    Ok(())
+}
+
+fn advance(rec: &[u8], p: &mut usize, len: i64) -> Result<(), &'static str> {
+    let len = usize::try_from(len).map_err(|_| "invalid length")?;
+    *p = p
+        .checked_add(len)
+        .filter(|e| *e <= rec.len())
+        .ok_or("field overruns record")?;
+    Ok(())
+}
+
+/// Zig-zag varint (up to 64 bits), as Kafka's record fields use.
+fn read_varint(data: &[u8], pos: &mut usize) -> Result<i64, &'static str> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err("varint too long")
+}
+
+fn read_i32(b: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_i16(b: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn batch(compression: Compression, n: i64) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                sequence: -1,
+                timestamp: 1000 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'v'; 100])),
+                headers: [(
+                    StrBytes::from_static_str("h"),
+                    Some(Bytes::from_static(b"x")),
+                )]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn accepts_every_codec() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            check_compressed_batches(&batch(c, 10)).unwrap_or_else(|e| panic!("{c:?}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn refuses_wrong_count_and_garbage() {
+        let mut b = bytes::BytesMut::from(&batch(Compression::None, 3)[..]);
+        b[RECORD_COUNT_AT + 3] = 4;
+        assert!(check_compressed_batches(&b.freeze()).is_err());
+        let mut g = bytes::BytesMut::from(&batch(Compression::Gzip, 3)[..]);
+        let last = g.len() - 5;
+        g[last] ^= 0xff;
+        g[BATCH_HEADER_BYTES + 2] ^= 0xff;
+        assert!(check_compressed_batches(&g.freeze()).is_err());
+    }
+}
