@@ -21,8 +21,6 @@ pub const CONTROL_MESH_DEPTH: usize = 64;
 pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-/// Bytes a shard lets its connections hold in flight for request processing.
-pub const INFLIGHT_REQUEST_BYTES_PER_SHARD_MAX: usize = 256 << 20;
 
 const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
 const _: () = assert!(SEGMENT_BYTES_MIN > 0);

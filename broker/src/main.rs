@@ -109,6 +109,17 @@ fn print_layout(layout: &LayoutConfig) -> anyhow::Result<()> {
 
 fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     raise_memlock_limit();
+    // Parsed so configs written for the full cluster load today; said loudly so nobody
+    // believes they are served.
+    if let Some(addr) = layout.internal_listener {
+        tracing::warn!(%addr, "listeners.internal is not served yet (controller RPC is not built)");
+    }
+    if let Some(addr) = layout.metrics_listener {
+        tracing::warn!(%addr, "listeners.metrics is not served yet (metrics are not built)");
+    }
+    if layout.controller_voters.len() > 1 {
+        bail!("controller.voters: multi-node clusters are not built yet; use a single node");
+    }
     let mut md = metadata_store::load_or_init(&layout.data_dir, layout.node_id)
         .with_context(|| format!("loading metadata from {}", layout.data_dir.display()))?;
     remove_orphan_partition_dirs(&layout.data_dir, &md)?;

@@ -23,7 +23,6 @@ pub enum ValueKind {
     Int {
         min: i64,
     },
-    Bool,
     /// One of a fixed set of strings.
     OneOf(&'static [&'static str]),
 }
@@ -135,10 +134,6 @@ fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
             }
             Ok(())
         }
-        ValueKind::Bool => match value.trim() {
-            "true" | "false" => Ok(()),
-            _ => Err("must be true or false".into()),
-        },
         ValueKind::OneOf(allowed) => {
             if allowed.contains(&value.trim()) {
                 Ok(())

@@ -1,6 +1,7 @@
-//! Record-level validation of produced batches, beyond the header and CRC checks of the storage
-//! engine: every record must parse, offset deltas must run 0..count, and a compressed batch must
-//! decompress to exactly the records it claims. Runs on the partition's owning shard.
+//! Record-level reading of RecordBatch v2, beyond the header and CRC checks of the storage
+//! engine: validation of produced batches (every record must parse, offset deltas must run
+//! 0..count, a compressed batch must decompress to exactly the records it claims) and the exact
+//! record a timestamp lookup lands on. Runs on the partition's owning shard.
 
 use bytes::Bytes;
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
@@ -36,13 +37,20 @@ pub fn check_compressed_batches(records: &Bytes) -> Result<(), ResponseError> {
 }
 
 fn check_batch(batch: &Bytes) -> Result<(), ResponseError> {
+    with_records(batch, |data, count| walk_records(data, count, |_, _| true))
+}
+
+/// Runs `f` over the (decompressed) records section of one batch and its record count.
+fn with_records(
+    batch: &Bytes,
+    f: impl FnOnce(&[u8], usize) -> Result<(), &'static str>,
+) -> Result<(), ResponseError> {
     let attributes = read_i16(batch, ATTRIBUTES_AT).ok_or(ResponseError::CorruptMessage)?;
     let count = read_i32(batch, RECORD_COUNT_AT).ok_or(ResponseError::CorruptMessage)?;
     let count = usize::try_from(count).map_err(|_| ResponseError::InvalidRecord)?;
-    let mut body = batch.slice(BATCH_HEADER_BYTES..);
-    let walk = |buf: &mut Bytes| -> anyhow::Result<()> {
-        walk_records(buf, count).map_err(|m| anyhow::anyhow!(m))
-    };
+    let mut body = batch.slice(BATCH_HEADER_BYTES.min(batch.len())..);
+    let walk =
+        |buf: &mut Bytes| -> anyhow::Result<()> { f(buf, count).map_err(|m| anyhow::anyhow!(m)) };
     let result = match attributes & 0x07 {
         0 => walk(&mut body),
         1 => Gzip::decompress(&mut body, walk),
@@ -54,9 +62,33 @@ fn check_batch(batch: &Bytes) -> Result<(), ResponseError> {
     result.map_err(|_| ResponseError::CorruptMessage)
 }
 
+/// The first record of `batch` (a stored batch, offsets stamped) whose timestamp is at or after
+/// `target_ms`: ListOffsets answers with that record, not its batch.
+pub fn first_record_at_or_after(batch: &Bytes, target_ms: i64) -> Option<(i64, i64)> {
+    let base_offset = i64::from_be_bytes(batch.get(0..8)?.try_into().ok()?);
+    let base_ts = i64::from_be_bytes(batch.get(27..35)?.try_into().ok()?);
+    let mut found = None;
+    with_records(batch, |data, count| {
+        walk_records(data, count, |offset_delta, ts_delta| {
+            let ts = base_ts.saturating_add(ts_delta);
+            if ts >= target_ms {
+                found = Some((base_offset + offset_delta, ts));
+                return false;
+            }
+            true
+        })
+    })
+    .ok()?;
+    found
+}
+
 /// Walks `count` v2 records; every length must fit and the offset deltas must be 0, 1, 2, ...
-fn walk_records(buf: &mut Bytes, count: usize) -> Result<(), &'static str> {
-    let data: &[u8] = buf;
+/// `visit(offset_delta, timestamp_delta)` returning false stops the walk early.
+fn walk_records(
+    data: &[u8],
+    count: usize,
+    mut visit: impl FnMut(i64, i64) -> bool,
+) -> Result<(), &'static str> {
     let mut pos = 0usize;
     for expected_delta in 0..count {
         let len = read_varint(data, &mut pos)?;
@@ -70,7 +102,7 @@ fn walk_records(buf: &mut Bytes, count: usize) -> Result<(), &'static str> {
         if rec.is_empty() {
             return Err("empty record");
         }
-        read_varint(rec, &mut p)?; // timestamp delta
+        let timestamp_delta = read_varint(rec, &mut p)?;
         let offset_delta = read_varint(rec, &mut p)?;
         if offset_delta != expected_delta as i64 {
             return Err("offset deltas are not consecutive");
@@ -91,6 +123,9 @@ fn walk_records(buf: &mut Bytes, count: usize) -> Result<(), &'static str> {
         }
         if p != rec.len() {
             return Err("record length does not match its fields");
+        }
+        if !visit(offset_delta, timestamp_delta) {
+            return Ok(());
         }
         pos = end;
     }
@@ -154,6 +189,7 @@ mod tests {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
+                delete_horizon: false,
                 control: false,
                 partition_leader_epoch: 0,
                 producer_id: -1,

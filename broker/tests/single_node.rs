@@ -72,11 +72,15 @@ fn new_producer(broker: &Broker, extra: &[(&str, &str)]) -> FutureProducer {
     config.create().expect("create producer")
 }
 
-/// A consumer with no group: partitions are assigned by the test, nothing is committed.
+/// A consumer whose partitions are assigned by the test; nothing is committed. librdkafka's
+/// assign() needs a group id even though no group protocol runs.
 fn new_consumer(broker: &Broker) -> BaseConsumer {
     client_config(
         broker,
         &[
+            ("group.id", "skein-test-assign-only"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
             ("enable.partition.eof", "false"),
             ("auto.offset.reset", "earliest"),
         ],

@@ -234,6 +234,9 @@ impl Shard {
                             PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
                                 .await
                                 .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
+                        // A single node is the whole ISR of its partitions: everything its log
+                        // recovered was acknowledged or may be, so the HW is the log end.
+                        log.set_high_watermark(log.log_end_offset());
                         let p = Partition::new(
                             tp.clone(),
                             topic.id,

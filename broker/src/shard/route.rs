@@ -254,7 +254,19 @@ impl Shard {
             EARLIEST_TIMESTAMP => found(p.log.log_start_offset(), -1),
             ts if ts < 0 => Err(ResponseError::InvalidRequest),
             ts => match p.log.offset_for_timestamp(ts).await {
-                Ok(Some((offset, found_ts))) if offset < hw => found(offset, found_ts),
+                Ok(Some((batch_offset, batch_ts))) if batch_offset < hw => {
+                    // The log answers per batch; Kafka answers with the exact record.
+                    let exact = match p.log.read(batch_offset, 1, hw).await {
+                        Ok(r) => r.chunks.into_iter().next().and_then(|c| {
+                            crate::validate::first_record_at_or_after(&c.into_bytes(), ts)
+                        }),
+                        Err(_) => None,
+                    };
+                    match exact {
+                        Some((offset, record_ts)) => found(offset, record_ts),
+                        None => found(batch_offset, batch_ts),
+                    }
+                }
                 Ok(_) => found(-1, -1),
                 Err(e) => {
                     tracing::warn!(partition = %tp, error = %e, "timestamp lookup failed");
