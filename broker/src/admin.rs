@@ -253,7 +253,7 @@ fn apply_op(
             replace_all,
             validate_only,
         } => {
-            let r = alter_config(md, &topic, changes, replace_all, validate_only);
+            let r = alter_config(settings, md, &topic, changes, replace_all, validate_only);
             changed |= r.is_ok() && !validate_only;
             results.push((topic, r));
         }
@@ -394,6 +394,7 @@ fn add_partitions(
 }
 
 fn alter_config(
+    settings: &crate::settings::BrokerSettings,
     md: &mut ClusterMetadata,
     name: &str,
     changes: Vec<ConfigChange>,
@@ -420,7 +421,7 @@ fn alter_config(
                 configs.remove(&k);
             }
             ConfigChange::Append(k, v) => {
-                let cur = configs.get(&k).cloned().unwrap_or_default();
+                let cur = current_value(settings, &configs, &k);
                 let mut items: Vec<&str> = cur.split(',').filter(|s| !s.is_empty()).collect();
                 for item in v.split(',').filter(|s| !s.is_empty()) {
                     if !items.contains(&item) {
@@ -431,7 +432,7 @@ fn alter_config(
                 configs.insert(k, joined);
             }
             ConfigChange::Subtract(k, v) => {
-                let cur = configs.get(&k).cloned().unwrap_or_default();
+                let cur = current_value(settings, &configs, &k);
                 let remove: Vec<&str> = v.split(',').collect();
                 let kept: Vec<&str> = cur
                     .split(',')
@@ -455,4 +456,19 @@ fn alter_config(
         topic.configs = configs;
     }
     Ok(())
+}
+
+/// A list config's value before an APPEND or SUBTRACT: the override, else the default, as Kafka
+/// does.
+fn current_value(
+    settings: &crate::settings::BrokerSettings,
+    configs: &BTreeMap<String, String>,
+    key: &str,
+) -> String {
+    match configs.get(key) {
+        Some(v) => v.clone(),
+        None => crate::settings::topic_config_def(key)
+            .map(|def| settings.topic_default(def).0)
+            .unwrap_or_default(),
+    }
 }

@@ -12,6 +12,25 @@ use uuid::Uuid;
 use crate::shard::ids::TopicPartition;
 use crate::topic_config::EffectiveTopicConfig;
 
+/// Why a produce to one partition failed, with Produce v8+'s per-record detail.
+#[derive(Debug)]
+pub struct ProduceFailure {
+    pub error: ResponseError,
+    pub message: Option<String>,
+    /// Indexes of the offending records within the partition's records (v8+ `record_errors`).
+    pub record_errors: Vec<i32>,
+}
+
+impl From<ResponseError> for ProduceFailure {
+    fn from(error: ResponseError) -> Self {
+        ProduceFailure {
+            error,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
 /// acks values Kafka accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Acks {
@@ -113,20 +132,33 @@ impl Partition {
 
     /// Validates and appends a produce request's records (leader side). Single node: the ISR is
     /// this replica, so the high watermark follows the durable log end.
-    pub async fn produce(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, ResponseError> {
-        let (max_message_bytes, min_insync) = {
+    pub async fn produce(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, ProduceFailure> {
+        let (max_message_bytes, min_insync, requires_keys) = {
             let c = self.config.borrow();
-            (c.max_message_bytes, c.min_insync_replicas)
+            (c.max_message_bytes, c.min_insync_replicas, c.requires_keys)
         };
         let summary = skein_storage::batch::validate_batches(&records).map_err(produce_error)?;
         if summary.largest_batch_bytes > max_message_bytes {
-            return Err(ResponseError::MessageTooLarge);
+            return Err(ResponseError::MessageTooLarge.into());
         }
         crate::validate::check_compressed_batches(&records)?;
+        if requires_keys {
+            let keyless = crate::validate::keyless_record_indexes(&records)?;
+            if !keyless.is_empty() {
+                return Err(ProduceFailure {
+                    error: ResponseError::InvalidRecord,
+                    message: Some(format!(
+                        "Compacted topic cannot accept message without key in topic partition {}.",
+                        self.tp
+                    )),
+                    record_errors: keyless,
+                });
+            }
+        }
         // The ISR of a single node is one replica.
         const ISR_SIZE: usize = 1;
         if acks == Acks::All && ISR_SIZE < min_insync {
-            return Err(ResponseError::NotEnoughReplicas);
+            return Err(ResponseError::NotEnoughReplicas.into());
         }
         let info = self
             .log

@@ -23,6 +23,8 @@ pub enum ValueKind {
     Int {
         min: i64,
     },
+    /// A non-empty comma-separated list drawn from a fixed set.
+    List(&'static [&'static str]),
     /// One of a fixed set of strings.
     OneOf(&'static [&'static str]),
 }
@@ -34,7 +36,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "cleanup.policy",
         broker_key: "log.cleanup.policy",
         default: "delete",
-        kind: ValueKind::OneOf(&["delete"]),
+        kind: ValueKind::List(&["delete", "compact"]),
     },
     TopicConfigDef {
         name: "retention.ms",
@@ -134,6 +136,14 @@ fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
             }
             Ok(())
         }
+        ValueKind::List(allowed) => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.iter().all(|i| allowed.contains(i)) && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!("each item must be one of {allowed:?}"))
+            }
+        }
         ValueKind::OneOf(allowed) => {
             if allowed.contains(&value.trim()) {
                 Ok(())
@@ -195,7 +205,11 @@ impl Default for BrokerSettings {
 impl BrokerSettings {
     pub fn from_table(table: &toml::Table) -> Result<Self, ConfigError> {
         let mut s = BrokerSettings::default();
-        for (key, value) in table {
+        // `auto.create.topics.enable = true` unquoted is a nested table in TOML; accept both
+        // spellings by flattening back to Kafka's dotted names.
+        let mut flat = Vec::new();
+        flatten("", table, &mut flat);
+        for (key, value) in &flat {
             let full = format!("broker.\"{key}\"");
             let text = toml_scalar(value).ok_or_else(|| {
                 ConfigError::invalid(&full, "must be a string, number or boolean")
@@ -265,6 +279,20 @@ impl BrokerSettings {
     }
 }
 
+fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut Vec<(String, &'a toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => out.push((key, other)),
+        }
+    }
+}
+
 fn toml_scalar(v: &toml::Value) -> Option<String> {
     match v {
         toml::Value::String(s) => Some(s.clone()),
@@ -316,6 +344,16 @@ mod tests {
             s.topic_defaults.get("segment.bytes").map(String::as_str),
             Some("1048576")
         );
+    }
+
+    #[test]
+    fn unquoted_dotted_keys_work() {
+        let s = BrokerSettings::from_table(&table(
+            "auto.create.topics.enable = false\nnum.partitions = 4",
+        ))
+        .unwrap();
+        assert!(!s.auto_create_topics_enable);
+        assert_eq!(s.num_partitions, 4);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct EffectiveTopicConfig {
     pub entries: Vec<ConfigEntry>,
     pub max_message_bytes: usize,
     pub min_insync_replicas: usize,
+    /// `cleanup.policy` includes compact: every record needs a key.
+    pub requires_keys: bool,
 }
 
 impl EffectiveTopicConfig {
@@ -47,7 +49,10 @@ impl EffectiveTopicConfig {
             entries,
             max_message_bytes: 0,
             min_insync_replicas: 1,
+            requires_keys: false,
         };
+        let requires_keys = c.cleanup_policies().any(|p| p == "compact");
+        c.requires_keys = requires_keys;
         c.max_message_bytes = c.int("max.message.bytes", 1_048_588).max(0) as usize;
         c.min_insync_replicas = c.int("min.insync.replicas", 1).max(1) as usize;
         c
@@ -58,6 +63,13 @@ impl EffectiveTopicConfig {
             .iter()
             .find(|e| e.name == name)
             .map(|e| e.value.as_str())
+    }
+
+    fn cleanup_policies(&self) -> impl Iterator<Item = &str> {
+        self.get("cleanup.policy")
+            .unwrap_or("delete")
+            .split(',')
+            .map(str::trim)
     }
 
     fn int(&self, name: &str, default: i64) -> i64 {
@@ -85,7 +97,13 @@ impl EffectiveTopicConfig {
             retention_ms: self.int("retention.ms", 604_800_000),
             index_interval_bytes: to_u32(self.int("index.interval.bytes", 4096)),
             flush,
-            cleanup_policy: CleanupPolicy::Delete,
+            // The cleaner is not built: compact-only keeps everything (nothing is lost, the
+            // log just is not compacted); delete,compact still applies retention.
+            cleanup_policy: if self.cleanup_policies().any(|p| p == "delete") {
+                CleanupPolicy::Delete
+            } else {
+                CleanupPolicy::Compact
+            },
             max_message_bytes: to_u32(self.max_message_bytes as i64),
             ..LogConfig::default()
         }

@@ -17,6 +17,13 @@ const LOG_OVERHEAD_BYTES: usize = 12;
 
 /// Checks the records inside each batch of an already header- and CRC-validated `records` field.
 pub fn check_compressed_batches(records: &Bytes) -> Result<(), ResponseError> {
+    for_each_batch(records, check_batch)
+}
+
+fn for_each_batch(
+    records: &Bytes,
+    mut f: impl FnMut(&Bytes) -> Result<(), ResponseError>,
+) -> Result<(), ResponseError> {
     let mut pos = 0usize;
     while pos < records.len() {
         let batch_len = read_i32(records, pos + LENGTH_AT).ok_or(ResponseError::CorruptMessage)?;
@@ -30,14 +37,40 @@ pub fn check_compressed_batches(records: &Bytes) -> Result<(), ResponseError> {
         if total < BATCH_HEADER_BYTES || end > records.len() {
             return Err(ResponseError::CorruptMessage);
         }
-        check_batch(&records.slice(pos..end))?;
+        f(&records.slice(pos..end))?;
         pos = end;
     }
     Ok(())
 }
 
 fn check_batch(batch: &Bytes) -> Result<(), ResponseError> {
-    with_records(batch, |data, count| walk_records(data, count, |_, _| true))
+    with_records(batch, |data, count| walk_records(data, count, |_| true))
+}
+
+/// Indexes (counted across all batches of `records`) of records with a null key, which a
+/// compacted topic refuses.
+pub fn keyless_record_indexes(records: &Bytes) -> Result<Vec<i32>, ResponseError> {
+    let mut out = Vec::new();
+    let mut index: i32 = 0;
+    for_each_batch(records, |batch| {
+        with_records(batch, |data, count| {
+            walk_records(data, count, |r| {
+                if r.key_is_null {
+                    out.push(index);
+                }
+                index = index.saturating_add(1);
+                true
+            })
+        })
+    })?;
+    Ok(out)
+}
+
+/// What the record walk reports of each record.
+struct RecordInfo {
+    offset_delta: i64,
+    timestamp_delta: i64,
+    key_is_null: bool,
 }
 
 /// Runs `f` over the (decompressed) records section of one batch and its record count.
@@ -69,10 +102,10 @@ pub fn first_record_at_or_after(batch: &Bytes, target_ms: i64) -> Option<(i64, i
     let base_ts = i64::from_be_bytes(batch.get(27..35)?.try_into().ok()?);
     let mut found = None;
     with_records(batch, |data, count| {
-        walk_records(data, count, |offset_delta, ts_delta| {
-            let ts = base_ts.saturating_add(ts_delta);
+        walk_records(data, count, |r| {
+            let ts = base_ts.saturating_add(r.timestamp_delta);
             if ts >= target_ms {
-                found = Some((base_offset + offset_delta, ts));
+                found = Some((base_offset + r.offset_delta, ts));
                 return false;
             }
             true
@@ -83,11 +116,11 @@ pub fn first_record_at_or_after(batch: &Bytes, target_ms: i64) -> Option<(i64, i
 }
 
 /// Walks `count` v2 records; every length must fit and the offset deltas must be 0, 1, 2, ...
-/// `visit(offset_delta, timestamp_delta)` returning false stops the walk early.
+/// `visit` returning false stops the walk early.
 fn walk_records(
     data: &[u8],
     count: usize,
-    mut visit: impl FnMut(i64, i64) -> bool,
+    mut visit: impl FnMut(&RecordInfo) -> bool,
 ) -> Result<(), &'static str> {
     let mut pos = 0usize;
     for expected_delta in 0..count {
@@ -107,7 +140,7 @@ fn walk_records(
         if offset_delta != expected_delta as i64 {
             return Err("offset deltas are not consecutive");
         }
-        skip_bytes(rec, &mut p)?; // key
+        let key_is_null = skip_bytes(rec, &mut p)?;
         skip_bytes(rec, &mut p)?; // value
         let headers = read_varint(rec, &mut p)?;
         if headers < 0 {
@@ -124,7 +157,12 @@ fn walk_records(
         if p != rec.len() {
             return Err("record length does not match its fields");
         }
-        if !visit(offset_delta, timestamp_delta) {
+        let info = RecordInfo {
+            offset_delta,
+            timestamp_delta,
+            key_is_null,
+        };
+        if !visit(&info) {
             return Ok(());
         }
         pos = end;
@@ -135,7 +173,8 @@ fn walk_records(
     Ok(())
 }
 
-fn skip_bytes(rec: &[u8], p: &mut usize) -> Result<(), &'static str> {
+/// Skips a varint-length-prefixed byte field; true when it was null (length -1).
+fn skip_bytes(rec: &[u8], p: &mut usize) -> Result<bool, &'static str> {
     let len = read_varint(rec, p)?;
     if len < -1 {
         return Err("invalid length");
@@ -143,7 +182,7 @@ fn skip_bytes(rec: &[u8], p: &mut usize) -> Result<(), &'static str> {
     if len > 0 {
         advance(rec, p, len)?;
     }
-    Ok(())
+    Ok(len == -1)
 }
 
 fn advance(rec: &[u8], p: &mut usize, len: i64) -> Result<(), &'static str> {

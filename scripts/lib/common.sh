@@ -41,11 +41,11 @@ skein_resolve_bin() {
         return
     fi
     SKEIN_BIN="$SKEIN_ROOT/target/release/skein"
-    if [ ! -x "$SKEIN_BIN" ]; then
-        log "building $SKEIN_BIN (cargo build --release -p skein-broker)"
-        (cd "$SKEIN_ROOT" && cargo build --release -p skein-broker) >&2 ||
-            die "cargo build --release -p skein-broker failed"
-    fi
+    # Always asked: cargo does nothing when the binary is current, and a stale binary would
+    # test old code.
+    log "building $SKEIN_BIN (cargo build --release -p skein-broker)"
+    (cd "$SKEIN_ROOT" && cargo build --release -p skein-broker) >&2 ||
+        die "cargo build --release -p skein-broker failed"
     [ -x "$SKEIN_BIN" ] || die "no skein binary at $SKEIN_BIN after the build"
 }
 

@@ -13,7 +13,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::admin::{AdminOp, AdminReply};
 use crate::metadata::ClusterMetadata;
-use crate::partition::{Acks, PartitionRead, ReadSpec};
+use crate::partition::{Acks, PartitionRead, ProduceFailure, ReadSpec};
 use crate::shard::ids::{ShardId, TopicPartition};
 
 /// The result of appending one partition's records, as Produce reports it.
@@ -37,7 +37,7 @@ pub enum DataCall {
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
-        reply: oneshot::Sender<Result<ProduceOutcome, ResponseError>>,
+        reply: oneshot::Sender<Result<ProduceOutcome, ProduceFailure>>,
     },
     /// Stored chunks cross as `Bytes` (DMA buffers are not `Send`: a disk read is copied once).
     Read {

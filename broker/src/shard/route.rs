@@ -12,7 +12,7 @@ use skein_storage::LogChunk;
 
 use super::mesh::{ControlCall, DataCall, OffsetLookup, ProduceOutcome};
 use super::Shard;
-use crate::partition::{Acks, PartitionRead, ReadSpec};
+use crate::partition::{Acks, PartitionRead, ProduceFailure, ReadSpec};
 use crate::shard::ids::{ShardId, TopicPartition};
 
 /// A chunk of stored batches on its way to a socket: borrowed from this shard's log, or copied
@@ -55,9 +55,9 @@ impl Shard {
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
-    ) -> Result<ProduceOutcome, ResponseError> {
+    ) -> Result<ProduceOutcome, ProduceFailure> {
         match self.owner_of(&tp) {
-            None => Err(ResponseError::UnknownTopicOrPartition),
+            None => Err(ResponseError::UnknownTopicOrPartition.into()),
             Some(Owner::Here) => self.produce_local(&tp, records, acks).await,
             Some(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
@@ -72,7 +72,7 @@ impl Shard {
                     rx,
                 )
                 .await
-                .unwrap_or(Err(ResponseError::NotLeaderOrFollower))
+                .unwrap_or(Err(ResponseError::NotLeaderOrFollower.into()))
             }
         }
     }
@@ -82,7 +82,7 @@ impl Shard {
         tp: &TopicPartition,
         records: Bytes,
         acks: Acks,
-    ) -> Result<ProduceOutcome, ResponseError> {
+    ) -> Result<ProduceOutcome, ProduceFailure> {
         let p = self
             .partition(tp)
             .ok_or(ResponseError::NotLeaderOrFollower)?;

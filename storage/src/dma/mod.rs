@@ -139,6 +139,36 @@ pub(crate) async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Out
     out.into_iter().flatten().collect()
 }
 
+/// Polls two futures concurrently until both are done.
+pub(crate) async fn join2<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => std::task::Poll::Ready((x, y)),
+            (x, y) => {
+                ra = x;
+                rb = y;
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 /// Reads `len` bytes at `pos` (any alignment). May return fewer bytes at end of file.
 pub(crate) async fn read(file: &DmaFile, path: &Path, pos: u64, len: usize) -> Result<ReadResult> {
     if len == 0 {

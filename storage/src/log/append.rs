@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{closed, wall_clock_ms, AppendInfo, Inner, LeaderEpoch, LogState, PartitionLog};
 use crate::batch::{self, BatchesSummary, RecordBatchHeader};
@@ -12,16 +12,46 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::dma;
 use crate::error::{Result, StorageError};
 use crate::limits::FALLOCATE_STEP_BYTES;
-use crate::segment::appender::{write_job, StagedBatch};
+use crate::segment::appender::{write_job, CacheFill, StagedBatch};
 use crate::segment::{Segment, Ticket, TicketState};
 
-/// Takes the caller's bytes as our own buffer: in place when we hold the only reference,
-/// otherwise one copy, so the cache never pins a larger request frame (see STYLE.md on Bytes).
-fn own(bytes: Bytes) -> BytesMut {
+/// The caller's bytes as given to `stage`: ours to stamp in place when we hold the only
+/// reference (`owned`), else left untouched and copied once, stamped, into the write-behind
+/// chunks; the tail cache's own copy is then made while the write is in flight.
+struct Input {
+    bytes: Bytes,
+    owned: bool,
+}
+
+fn input(bytes: Bytes, leader_epoch: Option<i32>, first_offset: i64) -> Result<Input> {
     match bytes.try_into_mut() {
-        Ok(m) => m,
-        Err(shared) => BytesMut::from(&shared[..]),
+        Ok(mut buf) => {
+            if let Some(e) = leader_epoch {
+                stamp_all(&mut buf, first_offset, e)?;
+            }
+            Ok(Input {
+                bytes: buf.freeze(),
+                owned: true,
+            })
+        }
+        Err(shared) => Ok(Input {
+            bytes: shared,
+            owned: false,
+        }),
     }
+}
+
+/// Stamps consecutive offsets from `first_offset` and `leader_epoch` into validated batches.
+fn stamp_all(buf: &mut [u8], first_offset: i64, leader_epoch: i32) -> Result<()> {
+    let (mut pos, mut next) = (0usize, first_offset);
+    while pos < buf.len() {
+        let h = RecordBatchHeader::parse(&buf[pos..])?;
+        let size = h.size_bytes();
+        batch::stamp(&mut buf[pos..pos + size], next, leader_epoch);
+        next += i64::from(h.last_offset_delta) + 1;
+        pos += size;
+    }
+    Ok(())
 }
 
 struct Staged {
@@ -55,7 +85,7 @@ impl PartitionLog {
                 max_bytes: max,
             });
         }
-        self.inner.stage(own(batches), &summary, Some(leader_epoch))
+        self.inner.stage(batches, &summary, Some(leader_epoch))
     }
 
     /// Follower append: keeps the leader's offsets and leader epochs byte for byte. The first
@@ -84,7 +114,7 @@ impl PartitionLog {
             expected = h.last_offset() + 1;
             Ok(())
         })?;
-        self.inner.stage(own(batches), &summary, None)
+        self.inner.stage(batches, &summary, None)
     }
 
     /// fdatasync of everything appended so far (pending writes are written first).
@@ -98,7 +128,7 @@ impl Inner {
     /// `leader_epoch` is `Some` for a leader append (stamp), `None` for a follower append.
     fn stage(
         &self,
-        mut buf: BytesMut,
+        batches: Bytes,
         summary: &BatchesSummary,
         leader_epoch: Option<i32>,
     ) -> Result<Staged> {
@@ -125,18 +155,22 @@ impl Inner {
             });
         }
         let last_offset = first_offset + summary.offset_count - 1;
-        maybe_roll(&mut st, &self.dir, &config, buf.len() as u64, last_offset);
+        maybe_roll(
+            &mut st,
+            &self.dir,
+            &config,
+            batches.len() as u64,
+            last_offset,
+        );
 
-        // Stamp (leader) and split into per-batch slices of our one buffer.
+        // Stamp (leader, in place when the bytes are ours) and split into per-batch slices.
+        let Input { bytes, owned } = input(batches, leader_epoch, first_offset)?;
         let mut headers = Vec::with_capacity(summary.batch_count as usize);
         let mut pos = 0usize;
         let mut next = first_offset;
-        while pos < buf.len() {
-            let h = RecordBatchHeader::parse(&buf[pos..])?;
+        while pos < bytes.len() {
+            let h = RecordBatchHeader::parse(&bytes[pos..])?;
             let size = h.size_bytes();
-            if let Some(e) = leader_epoch {
-                batch::stamp(&mut buf[pos..pos + size], next, e);
-            }
             let base = if leader_epoch.is_some() {
                 next
             } else {
@@ -147,7 +181,6 @@ impl Inner {
             pos += size;
         }
         assert_eq!(next - 1, last_offset);
-        let bytes = buf.freeze();
         let now = wall_clock_ms();
         let active = Rc::clone(st.active());
         let ticket: Ticket = Rc::new(Cell::new(TicketState::Pending));
@@ -155,11 +188,10 @@ impl Inner {
             let mut seg = active.st.borrow_mut();
             let n = headers.len();
             for (i, &(pos, size, base, last, h)) in headers.iter().enumerate() {
-                let slice = bytes.slice(pos..pos + size);
-                self.cache
-                    .insert(self.cache_slot, base, last, slice.clone());
                 let staged = StagedBatch {
-                    bytes: slice,
+                    bytes: bytes.slice(pos..pos + size),
+                    owned,
+                    leader_epoch_stamp: leader_epoch,
                     base_offset: base,
                     last_offset: last,
                     max_timestamp: h.max_timestamp,
@@ -282,7 +314,14 @@ impl Inner {
                 self.rollback_unwritten(&seg, no_space, start_tail);
                 return Err(e);
             }
-            match write_job(&file, &seg.log_path, job).await {
+            let to_cache = seg.st.borrow().pending_to_cache(job.batch_count);
+            let written = dma::join2(
+                write_job(&file, &seg.log_path, job),
+                self.fill_cache(&seg, to_cache),
+            )
+            .await
+            .0;
+            match written {
                 Ok(job) => {
                     seg.st.borrow_mut().complete_write(&job);
                     let mut st = self.state.borrow_mut();
@@ -299,6 +338,22 @@ impl Inner {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Puts a group's batches into the tail cache (in log order: one writer at a time), and
+    /// makes them the log's own stamped copies in the pending queue too. Batches still held as
+    /// the caller's bytes are copied only after a pass of the reactor, i.e. once the group's
+    /// writes are submitted, so the copy runs while the device works instead of before it.
+    async fn fill_cache(&self, seg: &Segment, batches: Vec<CacheFill>) {
+        if batches.iter().any(|b| !b.pending.owned) {
+            glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
+        }
+        for b in batches {
+            let bytes = b.pending.stored_bytes();
+            self.cache
+                .insert(self.cache_slot, b.base_offset, b.last_offset, bytes.clone());
+            seg.st.borrow_mut().set_owned(b.base_offset, bytes);
         }
     }
 

@@ -128,7 +128,7 @@ impl PartitionLog {
                 }
                 total += pb.bytes.len();
                 next = pb.next_offset;
-                chunks.push(LogChunk::Cached(pb.bytes.clone()));
+                chunks.push(LogChunk::Cached(pb.stored_bytes()));
             }
             let next = if chunks.is_empty() { from } else { next };
             return (Plan::Done(chunks, next), next_base);

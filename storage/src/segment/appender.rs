@@ -1,7 +1,8 @@
 //! Write-behind for one segment (owning shard).
 //!
 //! An append copies its batches, in call order, into aligned DMA chunks right away (while an
-//! earlier group write may still be in flight), so the writer only submits buffers. Whichever
+//! earlier group write may still be in flight), stamping leader appends on the way: this is the
+//! one copy on the append's path, so the writer only submits buffers. Whichever
 //! append holds the log's write lock takes every filled chunk and writes them as one group; the
 //! first chunk starts by repeating the partial block left by the previous write, so every write
 //! is aligned for O_DIRECT. Chunks live only while their data is in flight: an idle partition
@@ -12,6 +13,7 @@ use std::path::Path;
 use glommio::io::DmaBuffer;
 
 use super::{PendingBatch, SegmentState, TicketState};
+use crate::batch::BATCH_HEADER_BYTES;
 use crate::dma::{self, align_down, align_up};
 use crate::error::Result;
 use crate::limits::{
@@ -48,9 +50,38 @@ pub(crate) struct WriteJob {
     pub end_max_timestamp: i64,
 }
 
+/// A batch of a write job on its way into the tail cache.
+pub(crate) struct CacheFill {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub pending: StoredCopy,
+}
+
+/// Enough of a `PendingBatch` to make its stored (stamped) bytes.
+pub(crate) struct StoredCopy {
+    pub bytes: bytes::Bytes,
+    pub owned: bool,
+    pub leader_epoch_stamp: Option<i32>,
+    pub base_offset: i64,
+}
+
+impl StoredCopy {
+    pub fn stored_bytes(&self) -> bytes::Bytes {
+        super::stored_bytes(
+            &self.bytes,
+            self.owned,
+            self.leader_epoch_stamp,
+            self.base_offset,
+        )
+    }
+}
+
 /// What `stage` needs to know about a batch.
 pub(crate) struct StagedBatch {
+    /// See `PendingBatch::bytes`.
     pub bytes: bytes::Bytes,
+    pub owned: bool,
+    pub leader_epoch_stamp: Option<i32>,
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
@@ -76,7 +107,16 @@ impl SegmentState {
                 .push(relative_last, position as u32, self.max_timestamp);
             self.bytes_since_index = 0;
         }
-        self.copy_into_chunks(&batch.bytes);
+        match batch.leader_epoch_stamp {
+            // The one copy of a leader append: stamp the header on its way into the chunks.
+            Some(e) if !batch.owned => {
+                let mut header = [0u8; BATCH_HEADER_BYTES];
+                header.copy_from_slice(&batch.bytes[..BATCH_HEADER_BYTES]);
+                crate::batch::stamp(&mut header, batch.base_offset, e);
+                self.copy_into_chunks(&[&header, &batch.bytes[BATCH_HEADER_BYTES..]]);
+            }
+            _ => self.copy_into_chunks(&[&batch.bytes]),
+        }
         let len = batch.bytes.len() as u64;
         self.bytes_since_index += len;
         self.size += len;
@@ -84,6 +124,8 @@ impl SegmentState {
         self.last_modified_ms = now_ms;
         self.pending.push_back(PendingBatch {
             bytes: batch.bytes,
+            owned: batch.owned,
+            leader_epoch_stamp: batch.leader_epoch_stamp,
             base_offset: batch.base_offset,
             next_offset: batch.last_offset + 1,
             max_timestamp: batch.max_timestamp,
@@ -96,29 +138,35 @@ impl SegmentState {
         last
     }
 
-    fn copy_into_chunks(&mut self, mut data: &[u8]) {
+    /// Copies `parts` (one batch, in order) into the write-behind chunks.
+    fn copy_into_chunks(&mut self, parts: &[&[u8]]) {
+        let mut remaining: usize = parts.iter().map(|p| p.len()).sum();
         if self.chunks.is_empty() {
             let file_pos = align_down(self.size);
             assert_eq!(self.tail_block.len() as u64, self.size - file_pos);
-            let mut chunk = new_chunk(file_pos, self.tail_block.len() + data.len());
+            let mut chunk = new_chunk(file_pos, self.tail_block.len() + remaining);
             chunk.buf.as_bytes_mut()[..self.tail_block.len()].copy_from_slice(&self.tail_block);
             chunk.len = self.tail_block.len();
             self.chunks.push_back(chunk);
         }
-        while !data.is_empty() {
-            let Some(last) = self.chunks.back_mut() else {
-                unreachable!("seeded above")
-            };
-            let room = last.buf.len() - last.len;
-            if room == 0 {
-                let file_pos = last.file_pos + last.buf.len() as u64;
-                self.chunks.push_back(new_chunk(file_pos, data.len()));
-                continue;
+        for &part in parts {
+            let mut data = part;
+            while !data.is_empty() {
+                let Some(last) = self.chunks.back_mut() else {
+                    unreachable!("seeded above")
+                };
+                let room = last.buf.len() - last.len;
+                if room == 0 {
+                    let file_pos = last.file_pos + last.buf.len() as u64;
+                    self.chunks.push_back(new_chunk(file_pos, remaining));
+                    continue;
+                }
+                let n = room.min(data.len());
+                last.buf.as_bytes_mut()[last.len..last.len + n].copy_from_slice(&data[..n]);
+                last.len += n;
+                data = &data[n..];
+                remaining -= n;
             }
-            let n = room.min(data.len());
-            last.buf.as_bytes_mut()[last.len..last.len + n].copy_from_slice(&data[..n]);
-            last.len += n;
-            data = &data[n..];
         }
     }
 
@@ -157,6 +205,38 @@ impl SegmentState {
             end_next_offset,
             end_max_timestamp,
         })
+    }
+
+    /// The first `batch_count` pending batches (a write job's), for the tail cache.
+    pub fn pending_to_cache(&self, batch_count: usize) -> Vec<CacheFill> {
+        self.pending
+            .iter()
+            .take(batch_count)
+            .map(|pb| CacheFill {
+                base_offset: pb.base_offset,
+                last_offset: pb.next_offset - 1,
+                pending: StoredCopy {
+                    bytes: pb.bytes.clone(),
+                    owned: pb.owned,
+                    leader_epoch_stamp: pb.leader_epoch_stamp,
+                    base_offset: pb.base_offset,
+                },
+            })
+            .collect()
+    }
+
+    /// Replaces a pending batch's bytes with the log's own stamped copy (no-op if it is gone).
+    pub fn set_owned(&mut self, base_offset: i64, bytes: bytes::Bytes) {
+        if let Some(pb) = self
+            .pending
+            .iter_mut()
+            .find(|pb| pb.base_offset == base_offset)
+        {
+            debug_assert_eq!(pb.bytes.len(), bytes.len());
+            pb.bytes = bytes;
+            pb.owned = true;
+            pb.leader_epoch_stamp = None;
+        }
     }
 
     /// Applies a completed write: pops its batches, resolves their tickets, moves the marks.

@@ -35,13 +35,48 @@ pub(crate) type Ticket = Rc<Cell<TicketState>>;
 /// A batch appended in memory whose O_DIRECT write has not completed yet.
 #[derive(Debug)]
 pub(crate) struct PendingBatch {
+    /// The batch: the log's own stamped copy when `owned`, else the caller's bytes (a slice of
+    /// its request), not yet stamped when `leader_epoch_stamp` is set. The write-behind chunks
+    /// already hold the stamped bytes; the writer makes the owned copy for the tail cache while
+    /// the write is in flight (see `Inner::fill_cache`).
     pub bytes: Bytes,
+    pub owned: bool,
+    /// Leader append: the partition leader epoch to stamp (with `base_offset`).
+    pub leader_epoch_stamp: Option<i32>,
     pub base_offset: i64,
     /// Last offset + 1.
     pub next_offset: i64,
     pub max_timestamp: i64,
     /// Set on the last batch of an append: resolved when that batch is written or aborted.
     pub ticket: Option<Ticket>,
+}
+
+impl PendingBatch {
+    /// The batch exactly as stored (stamped): free when owned, else a stamped copy.
+    pub fn stored_bytes(&self) -> Bytes {
+        stored_bytes(
+            &self.bytes,
+            self.owned,
+            self.leader_epoch_stamp,
+            self.base_offset,
+        )
+    }
+}
+
+pub(crate) fn stored_bytes(
+    bytes: &Bytes,
+    owned: bool,
+    leader_epoch_stamp: Option<i32>,
+    base_offset: i64,
+) -> Bytes {
+    if owned {
+        return bytes.clone();
+    }
+    let mut b = bytes::BytesMut::from(&bytes[..]);
+    if let Some(e) = leader_epoch_stamp {
+        crate::batch::stamp(&mut b, base_offset, e);
+    }
+    b.freeze()
 }
 
 #[derive(Debug)]

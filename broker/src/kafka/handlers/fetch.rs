@@ -97,10 +97,7 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
         let reads = read_all(ctx, &topics).await;
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads.iter().any(|r| r.error.is_some());
-        if total >= min_bytes.max(1)
-            || any_error
-            || Instant::now() >= deadline
-            || ctx.shard.is_stopping()
+        if total >= min_bytes || any_error || Instant::now() >= deadline || ctx.shard.is_stopping()
         {
             return respond(ctx, topics, reads, max_bytes);
         }

@@ -3,11 +3,14 @@
 
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::dispatch::RequestCtx;
-use crate::partition::Acks;
+use crate::partition::{Acks, ProduceFailure};
 use crate::shard::ids::TopicPartition;
 use crate::shard::mesh::ProduceOutcome;
 
@@ -26,15 +29,15 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
             let shard = ctx.shard.clone();
             work.push(async move {
                 let Some(acks) = acks else {
-                    return Err(ResponseError::InvalidRequiredAcks);
+                    return Err(ResponseError::InvalidRequiredAcks.into());
                 };
                 if transactional {
                     // Transactions are not built; Kafka's answer for a broker without them.
-                    return Err(ResponseError::TransactionalIdAuthorizationFailed);
+                    return Err(ResponseError::TransactionalIdAuthorizationFailed.into());
                 }
                 match p.records {
                     Some(records) if !records.is_empty() => shard.produce(tp, records, acks).await,
-                    _ => Err(ResponseError::InvalidRecord),
+                    _ => Err(ResponseError::InvalidRecord.into()),
                 }
             });
         }
@@ -49,9 +52,9 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
         let mut tr = TopicProduceResponse::default();
         tr.name = name;
         for index in parts {
-            let outcome: Result<ProduceOutcome, ResponseError> = outcomes
+            let outcome: Result<ProduceOutcome, ProduceFailure> = outcomes
                 .next()
-                .unwrap_or(Err(ResponseError::UnknownServerError));
+                .unwrap_or(Err(ResponseError::UnknownServerError.into()));
             let mut pr = PartitionProduceResponse::default();
             pr.index = index;
             pr.log_append_time_ms = -1;
@@ -62,8 +65,20 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
                         pr.log_start_offset = o.log_start_offset;
                     }
                 }
-                Err(e) => {
-                    pr.error_code = e.code();
+                Err(f) => {
+                    pr.error_code = f.error.code();
+                    if version >= 8 {
+                        pr.error_message = f.message.map(StrBytes::from_string);
+                        pr.record_errors = f
+                            .record_errors
+                            .into_iter()
+                            .map(|i| {
+                                let mut e = BatchIndexAndErrorMessage::default();
+                                e.batch_index = i;
+                                e
+                            })
+                            .collect();
+                    }
                     pr.base_offset = -1;
                     if version >= 5 {
                         pr.log_start_offset = -1;
