@@ -4,6 +4,7 @@
 mod admin;
 mod clock;
 mod config;
+mod group;
 mod kafka;
 mod limits;
 mod metadata;

@@ -96,6 +96,8 @@ pub struct Partition {
     config: RefCell<EffectiveTopicConfig>,
     /// Fetches parked until new data arrives (long poll); woken on every append.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
+    pub offsets: RefCell<crate::group::offsets::OffsetStore>,
 }
 
 impl Partition {
@@ -113,6 +115,7 @@ impl Partition {
             leader_epoch: Cell::new(leader_epoch),
             config: RefCell::new(config),
             waiters: RefCell::new(Vec::new()),
+            offsets: RefCell::new(Default::default()),
         }
     }
 
@@ -160,6 +163,11 @@ impl Partition {
         if acks == Acks::All && ISR_SIZE < min_insync {
             return Err(ResponseError::NotEnoughReplicas.into());
         }
+        Ok(self.append_validated(records).await?)
+    }
+
+    /// Appends batches the broker built or already validated, and moves the high watermark.
+    pub async fn append_validated(&self, records: Bytes) -> Result<AppendInfo, ResponseError> {
         let info = self
             .log
             .append(records, self.leader_epoch.get())

@@ -183,6 +183,7 @@ pub struct BrokerSettings {
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
     pub tail_cache_bytes_per_shard: usize,
+    pub offsets_topic_num_partitions: i32,
     /// Broker-level defaults of topic configs, keyed by the topic config name.
     pub topic_defaults: BTreeMap<&'static str, String>,
 }
@@ -197,6 +198,7 @@ impl Default for BrokerSettings {
             delete_topic_enable: true,
             log_retention_check_interval_ms: 300_000,
             tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+            offsets_topic_num_partitions: 50,
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -220,6 +222,9 @@ impl BrokerSettings {
                     s.auto_create_topics_enable = parse_bool(&text).map_err(bad)?
                 }
                 "delete.topic.enable" => s.delete_topic_enable = parse_bool(&text).map_err(bad)?,
+                "offsets.topic.num.partitions" => {
+                    s.offsets_topic_num_partitions = parse_ranged(&text, 1, 10_000).map_err(bad)?
+                }
                 "num.partitions" => {
                     s.num_partitions =
                         parse_ranged(&text, 1, limits::PARTITIONS_PER_TOPIC_MAX).map_err(bad)?

@@ -67,10 +67,28 @@ pub fn keyless_record_indexes(records: &Bytes) -> Result<Vec<i32>, ResponseError
 }
 
 /// What the record walk reports of each record.
-struct RecordInfo {
+struct RecordInfo<'a> {
     offset_delta: i64,
     timestamp_delta: i64,
     key_is_null: bool,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}
+
+/// Calls `f(key, value)` for every record of the stored batches in `records` (whole batches,
+/// as a log read returns them).
+pub fn for_each_record(
+    records: &Bytes,
+    mut f: impl FnMut(Option<&[u8]>, Option<&[u8]>),
+) -> Result<(), ResponseError> {
+    for_each_batch(records, |batch| {
+        with_records(batch, |data, count| {
+            walk_records(data, count, |r| {
+                f(r.key, r.value);
+                true
+            })
+        })
+    })
 }
 
 /// Runs `f` over the (decompressed) records section of one batch and its record count.
@@ -120,7 +138,7 @@ pub fn first_record_at_or_after(batch: &Bytes, target_ms: i64) -> Option<(i64, i
 fn walk_records(
     data: &[u8],
     count: usize,
-    mut visit: impl FnMut(&RecordInfo) -> bool,
+    mut visit: impl FnMut(&RecordInfo<'_>) -> bool,
 ) -> Result<(), &'static str> {
     let mut pos = 0usize;
     for expected_delta in 0..count {
@@ -140,8 +158,12 @@ fn walk_records(
         if offset_delta != expected_delta as i64 {
             return Err("offset deltas are not consecutive");
         }
+        let key_at = p;
         let key_is_null = skip_bytes(rec, &mut p)?;
-        skip_bytes(rec, &mut p)?; // value
+        let key = field(rec, key_at, p);
+        let value_at = p;
+        skip_bytes(rec, &mut p)?;
+        let value = field(rec, value_at, p);
         let headers = read_varint(rec, &mut p)?;
         if headers < 0 {
             return Err("negative header count");
@@ -161,6 +183,8 @@ fn walk_records(
             offset_delta,
             timestamp_delta,
             key_is_null,
+            key,
+            value,
         };
         if !visit(&info) {
             return Ok(());
@@ -171,6 +195,16 @@ fn walk_records(
         return Err("bytes after the last record");
     }
     Ok(())
+}
+
+/// The bytes of a varint-length-prefixed field spanning `from..to` (None if null).
+fn field(rec: &[u8], from: usize, to: usize) -> Option<&[u8]> {
+    let mut p = from;
+    let len = read_varint(rec, &mut p).ok()?;
+    if len < 0 {
+        return None;
+    }
+    rec.get(p..to)
 }
 
 /// Skips a varint-length-prefixed byte field; true when it was null (length -1).

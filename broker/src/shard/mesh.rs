@@ -31,6 +31,15 @@ pub struct OffsetLookup {
     pub leader_epoch: i32,
 }
 
+/// A closure run on another shard (like Seastar's `invoke_on`): for coordinator work whose
+/// state lives with a partition. It answers through its own oneshot.
+pub type Invocation = Box<
+    dyn FnOnce(
+            std::rc::Rc<crate::shard::Shard>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+        + Send,
+>;
+
 /// Data-path calls. If the mesh is full the caller waits; the client's request timeout bounds it.
 pub enum DataCall {
     Produce {
@@ -51,6 +60,7 @@ pub enum DataCall {
         deadline: Instant,
         reply: oneshot::Sender<()>,
     },
+    Invoke(Invocation),
     ListOffset {
         tp: TopicPartition,
         timestamp: i64,

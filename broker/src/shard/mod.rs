@@ -237,6 +237,7 @@ impl Shard {
                         // A single node is the whole ISR of its partitions: everything its log
                         // recovered was acknowledged or may be, so the HW is the log end.
                         log.set_high_watermark(log.log_end_offset());
+                        let is_offsets = topic.name == crate::group::offsets::OFFSETS_TOPIC;
                         let p = Partition::new(
                             tp.clone(),
                             topic.id,
@@ -244,6 +245,11 @@ impl Shard {
                             pm.leader_epoch,
                             config.clone(),
                         );
+                        if is_offsets {
+                            replay_offsets(&p)
+                                .await
+                                .map_err(|e| format!("{tp}: replaying offsets: {e}"))?;
+                        }
                         self.partitions.borrow_mut().insert(tp, Rc::new(p));
                     }
                 }
@@ -322,4 +328,34 @@ impl Shard {
             }
         }
     }
+}
+
+/// Rebuilds the committed offsets of a `__consumer_offsets` partition from its log before it
+/// serves anything.
+async fn replay_offsets(p: &Partition) -> Result<(), String> {
+    let end = p.log.log_end_offset();
+    let mut offset = p.log.log_start_offset();
+    while offset < end {
+        let read = p
+            .log
+            .read(offset, 1 << 20, end)
+            .await
+            .map_err(|e| e.to_string())?;
+        if read.chunks.is_empty() || read.next_offset <= offset {
+            break;
+        }
+        for chunk in read.chunks {
+            let bytes = chunk.into_bytes();
+            let mut store = p.offsets.borrow_mut();
+            crate::validate::for_each_record(&bytes, |key, value| {
+                if let Some(key) = key {
+                    store.apply_record(key, value);
+                }
+            })
+            .map_err(|e| format!("corrupt batch: {e:?}"))?;
+        }
+        offset = read.next_offset;
+        glommio::executor().yield_if_needed().await;
+    }
+    Ok(())
 }

@@ -276,6 +276,29 @@ impl Shard {
         }
     }
 
+    /// Runs `f` on `target` (here, if it is this shard); `None` if the target went away.
+    pub async fn invoke_on<T, F, Fut>(self: &Rc<Self>, target: ShardId, f: F) -> Option<T>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        if target == self.id {
+            return Some(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let call: super::mesh::Invocation = Box::new(move |shard| {
+            Box::pin(async move {
+                let _ = tx.send(f(shard).await);
+            })
+        });
+        self.mesh
+            .send_data(target, DataCall::Invoke(call))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
     /// Sends a data call and waits for its answer; `None` if the owner went away.
     async fn call<T>(&self, shard: ShardId, call: DataCall, rx: oneshot::Receiver<T>) -> Option<T> {
         self.mesh.send_data(shard, call).await.ok()?;
@@ -315,6 +338,7 @@ pub async fn serve_data_call(shard: Rc<Shard>, call: DataCall) {
                 .await;
             let _ = reply.send(());
         }
+        DataCall::Invoke(f) => f(shard).await,
         DataCall::ListOffset {
             tp,
             timestamp,

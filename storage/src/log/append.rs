@@ -7,7 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::{closed, wall_clock_ms, AppendInfo, Inner, LeaderEpoch, LogState, PartitionLog};
-use crate::batch::{self, BatchesSummary, RecordBatchHeader};
+use crate::batch::{self, BatchesSummary, RecordBatchHeader, ValidatedBatches};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::dma;
 use crate::error::{Result, StorageError};
@@ -72,12 +72,25 @@ impl PartitionLog {
         batches: Bytes,
         leader_epoch: impl Into<LeaderEpoch>,
     ) -> impl Future<Output = Result<AppendInfo>> + '_ {
+        let staged = ValidatedBatches::validate(batches)
+            .and_then(|b| self.stage_leader(b, leader_epoch.into().0));
+        async move { self.inner.finish_append(staged?).await }
+    }
+
+    /// `append` for input the caller already validated (the broker does, before routing):
+    /// the same append without a second CRC pass.
+    pub fn append_validated(
+        &self,
+        batches: ValidatedBatches,
+        leader_epoch: impl Into<LeaderEpoch>,
+    ) -> impl Future<Output = Result<AppendInfo>> + '_ {
         let staged = self.stage_leader(batches, leader_epoch.into().0);
         async move { self.inner.finish_append(staged?).await }
     }
 
-    fn stage_leader(&self, batches: Bytes, leader_epoch: i32) -> Result<Staged> {
-        let summary = batch::validate_batches(&batches)?;
+    fn stage_leader(&self, batches: ValidatedBatches, leader_epoch: i32) -> Result<Staged> {
+        let summary = *batches.summary();
+        let batches = batches.into_bytes();
         let max = self.inner.config.borrow().max_message_bytes as usize;
         if summary.largest_batch_bytes > max {
             return Err(StorageError::RecordTooLarge {
@@ -346,11 +359,11 @@ impl Inner {
     /// the caller's bytes are copied only after a pass of the reactor, i.e. once the group's
     /// writes are submitted, so the copy runs while the device works instead of before it.
     async fn fill_cache(&self, seg: &Segment, batches: Vec<CacheFill>) {
-        if batches.iter().any(|b| !b.pending.owned) {
+        if batches.iter().any(|b| !b.owned) {
             glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
         }
         for b in batches {
-            let bytes = b.pending.stored_bytes();
+            let bytes = b.stored_bytes();
             self.cache
                 .insert(self.cache_slot, b.base_offset, b.last_offset, bytes.clone());
             seg.st.borrow_mut().set_owned(b.base_offset, bytes);

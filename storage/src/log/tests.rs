@@ -498,3 +498,68 @@ fn dropped_append_futures_still_complete_their_writes() {
         assert_eq!(read_all(&log, 0).await, expected);
     });
 }
+
+#[test]
+fn shared_input_is_stamped_on_its_way_to_disk_and_left_untouched() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let cache = Rc::new(TailCache::new(1 << 20));
+        let log = PartitionLog::open(&path, config.clone(), Rc::clone(&cache))
+            .await
+            .unwrap();
+        let first = build_batch(0, 1, 0, b"first");
+        let mut expected = stamped(first.clone(), 0, 3);
+        let _ = log.append(Bytes::from(first), 3).await.unwrap();
+
+        // Two batches in one request frame that the caller keeps (a shared `Bytes`).
+        let (b1, b2) = (
+            build_batch(40, 3, 1, &[1u8; 5000]),
+            build_batch(90, 2, 2, &[2u8; 7000]),
+        );
+        let frame = Bytes::from([b1.clone(), b2.clone()].concat());
+        let original = frame.to_vec();
+        let more = stamped(b1, 1, 7)
+            .into_iter()
+            .chain(stamped(b2, 4, 7))
+            .collect::<Vec<u8>>();
+        let fut = log.append(frame.slice(..), 7);
+        // Staged, not written yet: served from the pending queue, stamped.
+        assert_eq!(read_all(&log, 1).await, more);
+        let info = fut.await.unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (1, 5));
+        expected.extend_from_slice(&more);
+        assert_eq!(
+            &frame[..],
+            &original[..],
+            "the caller's bytes are not stamped"
+        );
+        let hits = cache.stats().hits;
+        assert_eq!(read_all(&log, 0).await, expected);
+        assert!(
+            cache.stats().hits > hits,
+            "written batches are in the tail cache"
+        );
+
+        // The validated path appends the same bytes the same way.
+        let b3 = build_batch(0, 2, 3, &[3u8; 100]);
+        let frame = Bytes::from(b3.clone());
+        let keep = frame.clone();
+        let v = crate::batch::ValidatedBatches::validate(frame).unwrap();
+        let info = log.append_validated(v, 7).await.unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (6, 7));
+        assert_eq!(&keep[..], &b3[..]);
+        expected.extend(stamped(b3, 6, 7));
+        assert_eq!(read_all(&log, 0).await, expected);
+
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, config, Rc::new(TailCache::new(0)))
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log, 0).await, expected);
+    });
+}

@@ -50,22 +50,17 @@ pub(crate) struct WriteJob {
     pub end_max_timestamp: i64,
 }
 
-/// A batch of a write job on its way into the tail cache.
+/// A batch of a write job on its way into the tail cache (see `PendingBatch`).
 pub(crate) struct CacheFill {
     pub base_offset: i64,
     pub last_offset: i64,
-    pub pending: StoredCopy,
-}
-
-/// Enough of a `PendingBatch` to make its stored (stamped) bytes.
-pub(crate) struct StoredCopy {
     pub bytes: bytes::Bytes,
     pub owned: bool,
     pub leader_epoch_stamp: Option<i32>,
-    pub base_offset: i64,
 }
 
-impl StoredCopy {
+impl CacheFill {
+    /// The batch as stored: free when owned, else a stamped copy.
     pub fn stored_bytes(&self) -> bytes::Bytes {
         super::stored_bytes(
             &self.bytes,
@@ -215,12 +210,9 @@ impl SegmentState {
             .map(|pb| CacheFill {
                 base_offset: pb.base_offset,
                 last_offset: pb.next_offset - 1,
-                pending: StoredCopy {
-                    bytes: pb.bytes.clone(),
-                    owned: pb.owned,
-                    leader_epoch_stamp: pb.leader_epoch_stamp,
-                    base_offset: pb.base_offset,
-                },
+                bytes: pb.bytes.clone(),
+                owned: pb.owned,
+                leader_epoch_stamp: pb.leader_epoch_stamp,
             })
             .collect()
     }
@@ -230,9 +222,8 @@ impl SegmentState {
         if let Some(pb) = self
             .pending
             .iter_mut()
-            .find(|pb| pb.base_offset == base_offset)
+            .find(|pb| pb.base_offset == base_offset && pb.bytes.len() == bytes.len())
         {
-            debug_assert_eq!(pb.bytes.len(), bytes.len());
             pb.bytes = bytes;
             pb.owned = true;
             pb.leader_epoch_stamp = None;

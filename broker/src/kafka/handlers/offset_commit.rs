@@ -1,0 +1,100 @@
+//! OffsetCommit: validated here, written durably by the shard owning the group's
+//! `__consumer_offsets` partition. Only simple commits (generation -1, no member) are accepted
+//! until the group membership protocol exists.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicName};
+
+/// A partition of the request: what to write, or the error it gets without being written.
+type PartitionCommit = (i32, Result<CommitItem, ResponseError>);
+
+use crate::group::coordinator::{self, CommitItem};
+use crate::group::offsets::{CommittedOffset, OFFSET_METADATA_BYTES_MAX};
+use crate::kafka::dispatch::RequestCtx;
+
+pub async fn handle(ctx: &RequestCtx, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = req.group_id.0.to_string();
+    let md = ctx.shard.metadata();
+    // Per partition: Ok(item to write) or the error it gets without being written.
+    let mut shape: Vec<(TopicName, Vec<PartitionCommit>)> = Vec::new();
+    for t in &req.topics {
+        let topic = t.name.0.to_string();
+        let known = md.topics.get(&topic).map(|m| m.partitions.len());
+        let parts = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let metadata = p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let r = if !known
+                    .is_some_and(|n| usize::try_from(p.partition_index).is_ok_and(|i| i < n))
+                {
+                    Err(ResponseError::UnknownTopicOrPartition)
+                } else if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                    Err(ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    Ok(CommitItem {
+                        topic: topic.clone(),
+                        partition: p.partition_index,
+                        committed: CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata,
+                        },
+                    })
+                };
+                (p.partition_index, r)
+            })
+            .collect();
+        shape.push((t.name.clone(), parts));
+    }
+    drop(md);
+
+    let items: Vec<CommitItem> = shape
+        .iter()
+        .flat_map(|(_, ps)| ps.iter())
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    let outcome: Result<(), ResponseError> = if group.is_empty() {
+        Err(ResponseError::InvalidGroupId)
+    } else {
+        match coordinator::locate(&ctx.shard, &group).await {
+            Err(e) => Err(e),
+            Ok((tp, owner)) => {
+                let generation = req.generation_id_or_member_epoch;
+                let group = group.clone();
+                ctx.shard
+                    .invoke_on(owner, move |shard| {
+                        coordinator::commit_on_owner(shard, tp, group, generation, items)
+                    })
+                    .await
+                    .unwrap_or(Err(ResponseError::NotCoordinator))
+            }
+        }
+    };
+
+    let mut resp = OffsetCommitResponse::default();
+    for (name, parts) in shape {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = name;
+        for (index, r) in parts {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = index;
+            let code = match (r, &outcome) {
+                (Err(e), _) => e.code(),
+                (Ok(_), Err(e)) => e.code(),
+                (Ok(_), Ok(())) => 0,
+            };
+            pr.error_code = code;
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

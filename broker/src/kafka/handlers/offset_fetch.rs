@@ -1,0 +1,125 @@
+//! OffsetFetch: committed offsets from the shard owning the group's `__consumer_offsets`
+//! partition; one group (v1-7) or several (v8+). A partition with no commit gets offset -1.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::group::coordinator;
+use crate::group::offsets::CommittedOffset;
+use crate::kafka::dispatch::RequestCtx;
+
+type Fetched = Vec<(String, i32, Option<CommittedOffset>)>;
+/// Committed offsets of one topic: (partition, offset if any).
+type TopicOffsets = Vec<(i32, Option<CommittedOffset>)>;
+
+async fn fetch_group(
+    ctx: &RequestCtx,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, ResponseError> {
+    if group.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let (tp, owner) = coordinator::locate(&ctx.shard, group).await?;
+    let group = group.to_string();
+    ctx.shard
+        .invoke_on(owner, move |shard| {
+            coordinator::fetch_on_owner(shard, tp, group, wanted)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::NotCoordinator))
+}
+
+/// Groups the flat answer by topic, keeping first-seen order.
+fn by_topic(fetched: Fetched) -> Vec<(String, TopicOffsets)> {
+    let mut out: Vec<(String, TopicOffsets)> = Vec::new();
+    for (t, p, c) in fetched {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, v)) => v.push((p, c)),
+            None => out.push((t, vec![(p, c)])),
+        }
+    }
+    out
+}
+
+pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let version = ctx.version();
+    let mut resp = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in req.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let mut out = OffsetFetchResponseGroup::default();
+            out.group_id = g.group_id.clone();
+            match fetch_group(ctx, g.group_id.0.as_str(), wanted).await {
+                Err(e) => out.error_code = e.code(),
+                Ok(fetched) => {
+                    for (t, parts) in by_topic(fetched) {
+                        let mut tr = OffsetFetchResponseTopics::default();
+                        tr.name = TopicName(StrBytes::from_string(t));
+                        for (p, c) in parts {
+                            let mut pr = OffsetFetchResponsePartitions::default();
+                            pr.partition_index = p;
+                            let c = c.unwrap_or(CommittedOffset {
+                                offset: -1,
+                                leader_epoch: -1,
+                                metadata: String::new(),
+                            });
+                            pr.committed_offset = c.offset;
+                            pr.committed_leader_epoch = c.leader_epoch;
+                            pr.metadata = Some(StrBytes::from_string(c.metadata));
+                            tr.partitions.push(pr);
+                        }
+                        out.topics.push(tr);
+                    }
+                }
+            }
+            resp.groups.push(out);
+        }
+        return resp;
+    }
+    let group: GroupId = req.group_id;
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match fetch_group(ctx, group.0.as_str(), wanted).await {
+        Err(e) => {
+            if version >= 2 {
+                resp.error_code = e.code();
+            }
+        }
+        Ok(fetched) => {
+            for (t, parts) in by_topic(fetched) {
+                let mut tr = OffsetFetchResponseTopic::default();
+                tr.name = TopicName(StrBytes::from_string(t));
+                for (p, c) in parts {
+                    let mut pr = OffsetFetchResponsePartition::default();
+                    pr.partition_index = p;
+                    let c = c.unwrap_or(CommittedOffset {
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                    });
+                    pr.committed_offset = c.offset;
+                    if version >= 5 {
+                        pr.committed_leader_epoch = c.leader_epoch;
+                    }
+                    pr.metadata = Some(StrBytes::from_string(c.metadata));
+                    tr.partitions.push(pr);
+                }
+                resp.topics.push(tr);
+            }
+        }
+    }
+    resp
+}
