@@ -25,7 +25,7 @@ use kafka_protocol::records::{
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -1031,4 +1031,60 @@ fn assert_answered_or_closed(stream: &mut TcpStream, what: &str) {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Err(e) => panic!("{what}: no answer and no close within the read timeout ({e})"),
     }
+}
+
+/// Offsets committed by a consumer (outside any group membership, as librdkafka's simple
+/// consumers and `commit` with explicit offsets do) come back from a new client after a broker
+/// restart; a commit to a partition that does not exist is refused per partition.
+#[test]
+fn committed_offsets_survive_a_restart() {
+    const TOPIC: &str = "committed";
+    let mut broker = Broker::start();
+    create_topics(&broker, &[(TOPIC, 2)]);
+    wait_for_topic(&broker, TOPIC, 2);
+    let group_consumer = |broker: &Broker| -> BaseConsumer {
+        client_config(
+            broker,
+            &[
+                ("group.id", "offsets-group"),
+                ("enable.auto.commit", "false"),
+            ],
+        )
+        .create()
+        .expect("create consumer")
+    };
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset(TOPIC, 0, Offset::Offset(7))
+        .expect("tpl");
+    commit
+        .add_partition_offset(TOPIC, 1, Offset::Offset(3))
+        .expect("tpl");
+    group_consumer(&broker)
+        .commit(&commit, CommitMode::Sync)
+        .expect("commit");
+
+    broker.restart();
+    wait_for_topic(&broker, TOPIC, 2);
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition(TOPIC, 0);
+    ask.add_partition(TOPIC, 1);
+    let committed = group_consumer(&broker)
+        .committed_offsets(ask, WAIT)
+        .expect("committed");
+    let got: Vec<(i32, Offset)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    assert_eq!(got, vec![(0, Offset::Offset(7)), (1, Offset::Offset(3))]);
+
+    let mut bad = TopicPartitionList::new();
+    bad.add_partition_offset(TOPIC, 9, Offset::Offset(1))
+        .expect("tpl");
+    let err = group_consumer(&broker).commit(&bad, CommitMode::Sync);
+    assert!(
+        err.is_err(),
+        "a commit to a missing partition must fail: {err:?}"
+    );
 }

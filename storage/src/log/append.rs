@@ -359,10 +359,17 @@ impl Inner {
     /// the caller's bytes are copied only after a pass of the reactor, i.e. once the group's
     /// writes are submitted, so the copy runs while the device works instead of before it.
     async fn fill_cache(&self, seg: &Segment, batches: Vec<CacheFill>) {
-        if batches.iter().any(|b| !b.owned) {
+        let capacity = self.cache.capacity_bytes();
+        if batches.iter().any(|b| !b.owned && b.bytes.len() <= capacity) {
             glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
         }
         for b in batches {
+            if b.bytes.len() > capacity {
+                // Never cacheable (`insert` would only drop the run): no copy; a read of it while
+                // pending copies on demand.
+                self.cache.clear(self.cache_slot);
+                continue;
+            }
             let bytes = b.stored_bytes();
             self.cache
                 .insert(self.cache_slot, b.base_offset, b.last_offset, bytes.clone());
