@@ -262,22 +262,16 @@ impl Shard {
     /// Deletes a partition's log once in-flight requests have let go of it.
     async fn delete_partition(&self, p: Rc<Partition>) {
         let tp = p.tp.clone();
-        let mut p = p;
-        for _ in 0..500 {
-            match Rc::try_unwrap(p) {
-                Ok(owned) => {
-                    if let Err(e) = owned.log.delete().await {
-                        tracing::error!(partition = %tp, error = %e, "deleting the log failed");
-                    }
-                    return;
-                }
-                Err(still_shared) => {
-                    p = still_shared;
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+        match sole_owner(p, 500).await {
+            Some(owned) => {
+                if let Err(e) = owned.log.delete().await {
+                    tracing::error!(partition = %tp, error = %e, "deleting the log failed");
                 }
             }
+            None => {
+                tracing::error!(partition = %tp, "partition still in use after 5 s; its log was not deleted")
+            }
         }
-        tracing::error!(partition = %tp, "partition still in use after 5 s; its log was not deleted");
     }
 
     /// Periodic work (retention) until shutdown is requested.
@@ -311,19 +305,14 @@ impl Shard {
         let parts: Vec<(TopicPartition, Rc<Partition>)> =
             self.partitions.borrow_mut().drain().collect();
         for (tp, p) in parts {
-            let mut p = p;
-            for _ in 0..200 {
-                match Rc::try_unwrap(p) {
-                    Ok(owned) => {
-                        if let Err(e) = owned.log.close().await {
-                            tracing::error!(partition = %tp, error = %e, "closing the log failed");
-                        }
-                        break;
+            match sole_owner(p, 200).await {
+                Some(owned) => {
+                    if let Err(e) = owned.log.close().await {
+                        tracing::error!(partition = %tp, error = %e, "closing the log failed");
                     }
-                    Err(shared) => {
-                        p = shared;
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
+                }
+                None => {
+                    tracing::error!(partition = %tp, "partition still in use; not marked clean")
                 }
             }
         }
@@ -358,4 +347,19 @@ async fn replay_offsets(p: &Partition) -> Result<(), String> {
         glommio::executor().yield_if_needed().await;
     }
     Ok(())
+}
+
+/// Waits (10 ms a try, `tries` times) until no in-flight request holds the partition.
+async fn sole_owner(p: Rc<Partition>, tries: u32) -> Option<Partition> {
+    let mut p = p;
+    for _ in 0..tries {
+        match Rc::try_unwrap(p) {
+            Ok(owned) => return Some(owned),
+            Err(shared) => {
+                p = shared;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    None
 }

@@ -360,7 +360,10 @@ impl Inner {
     /// writes are submitted, so the copy runs while the device works instead of before it.
     async fn fill_cache(&self, seg: &Segment, batches: Vec<CacheFill>) {
         let capacity = self.cache.capacity_bytes();
-        if batches.iter().any(|b| !b.owned && b.bytes.len() <= capacity) {
+        if batches
+            .iter()
+            .any(|b| !b.owned && b.bytes.len() <= capacity)
+        {
             glommio::timer::sleep(std::time::Duration::from_micros(1)).await;
         }
         for b in batches {

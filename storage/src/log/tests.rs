@@ -563,3 +563,23 @@ fn shared_input_is_stamped_on_its_way_to_disk_and_left_untouched() {
         assert_eq!(read_all(&log, 0).await, expected);
     });
 }
+
+#[test]
+fn shared_input_without_a_tail_cache_reads_stamped_while_pending_and_from_disk() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = PartitionLog::open(&path, small_config(), Rc::new(TailCache::new(0)))
+            .await
+            .unwrap();
+        let b = build_batch(55, 4, 1, &[9u8; 3000]);
+        let frame = Bytes::from(b.clone());
+        let keep = frame.clone();
+        let expected = stamped(b.clone(), 0, 2);
+        let fut = log.append(frame, 2);
+        assert_eq!(read_all(&log, 0).await, expected);
+        let _ = fut.await.unwrap();
+        assert_eq!(&keep[..], &b[..]);
+        assert_eq!(read_all(&log, 0).await, expected);
+    });
+}

@@ -68,11 +68,7 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchRes
                         for (p, c) in parts {
                             let mut pr = OffsetFetchResponsePartitions::default();
                             pr.partition_index = p;
-                            let c = c.unwrap_or(CommittedOffset {
-                                offset: -1,
-                                leader_epoch: -1,
-                                metadata: String::new(),
-                            });
+                            let c = c.unwrap_or_else(no_commit);
                             pr.committed_offset = c.offset;
                             pr.committed_leader_epoch = c.leader_epoch;
                             pr.metadata = Some(StrBytes::from_string(c.metadata));
@@ -105,11 +101,7 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchRes
                 for (p, c) in parts {
                     let mut pr = OffsetFetchResponsePartition::default();
                     pr.partition_index = p;
-                    let c = c.unwrap_or(CommittedOffset {
-                        offset: -1,
-                        leader_epoch: -1,
-                        metadata: String::new(),
-                    });
+                    let c = c.unwrap_or_else(no_commit);
                     pr.committed_offset = c.offset;
                     if version >= 5 {
                         pr.committed_leader_epoch = c.leader_epoch;
@@ -122,4 +114,13 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchRes
         }
     }
     resp
+}
+
+/// What a partition without a commit reports.
+fn no_commit() -> CommittedOffset {
+    CommittedOffset {
+        offset: -1,
+        leader_epoch: -1,
+        metadata: String::new(),
+    }
 }
