@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
+use skein_storage::batch::ValidatedBatches;
 use skein_storage::{AppendInfo, LogChunk, PartitionLog, StorageError};
 use uuid::Uuid;
 
@@ -140,13 +141,15 @@ impl Partition {
             let c = self.config.borrow();
             (c.max_message_bytes, c.min_insync_replicas, c.requires_keys)
         };
-        let summary = skein_storage::batch::validate_batches(&records).map_err(produce_error)?;
-        if summary.largest_batch_bytes > max_message_bytes {
+        // Validated once here (length, magic, CRC); the log trusts the proof and does not redo it.
+        let validated = ValidatedBatches::validate(records).map_err(produce_error)?;
+        let records = validated.bytes();
+        if validated.summary().largest_batch_bytes > max_message_bytes {
             return Err(ResponseError::MessageTooLarge.into());
         }
-        crate::validate::check_compressed_batches(&records)?;
+        crate::validate::check_compressed_batches(records)?;
         if requires_keys {
-            let keyless = crate::validate::keyless_record_indexes(&records)?;
+            let keyless = crate::validate::keyless_record_indexes(records)?;
             if !keyless.is_empty() {
                 return Err(ProduceFailure {
                     error: ResponseError::InvalidRecord,
@@ -163,14 +166,14 @@ impl Partition {
         if acks == Acks::All && ISR_SIZE < min_insync {
             return Err(ResponseError::NotEnoughReplicas.into());
         }
-        Ok(self.append_validated(records).await?)
+        Ok(self.append(validated).await?)
     }
 
     /// Appends batches the broker built or already validated, and moves the high watermark.
-    pub async fn append_validated(&self, records: Bytes) -> Result<AppendInfo, ResponseError> {
+    pub async fn append(&self, validated: ValidatedBatches) -> Result<AppendInfo, ResponseError> {
         let info = self
             .log
-            .append(records, self.leader_epoch.get())
+            .append_validated(validated, self.leader_epoch.get())
             .await
             .map_err(produce_error)?;
         // Appends complete in offset order; the HW covers what is durably written.

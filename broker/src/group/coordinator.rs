@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
+use skein_storage::batch::ValidatedBatches;
 
 use super::offsets::{encode_key, encode_value, partition_for, CommittedOffset, OFFSETS_TOPIC};
 use crate::admin::{self, AdminOp, NewTopic};
@@ -95,7 +96,11 @@ pub async fn commit_on_owner(
         let value = encode_value(&item.committed, now);
         batch.push(now, Some(&key), Some(&value), &[]);
     }
-    let _written = p.append_validated(batch.build()).await.map_err(|e| {
+    let validated = ValidatedBatches::validate(batch.build()).map_err(|e| {
+        tracing::error!(group, error = %e, "built an invalid offsets batch");
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    let _written = p.append(validated).await.map_err(|e| {
         tracing::warn!(group, error = ?e, "writing offsets failed");
         ResponseError::CoordinatorNotAvailable
     })?;
