@@ -167,7 +167,6 @@ pub async fn execute(shard: &Shard, op: AdminOp) -> AdminReply {
         tracing::error!(error = %e, "persisting metadata failed; the change is not applied");
         return AdminReply::all_failed(names, ResponseError::KafkaStorageError, &e.to_string());
     }
-    md.brokers = shard.metadata().brokers.clone();
     *admin.current.borrow_mut() = md.clone();
     if let Err(e) = publish(shard, Arc::new(md)).await {
         tracing::error!(error = %e, "publishing metadata failed");

@@ -81,6 +81,17 @@ impl<C> PartitionRead<C> {
         }
     }
 
+    /// The same answer with each chunk converted (to cross shards, or to a wire chunk).
+    pub fn map_chunks<D>(self, f: impl FnMut(C) -> D) -> PartitionRead<D> {
+        PartitionRead {
+            error: self.error,
+            high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
+            log_start_offset: self.log_start_offset,
+            chunks: self.chunks.into_iter().map(f).collect(),
+        }
+    }
+
     pub fn bytes(&self) -> usize
     where
         C: AsRef<[u8]>,
@@ -147,7 +158,7 @@ impl Partition {
         if validated.summary().largest_batch_bytes > max_message_bytes {
             return Err(ResponseError::MessageTooLarge.into());
         }
-        crate::validate::check_compressed_batches(records)?;
+        crate::validate::check_records(records)?;
         if requires_keys {
             let keyless = crate::validate::keyless_record_indexes(records)?;
             if !keyless.is_empty() {
@@ -206,6 +217,11 @@ impl Partition {
         if spec.fetch_offset == high_watermark {
             return out;
         }
+        // Past the HW is out of range for a consumer, even where the log has data.
+        if spec.fetch_offset > high_watermark {
+            out.error = Some(ResponseError::OffsetOutOfRange);
+            return out;
+        }
         match self
             .log
             .read(spec.fetch_offset, spec.max_bytes, high_watermark)
@@ -219,9 +235,6 @@ impl Partition {
                 tracing::warn!(partition = %self.tp, error = %e, "read failed");
                 out.error = Some(ResponseError::KafkaStorageError);
             }
-        }
-        if spec.fetch_offset > high_watermark {
-            out.error = Some(ResponseError::OffsetOutOfRange);
         }
         out
     }

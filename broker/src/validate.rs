@@ -16,7 +16,7 @@ const LENGTH_AT: usize = 8;
 const LOG_OVERHEAD_BYTES: usize = 12;
 
 /// Checks the records inside each batch of an already header- and CRC-validated `records` field.
-pub fn check_compressed_batches(records: &Bytes) -> Result<(), ResponseError> {
+pub fn check_records(records: &Bytes) -> Result<(), ResponseError> {
     for_each_batch(records, check_batch)
 }
 
@@ -303,7 +303,7 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            check_compressed_batches(&batch(c, 10)).unwrap_or_else(|e| panic!("{c:?}: {e:?}"));
+            check_records(&batch(c, 10)).unwrap_or_else(|e| panic!("{c:?}: {e:?}"));
         }
     }
 
@@ -311,11 +311,11 @@ mod tests {
     fn refuses_wrong_count_and_garbage() {
         let mut b = bytes::BytesMut::from(&batch(Compression::None, 3)[..]);
         b[RECORD_COUNT_AT + 3] = 4;
-        assert!(check_compressed_batches(&b.freeze()).is_err());
+        assert!(check_records(&b.freeze()).is_err());
         let mut g = bytes::BytesMut::from(&batch(Compression::Gzip, 3)[..]);
         let last = g.len() - 5;
         g[last] ^= 0xff;
         g[BATCH_HEADER_BYTES + 2] ^= 0xff;
-        assert!(check_compressed_batches(&g.freeze()).is_err());
+        assert!(check_records(&g.freeze()).is_err());
     }
 }

@@ -134,27 +134,24 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     Ok(())
 }
 
-fn serve_mesh(
+fn serve_mesh(shard: &Rc<Shard>, data_rx: Receivers<DataCall>, control_rx: Receivers<ControlCall>) {
+    serve_receivers(shard, data_rx, route::serve_data_call);
+    serve_receivers(shard, control_rx, route::serve_control_call);
+}
+
+/// One task per peer channel; each call runs in its own task so a slow one never holds up the
+/// calls queued behind it.
+fn serve_receivers<T: Send + 'static, F: std::future::Future<Output = ()> + 'static>(
     shard: &Rc<Shard>,
-    mut data_rx: Receivers<DataCall>,
-    mut control_rx: Receivers<ControlCall>,
+    mut receivers: Receivers<T>,
+    serve: fn(Rc<Shard>, T) -> F,
 ) {
-    for (_, rx) in data_rx.streams() {
+    for (_, rx) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             let mut rx = rx;
             while let Some(call) = rx.next().await {
-                glommio::spawn_local(route::serve_data_call(shard.clone(), call)).detach();
-            }
-        })
-        .detach();
-    }
-    for (_, rx) in control_rx.streams() {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            let mut rx = rx;
-            while let Some(call) = rx.next().await {
-                glommio::spawn_local(route::serve_control_call(shard.clone(), call)).detach();
+                glommio::spawn_local(serve(shard.clone(), call)).detach();
             }
         })
         .detach();

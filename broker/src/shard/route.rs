@@ -98,13 +98,7 @@ impl Shard {
             None => PartitionRead::error(ResponseError::UnknownTopicOrPartition),
             Some(Owner::Here) => {
                 let r = self.read_local(&tp, spec).await;
-                PartitionRead {
-                    error: r.error,
-                    high_watermark: r.high_watermark,
-                    last_stable_offset: r.last_stable_offset,
-                    log_start_offset: r.log_start_offset,
-                    chunks: r.chunks.into_iter().map(FetchChunk::Local).collect(),
-                }
+                r.map_chunks(FetchChunk::Local)
             }
             Some(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
@@ -112,13 +106,7 @@ impl Shard {
                     .call(shard, DataCall::Read { tp, spec, reply }, rx)
                     .await
                 {
-                    Some(r) => PartitionRead {
-                        error: r.error,
-                        high_watermark: r.high_watermark,
-                        last_stable_offset: r.last_stable_offset,
-                        log_start_offset: r.log_start_offset,
-                        chunks: r.chunks.into_iter().map(FetchChunk::Remote).collect(),
-                    },
+                    Some(r) => r.map_chunks(FetchChunk::Remote),
                     None => PartitionRead::error(ResponseError::NotLeaderOrFollower),
                 }
             }
@@ -320,13 +308,7 @@ pub async fn serve_data_call(shard: Rc<Shard>, call: DataCall) {
         }
         DataCall::Read { tp, spec, reply } => {
             let r = shard.read_local(&tp, spec).await;
-            let _ = reply.send(PartitionRead {
-                error: r.error,
-                high_watermark: r.high_watermark,
-                last_stable_offset: r.last_stable_offset,
-                log_start_offset: r.log_start_offset,
-                chunks: r.chunks.into_iter().map(LogChunk::into_bytes).collect(),
-            });
+            let _ = reply.send(r.map_chunks(LogChunk::into_bytes));
         }
         DataCall::WaitForData {
             watches,
