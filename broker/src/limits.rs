@@ -24,3 +24,6 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
 const _: () = assert!(SEGMENT_BYTES_MIN > 0);
+/// Largest protocol metadata one group member may send in JoinGroup: more could never be written
+/// in the group's record (the offsets topic's default `max.message.bytes` is about 1 MiB).
+pub const GROUP_MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;

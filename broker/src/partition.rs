@@ -10,6 +10,8 @@ use skein_storage::batch::ValidatedBatches;
 use skein_storage::{AppendInfo, LogChunk, PartitionLog, StorageError};
 use uuid::Uuid;
 
+use crate::group::state::GroupLimits;
+use crate::group::store::GroupStore;
 use crate::shard::ids::TopicPartition;
 use crate::topic_config::EffectiveTopicConfig;
 
@@ -108,8 +110,8 @@ pub struct Partition {
     config: RefCell<EffectiveTopicConfig>,
     /// Fetches parked until new data arrives (long poll); woken on every append.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
-    /// Committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
-    pub offsets: RefCell<crate::group::offsets::OffsetStore>,
+    /// Groups and committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
+    pub groups: RefCell<GroupStore>,
 }
 
 impl Partition {
@@ -127,7 +129,9 @@ impl Partition {
             leader_epoch: Cell::new(leader_epoch),
             config: RefCell::new(config),
             waiters: RefCell::new(Vec::new()),
-            offsets: RefCell::new(Default::default()),
+            groups: RefCell::new(GroupStore::new(GroupLimits::from_settings(
+                &Default::default(),
+            ))),
         }
     }
 

@@ -173,6 +173,27 @@ impl ConfigSource {
     }
 }
 
+/// The classic group protocol's broker settings (Kafka's names and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// How long a new (empty) group waits for more members before its first rebalance.
+    pub initial_rebalance_delay_ms: i32,
+    pub max_size: i32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX,
+        }
+    }
+}
+
 /// The `[broker]` table.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -184,6 +205,7 @@ pub struct BrokerSettings {
     pub log_retention_check_interval_ms: u64,
     pub tail_cache_bytes_per_shard: usize,
     pub offsets_topic_num_partitions: i32,
+    pub group: GroupSettings,
     /// Broker-level defaults of topic configs, keyed by the topic config name.
     pub topic_defaults: BTreeMap<&'static str, String>,
 }
@@ -199,6 +221,7 @@ impl Default for BrokerSettings {
             log_retention_check_interval_ms: 300_000,
             tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
             offsets_topic_num_partitions: 50,
+            group: GroupSettings::default(),
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -224,6 +247,21 @@ impl BrokerSettings {
                 "delete.topic.enable" => s.delete_topic_enable = parse_bool(&text).map_err(bad)?,
                 "offsets.topic.num.partitions" => {
                     s.offsets_topic_num_partitions = parse_ranged(&text, 1, 10_000).map_err(bad)?
+                }
+                "group.min.session.timeout.ms" => {
+                    s.group.min_session_timeout_ms =
+                        parse_ranged(&text, 1, i32::MAX.into()).map_err(bad)?
+                }
+                "group.max.session.timeout.ms" => {
+                    s.group.max_session_timeout_ms =
+                        parse_ranged(&text, 1, i32::MAX.into()).map_err(bad)?
+                }
+                "group.initial.rebalance.delay.ms" => {
+                    s.group.initial_rebalance_delay_ms =
+                        parse_ranged(&text, 0, i32::MAX.into()).map_err(bad)?
+                }
+                "group.max.size" => {
+                    s.group.max_size = parse_ranged(&text, 1, i32::MAX.into()).map_err(bad)?
                 }
                 "num.partitions" => {
                     s.num_partitions =
@@ -271,6 +309,12 @@ impl BrokerSettings {
                     None => return Err(ConfigError::invalid(&full, "unknown broker setting")),
                 },
             }
+        }
+        if s.group.min_session_timeout_ms > s.group.max_session_timeout_ms {
+            return Err(ConfigError::invalid(
+                "broker.\"group.min.session.timeout.ms\"",
+                "must not exceed group.max.session.timeout.ms",
+            ));
         }
         Ok(s)
     }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,62 +14,30 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use common::clients::{
+    block_on, client_config, create_topics, expect_delivered, new_producer, produce_all,
+    wait_for_topic, WAIT,
+};
+use common::raw::{encode_request, roundtrip, write_frame};
 use common::{Broker, BrokerConfig};
 
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 const ACKS: [&str; 3] = ["0", "1", "all"];
-/// Upper bound for any single wait on the broker (delivery, consume, admin call).
-const WAIT: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------------------------------------
 // Client helpers
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(future)
-}
-
-fn client_config(broker: &Broker, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", broker.bootstrap());
-    config.set("socket.timeout.ms", "10000");
-    for (key, value) in extra {
-        config.set(*key, *value);
-    }
-    config
-}
-
-fn new_producer(broker: &Broker, extra: &[(&str, &str)]) -> FutureProducer {
-    let mut config = client_config(
-        broker,
-        &[("linger.ms", "5"), ("message.timeout.ms", "30000")],
-    );
-    for (key, value) in extra {
-        config.set(*key, *value);
-    }
-    config.create().expect("create producer")
-}
 
 /// A consumer whose partitions are assigned by the test; nothing is committed. librdkafka's
 /// assign() needs a group id even though no group protocol runs.
@@ -87,109 +54,6 @@ fn new_consumer(broker: &Broker) -> BaseConsumer {
     )
     .create()
     .expect("create consumer")
-}
-
-fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
-    client_config(broker, &[])
-        .create()
-        .expect("create admin client")
-}
-
-/// CreateTopics with replication factor 1; fails the test on any error.
-fn create_topics(broker: &Broker, topics: &[(&str, i32)]) {
-    let admin = admin(broker);
-    let new_topics: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(WAIT));
-    let results =
-        block_on(admin.create_topics(new_topics.iter(), &options)).expect("CreateTopics request");
-    assert_eq!(results.len(), topics.len(), "one result per topic");
-    for result in results {
-        if let Err((name, code)) = result {
-            panic!("CreateTopics {name}: {code:?}");
-        }
-    }
-}
-
-/// Waits until Metadata lists `topic` with `partitions` partitions, each with a leader.
-fn wait_for_topic(broker: &Broker, topic: &str, partitions: usize) {
-    let consumer = new_consumer(broker);
-    let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(metadata) => {
-                if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
-                    let ready = t.error().is_none()
-                        && t.partitions().len() == partitions
-                        && t.partitions()
-                            .iter()
-                            .all(|p| p.error().is_none() && p.leader() >= 0);
-                    if ready {
-                        return;
-                    }
-                    last = format!(
-                        "error {:?}, {} partitions, leaders {:?}",
-                        t.error(),
-                        t.partitions().len(),
-                        t.partitions()
-                            .iter()
-                            .map(|p| p.leader())
-                            .collect::<Vec<_>>()
-                    );
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("topic {topic} not ready with {partitions} partitions: {last}");
-}
-
-/// Sends every record and waits for all delivery reports, in send order.
-fn produce_all(
-    producer: &FutureProducer,
-    records: Vec<FutureRecord<'_, str, [u8]>>,
-) -> Vec<OwnedDeliveryResult> {
-    let mut futures = Vec::with_capacity(records.len());
-    for record in records {
-        let mut record = record;
-        loop {
-            match producer.send_result(record) {
-                Ok(future) => {
-                    futures.push(future);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("send failed synchronously: {e}"),
-            }
-        }
-    }
-    producer.flush(WAIT).expect("flush");
-    block_on(async {
-        let mut results = Vec::with_capacity(futures.len());
-        for future in futures {
-            results.push(future.await.expect("delivery future cancelled"));
-        }
-        results
-    })
-}
-
-/// Delivery reports must all be successful; returns (partition, offset) per record.
-fn expect_delivered(results: Vec<OwnedDeliveryResult>) -> Vec<(i32, i64)> {
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(i, result)| match result {
-            Ok(delivery) => (delivery.partition, delivery.offset),
-            Err((e, _)) => panic!("record #{i} not delivered: {e}"),
-        })
-        .collect()
 }
 
 /// Assigns `partitions` at `offset` and polls until `count` records arrived, then keeps polling
@@ -269,65 +133,6 @@ fn text(bytes: Option<&[u8]>) -> String {
 
 // ------------------------------------------------------------------------------------------
 // Raw protocol helpers
-
-fn write_frame(stream: &mut TcpStream, body: &[u8]) {
-    let mut frame = BytesMut::with_capacity(body.len() + 4);
-    frame.put_i32(i32::try_from(body.len()).expect("frame size"));
-    frame.put_slice(body);
-    stream.write_all(&frame).expect("write frame");
-}
-
-fn encode_request<R: Encodable>(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    request: &R,
-) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("skein-single-node-test")));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, api_key.request_header_version(version))
-        .expect("encode header");
-    request.encode(&mut body, version).expect("encode request");
-    body.to_vec()
-}
-
-/// Reads one response frame; None when the broker closed the connection.
-fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
-    let mut size = [0u8; 4];
-    match stream.read_exact(&mut size) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return None,
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-        Err(e) => panic!("reading a response: {e}"),
-    }
-    let size = usize::try_from(i32::from_be_bytes(size)).expect("non-negative response size");
-    let mut body = vec![0u8; size];
-    stream.read_exact(&mut body).expect("response body");
-    Some(Bytes::from(body))
-}
-
-fn roundtrip<Req: Encodable, Resp: Decodable>(
-    stream: &mut TcpStream,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    request: &Req,
-) -> Resp {
-    write_frame(
-        stream,
-        &encode_request(api_key, version, correlation_id, request),
-    );
-    let mut body = read_frame(stream).expect("broker closed the connection instead of answering");
-    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-        .expect("response header");
-    assert_eq!(header.correlation_id, correlation_id, "correlation id");
-    Resp::decode(&mut body, version).expect("response body")
-}
 
 fn api_versions(stream: &mut TcpStream, correlation_id: i32) -> ApiVersionsResponse {
     let request = ApiVersionsRequest::default()

@@ -1,6 +1,9 @@
-//! Consumer-group state. Today: committed offsets, stored durably as records in the internal
-//! `__consumer_offsets` topic and served by the shard that owns the group's partition of it.
-//! The group membership protocol (JoinGroup, SyncGroup, ...) comes with the consumer-group issue.
+//! Consumer groups under the classic rebalance protocol. A group is coordinated by the shard that
+//! owns its partition of the internal `__consumer_offsets` topic; membership, assignments and
+//! committed offsets are records in that partition, replayed when it opens.
 
 pub mod coordinator;
 pub mod offsets;
+pub mod records;
+pub mod state;
+pub mod store;

@@ -2,7 +2,7 @@
 //! by replaying the partition when it opens. Records use Kafka's layout (offset-commit key v1,
 //! value v3), so tooling that reads the topic understands them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -27,32 +27,51 @@ pub fn partition_for(group: &str, partitions: usize) -> i32 {
     i32::try_from(crc32c::crc32c(group.as_bytes()) % n).unwrap_or(0)
 }
 
+/// Committed offsets by group, then by (topic, partition).
 #[derive(Default, Debug)]
 pub struct OffsetStore {
-    offsets: HashMap<(String, String, i32), CommittedOffset>,
+    offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 impl OffsetStore {
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
         self.offsets
-            .get(&(group.to_string(), topic.to_string(), partition))
+            .get(group)?
+            .get(&(topic.to_string(), partition))
     }
 
     /// Every committed offset of `group`, sorted by topic and partition.
     pub fn of_group(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
-        let mut v: Vec<_> = self
-            .offsets
-            .iter()
-            .filter(|((g, _, _), _)| g == group)
-            .map(|((_, t, p), c)| (t.clone(), *p, c.clone()))
-            .collect();
-        v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        v
+        self.offsets.get(group).map_or_else(Vec::new, |m| {
+            m.iter()
+                .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                .collect()
+        })
+    }
+
+    /// Groups that have at least one committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        self.offsets.keys().cloned().collect()
     }
 
     pub fn put(&mut self, group: &str, topic: &str, partition: i32, c: CommittedOffset) {
         self.offsets
-            .insert((group.to_string(), topic.to_string(), partition), c);
+            .entry(group.to_string())
+            .or_default()
+            .insert((topic.to_string(), partition), c);
+    }
+
+    pub fn remove(&mut self, group: &str, topic: &str, partition: i32) {
+        if let Some(m) = self.offsets.get_mut(group) {
+            m.remove(&(topic.to_string(), partition));
+            if m.is_empty() {
+                self.offsets.remove(group);
+            }
+        }
+    }
+
+    pub fn remove_group(&mut self, group: &str) {
+        self.offsets.remove(group);
     }
 
     /// Applies one record of the partition; records of other kinds (group metadata written by
@@ -62,12 +81,8 @@ impl OffsetStore {
             return;
         };
         match value.map(decode_value) {
-            None => {
-                self.offsets.remove(&(group, topic, partition));
-            }
-            Some(Some(c)) => {
-                self.offsets.insert((group, topic, partition), c);
-            }
+            None => self.remove(&group, &topic, partition),
+            Some(Some(c)) => self.put(&group, &topic, partition, c),
             Some(None) => {
                 tracing::warn!(
                     group,
@@ -80,13 +95,13 @@ impl OffsetStore {
     }
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(super) fn put_str(b: &mut BytesMut, s: &str) {
     let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
     b.put_i16(len);
     b.put_slice(&s.as_bytes()[..usize::try_from(len).unwrap_or(0)]);
 }
 
-fn get_str(b: &mut &[u8]) -> Option<String> {
+pub(super) fn get_str(b: &mut &[u8]) -> Option<String> {
     let len = usize::try_from(b.try_get_i16().ok()?).ok()?;
     if b.remaining() < len {
         return None;

@@ -36,10 +36,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
-    // Committed offsets only: group membership (JoinGroup, ...) is not built yet. v9 is KIP-848.
+    // The classic group protocol. OffsetCommit v9 / OffsetFetch v9 are KIP-848's.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -53,6 +61,8 @@ pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
 pub struct RequestCtx {
     pub shard: Rc<Shard>,
     pub header: RequestHeader,
+    /// The client's address, as group members report it (`client_host`).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl RequestCtx {
@@ -61,7 +71,11 @@ impl RequestCtx {
     }
 }
 
-pub async fn dispatch(shard: &Rc<Shard>, request: DecodedRequest) -> Reply {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    request: DecodedRequest,
+    peer: Option<std::net::SocketAddr>,
+) -> Reply {
     let DecodedRequest { header, body } = request;
     let supported = supported_range(header.api_key)
         .is_some_and(|(lo, hi)| (lo..=hi).contains(&header.api_version));
@@ -71,6 +85,7 @@ pub async fn dispatch(shard: &Rc<Shard>, request: DecodedRequest) -> Reply {
     let ctx = RequestCtx {
         shard: shard.clone(),
         header,
+        peer,
     };
     let body = match body {
         RequestKind::ApiVersions(r) => {
@@ -116,6 +131,30 @@ pub async fn dispatch(shard: &Rc<Shard>, request: DecodedRequest) -> Reply {
         }
         RequestKind::OffsetFetch(r) => {
             ResponseKind::OffsetFetch(handlers::offset_fetch::handle(&ctx, r).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(handlers::join_group::handle(&ctx, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(handlers::sync_group::handle(&ctx, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(handlers::heartbeat::handle(&ctx, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(handlers::leave_group::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(handlers::describe_groups::handle(&ctx, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(handlers::list_groups::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(handlers::delete_groups::handle(&ctx, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(handlers::offset_delete::handle(&ctx, r).await)
         }
         _ => return Reply::Close,
     };

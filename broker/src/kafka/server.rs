@@ -43,7 +43,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         let reply = match decode_request(frame) {
-            Ok(request) => dispatch::dispatch(&shard, request).await,
+            Ok(request) => dispatch::dispatch(&shard, request, peer).await,
             Err(DecodeError::UnsupportedVersion {
                 api_key,
                 api_version,

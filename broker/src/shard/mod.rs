@@ -19,11 +19,16 @@ use skein_storage::{PartitionLog, TailCache};
 
 use crate::admin::AdminState;
 use crate::config::LayoutConfig;
+use crate::group::state::GroupLimits;
+use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
+
+/// How often group deadlines (sessions, rebalance and sync timeouts) are checked.
+const GROUP_TICK: Duration = Duration::from_millis(50);
 
 /// What every shard's thread receives at start-up (all `Send`).
 #[derive(Clone)]
@@ -242,12 +247,21 @@ impl Shard {
                             pm.leader_epoch,
                             config.clone(),
                         );
+                        let p = Rc::new(p);
                         if is_offsets {
-                            replay_offsets(&p)
+                            // Visible while it loads, so group requests learn to retry
+                            // (COORDINATOR_LOAD_IN_PROGRESS) rather than look elsewhere.
+                            *p.groups.borrow_mut() = GroupStore::new(GroupLimits::from_settings(
+                                &self.layout.broker.group,
+                            ));
+                            p.groups.borrow_mut().loading = true;
+                            self.partitions.borrow_mut().insert(tp.clone(), p.clone());
+                            replay_groups(&p)
                                 .await
-                                .map_err(|e| format!("{tp}: replaying offsets: {e}"))?;
+                                .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
+                        } else {
+                            self.partitions.borrow_mut().insert(tp, p);
                         }
-                        self.partitions.borrow_mut().insert(tp, Rc::new(p));
                     }
                 }
             }
@@ -271,13 +285,24 @@ impl Shard {
         }
     }
 
-    /// Periodic work (retention) until shutdown is requested.
+    /// The `__consumer_offsets` partitions this shard owns (it coordinates their groups).
+    pub fn coordinator_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, _)| &*tp.topic == crate::group::offsets::OFFSETS_TOPIC)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// Periodic work (group deadlines, retention) until shutdown is requested.
     async fn housekeeping(&self, shutdown: &AtomicBool) {
         let retention_every =
             Duration::from_millis(self.layout.broker.log_retention_check_interval_ms);
         let mut last_retention = std::time::Instant::now();
         while !shutdown.load(Ordering::Acquire) {
-            glommio::timer::sleep(Duration::from_millis(100)).await;
+            glommio::timer::sleep(GROUP_TICK).await;
+            crate::group::coordinator::tick(self.coordinator_partitions());
             if last_retention.elapsed() >= retention_every {
                 last_retention = std::time::Instant::now();
                 self.enforce_retention().await;
@@ -316,11 +341,12 @@ impl Shard {
     }
 }
 
-/// Rebuilds the committed offsets of a `__consumer_offsets` partition from its log before it
-/// serves anything.
-async fn replay_offsets(p: &Partition) -> Result<(), String> {
+/// Rebuilds the groups and committed offsets of a `__consumer_offsets` partition from its log,
+/// then lets it answer.
+async fn replay_groups(p: &Partition) -> Result<(), String> {
     let end = p.log.log_end_offset();
     let mut offset = p.log.log_start_offset();
+    let now = std::time::Instant::now();
     while offset < end {
         let read = p
             .log
@@ -332,10 +358,10 @@ async fn replay_offsets(p: &Partition) -> Result<(), String> {
         }
         for chunk in read.chunks {
             let bytes = chunk.into_bytes();
-            let mut store = p.offsets.borrow_mut();
+            let mut store = p.groups.borrow_mut();
             crate::validate::for_each_record(&bytes, |key, value| {
                 if let Some(key) = key {
-                    store.apply_record(key, value);
+                    store.apply_record(key, value, now);
                 }
             })
             .map_err(|e| format!("corrupt batch: {e:?}"))?;
@@ -343,6 +369,7 @@ async fn replay_offsets(p: &Partition) -> Result<(), String> {
         offset = read.next_offset;
         glommio::executor().yield_if_needed().await;
     }
+    p.groups.borrow_mut().finish_load();
     Ok(())
 }
 

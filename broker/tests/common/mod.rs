@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod clients;
+pub mod raw;
+
 /// How long a broker may take to print its listening line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop may take before the broker is killed.

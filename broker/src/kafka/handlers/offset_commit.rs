@@ -1,6 +1,5 @@
-//! OffsetCommit: validated here, written durably by the shard owning the group's
-//! `__consumer_offsets` partition. Only simple commits (generation -1, no member) are accepted
-//! until the group membership protocol exists.
+//! OffsetCommit: validated here, checked against the group's generation and written durably by
+//! the shard owning the group's `__consumer_offsets` partition.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -11,7 +10,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 /// A partition of the request: what to write, or the error it gets without being written.
 type PartitionCommit = (i32, Result<CommitItem, ResponseError>);
 
-use crate::group::coordinator::{self, CommitItem};
+use crate::group::coordinator::{self, CommitItem, Committer};
 use crate::group::offsets::{CommittedOffset, OFFSET_METADATA_BYTES_MAX};
 use crate::kafka::dispatch::RequestCtx;
 
@@ -61,23 +60,16 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetCommitRequest) -> OffsetCommitR
         .flat_map(|(_, ps)| ps.iter())
         .filter_map(|(_, r)| r.as_ref().ok().cloned())
         .collect();
-    let outcome: Result<(), ResponseError> = if group.is_empty() {
-        Err(ResponseError::InvalidGroupId)
-    } else {
-        match coordinator::locate(&ctx.shard, &group).await {
-            Err(e) => Err(e),
-            Ok((tp, owner)) => {
-                let generation = req.generation_id_or_member_epoch;
-                let group = group.clone();
-                ctx.shard
-                    .invoke_on(owner, move |shard| {
-                        coordinator::commit_on_owner(shard, tp, group, generation, items)
-                    })
-                    .await
-                    .unwrap_or(Err(ResponseError::NotCoordinator))
-            }
-        }
+    let who = Committer {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        generation: req.generation_id_or_member_epoch,
     };
+    let group_id = group.clone();
+    let outcome = coordinator::on_coordinator(&ctx.shard, &group, move |p| {
+        coordinator::commit(p, group_id, who, items)
+    })
+    .await;
 
     let mut resp = OffsetCommitResponse::default();
     for (name, parts) in shape {

@@ -22,17 +22,11 @@ async fn fetch_group(
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Fetched, ResponseError> {
-    if group.is_empty() {
-        return Err(ResponseError::InvalidGroupId);
-    }
-    let (tp, owner) = coordinator::locate(&ctx.shard, group).await?;
-    let group = group.to_string();
-    ctx.shard
-        .invoke_on(owner, move |shard| {
-            coordinator::fetch_on_owner(shard, tp, group, wanted)
-        })
-        .await
-        .unwrap_or(Err(ResponseError::NotCoordinator))
+    let group_id = group.to_string();
+    coordinator::on_coordinator(&ctx.shard, group, move |p| {
+        coordinator::fetch(p, group_id, wanted)
+    })
+    .await
 }
 
 /// Groups the flat answer by topic, keeping first-seen order.

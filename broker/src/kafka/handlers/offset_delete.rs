@@ -1,0 +1,69 @@
+//! OffsetDelete: removes a group's committed offsets for partitions no live member subscribes to.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+
+use crate::group::coordinator;
+use crate::kafka::dispatch::RequestCtx;
+
+pub async fn handle(ctx: &RequestCtx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = req.group_id.0.to_string();
+    let md = ctx.shard.metadata();
+    // (topic, partition, known to the cluster) in request order.
+    let asked: Vec<(String, i32, bool)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            let count = md.topics.get(&name).map_or(0, |m| m.partitions.len());
+            t.partitions.iter().map(move |p| {
+                let known = usize::try_from(p.partition_index).is_ok_and(|i| i < count);
+                (name.clone(), p.partition_index, known)
+            })
+        })
+        .collect();
+    drop(md);
+    let known: Vec<(String, i32)> = asked
+        .iter()
+        .filter(|(_, _, k)| *k)
+        .map(|(t, p, _)| (t.clone(), *p))
+        .collect();
+    let name = group.clone();
+    let r = coordinator::on_coordinator(&ctx.shard, &group, move |p| {
+        coordinator::delete_offsets(p, name, known)
+    })
+    .await;
+    let mut resp = OffsetDeleteResponse::default();
+    let mut outcomes = match r {
+        Err(e) => {
+            resp.error_code = e.code();
+            return resp;
+        }
+        Ok(o) => o.into_iter(),
+    };
+    for t in req.topics {
+        let mut tr = OffsetDeleteResponseTopic::default();
+        tr.name = t.name;
+        for p in t.partitions {
+            let known = asked
+                .iter()
+                .any(|(n, i, k)| *k && *i == p.partition_index && *n == tr.name.0.as_str());
+            let outcome = if known {
+                outcomes
+                    .next()
+                    .unwrap_or(Err(ResponseError::UnknownServerError))
+            } else {
+                Err(ResponseError::UnknownTopicOrPartition)
+            };
+            let mut pr = OffsetDeleteResponsePartition::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = outcome.err().map_or(0, |e| e.code());
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    resp
+}

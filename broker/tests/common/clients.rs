@@ -1,0 +1,153 @@
+//! Client-side helpers shared by the integration tests: librdkafka (the `rdkafka` crate) set up
+//! against a test broker, topic creation, and producing with delivery reports.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::Broker;
+
+/// Upper bound for any single wait on the broker (delivery, consume, admin call).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+pub fn client_config(broker: &Broker, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", broker.bootstrap());
+    config.set("socket.timeout.ms", "10000");
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config
+}
+
+pub fn new_producer(broker: &Broker, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut config = client_config(
+        broker,
+        &[("linger.ms", "5"), ("message.timeout.ms", "30000")],
+    );
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    config.create().expect("create producer")
+}
+
+pub fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    client_config(broker, &[])
+        .create()
+        .expect("create admin client")
+}
+
+/// CreateTopics with replication factor 1; fails the test on any error.
+pub fn create_topics(broker: &Broker, topics: &[(&str, i32)]) {
+    let admin = admin(broker);
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    let results =
+        block_on(admin.create_topics(new_topics.iter(), &options)).expect("CreateTopics request");
+    assert_eq!(results.len(), topics.len(), "one result per topic");
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("CreateTopics {name}: {code:?}");
+        }
+    }
+}
+
+/// Waits until Metadata lists `topic` with `partitions` partitions, each with a leader.
+pub fn wait_for_topic(broker: &Broker, topic: &str, partitions: usize) {
+    let consumer: BaseConsumer = client_config(broker, &[("group.id", "skein-test-metadata")])
+        .create()
+        .expect("create metadata client");
+    let deadline = Instant::now() + WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => {
+                if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+                    let ready = t.error().is_none()
+                        && t.partitions().len() == partitions
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0);
+                    if ready {
+                        return;
+                    }
+                    last = format!(
+                        "error {:?}, {} partitions, leaders {:?}",
+                        t.error(),
+                        t.partitions().len(),
+                        t.partitions()
+                            .iter()
+                            .map(|p| p.leader())
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("topic {topic} not ready with {partitions} partitions: {last}");
+}
+
+/// Sends every record and waits for all delivery reports, in send order.
+pub fn produce_all(
+    producer: &FutureProducer,
+    records: Vec<FutureRecord<'_, str, [u8]>>,
+) -> Vec<OwnedDeliveryResult> {
+    let mut futures = Vec::with_capacity(records.len());
+    for record in records {
+        let mut record = record;
+        loop {
+            match producer.send_result(record) {
+                Ok(future) => {
+                    futures.push(future);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("send failed synchronously: {e}"),
+            }
+        }
+    }
+    producer.flush(WAIT).expect("flush");
+    block_on(async {
+        let mut results = Vec::with_capacity(futures.len());
+        for future in futures {
+            results.push(future.await.expect("delivery future cancelled"));
+        }
+        results
+    })
+}
+
+/// Delivery reports must all be successful; returns (partition, offset) per record.
+pub fn expect_delivered(results: Vec<OwnedDeliveryResult>) -> Vec<(i32, i64)> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| match result {
+            Ok(delivery) => (delivery.partition, delivery.offset),
+            Err((e, _)) => panic!("record #{i} not delivered: {e}"),
+        })
+        .collect()
+}

@@ -1,0 +1,68 @@
+//! Raw Kafka frames for tests that must see the broker's exact answer (encoded and decoded with
+//! `kafka-protocol`, the way a client library would never show them).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+pub fn write_frame(stream: &mut TcpStream, body: &[u8]) {
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(i32::try_from(body.len()).expect("frame size"));
+    frame.put_slice(body);
+    stream.write_all(&frame).expect("write frame");
+}
+
+pub fn encode_request<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &R,
+) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("skein-test")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, api_key.request_header_version(version))
+        .expect("encode header");
+    request.encode(&mut body, version).expect("encode request");
+    body.to_vec()
+}
+
+/// Reads one response frame; None when the broker closed the connection.
+pub fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return None,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("reading a response: {e}"),
+    }
+    let size = usize::try_from(i32::from_be_bytes(size)).expect("non-negative response size");
+    let mut body = vec![0u8; size];
+    stream.read_exact(&mut body).expect("response body");
+    Some(Bytes::from(body))
+}
+
+pub fn roundtrip<Req: Encodable, Resp: Decodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &Req,
+) -> Resp {
+    write_frame(
+        stream,
+        &encode_request(api_key, version, correlation_id, request),
+    );
+    let mut body = read_frame(stream).expect("broker closed the connection instead of answering");
+    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+        .expect("response header");
+    assert_eq!(header.correlation_id, correlation_id, "correlation id");
+    Resp::decode(&mut body, version).expect("response body")
+}
