@@ -436,6 +436,13 @@ fn group_apis_answer_with_kafka_error_codes() {
     );
     assert_eq!(r.error_code, code(ResponseError::InvalidSessionTimeout));
 
+    // Member metadata that no group record could hold is refused up front, so it can never
+    // fail every later rebalance of the group.
+    let mut huge = join_request("", None, 10_000);
+    huge.protocols[0].metadata = bytes::Bytes::from(vec![0u8; 2 << 20]);
+    let r: JoinGroupResponse = roundtrip(&mut s, ApiKey::JoinGroup, 7, next(), &huge);
+    assert_eq!(r.error_code, code(ResponseError::MessageTooLarge));
+
     // KIP-394: the first join hands out a member id.
     let r: JoinGroupResponse = roundtrip(
         &mut s,

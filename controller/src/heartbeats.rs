@@ -1,0 +1,77 @@
+//! Broker liveness as the active controller sees it: the last heartbeat of each broker, and who
+//! has been silent past the session timeout. Kept in memory only (not in the log): a new active
+//! controller starts every broker's clock afresh, a grace period before anyone can be fenced.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::image::BrokerId;
+
+#[derive(Debug)]
+pub struct Heartbeats {
+    session: Duration,
+    last: BTreeMap<BrokerId, Instant>,
+}
+
+impl Heartbeats {
+    pub fn new(session: Duration) -> Self {
+        Heartbeats {
+            session,
+            last: BTreeMap::new(),
+        }
+    }
+
+    /// On becoming the active controller: every known broker gets a full session from now.
+    pub fn start_grace(&mut self, brokers: impl IntoIterator<Item = BrokerId>, now: Instant) {
+        self.last = brokers.into_iter().map(|b| (b, now)).collect();
+    }
+
+    pub fn record(&mut self, broker: BrokerId, now: Instant) {
+        self.last.insert(broker, now);
+    }
+
+    pub fn forget(&mut self, broker: BrokerId) {
+        self.last.remove(&broker);
+    }
+
+    /// Alive = heard from within the session timeout.
+    pub fn is_alive(&self, broker: BrokerId, now: Instant) -> bool {
+        self.last
+            .get(&broker)
+            .is_some_and(|t| now.saturating_duration_since(*t) < self.session)
+    }
+
+    /// Brokers silent for the session timeout or longer, in id order.
+    pub fn expired(&self, now: Instant) -> Vec<BrokerId> {
+        self.last
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(**t) >= self.session)
+            .map(|(b, _)| *b)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_past_the_session_expires_and_grace_restarts_clocks() {
+        let t0 = Instant::now();
+        let session = Duration::from_millis(1500);
+        let mut h = Heartbeats::new(session);
+        h.record(1, t0);
+        h.record(2, t0);
+        h.record(1, t0 + Duration::from_millis(1000));
+        let t = t0 + Duration::from_millis(1600);
+        assert_eq!(h.expired(t), vec![2]);
+        assert!(h.is_alive(1, t));
+        assert!(!h.is_alive(2, t));
+        // A new controller: nobody expires until a whole session has passed.
+        h.start_grace([1, 2], t);
+        assert!(h.expired(t + Duration::from_millis(1400)).is_empty());
+        assert_eq!(h.expired(t + session), vec![1, 2]);
+        h.forget(2);
+        assert_eq!(h.expired(t + session), vec![1]);
+    }
+}

@@ -1,0 +1,234 @@
+//! The cluster metadata image: what every committed metadata record adds up to. Records are the
+//! only way it changes, so every voter and every broker that applies the same log holds the same
+//! image. Pure data; no I/O, no clock.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+/// A broker's node id (Kafka's `broker.id` / `node.id`).
+pub type BrokerId = i32;
+
+/// No leader: the partition is offline.
+pub const NO_LEADER: BrokerId = -1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub id: BrokerId,
+    /// A fresh id per process start: a restart replaces the old registration.
+    pub incarnation: Uuid,
+    /// The log offset of the registering record; heartbeats must name it.
+    pub epoch: i64,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are in no ISR.
+    pub fenced: bool,
+    pub in_controlled_shutdown: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Assignment order: the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    pub isr: Vec<BrokerId>,
+    pub leader: BrokerId,
+    /// Bumped on every leader change; clients and followers fence on it.
+    pub leader_epoch: i32,
+    /// Bumped on every change; ISR updates from leaders compare-and-set on it.
+    pub partition_epoch: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicState {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionState>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One committed metadata change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRecord {
+    RegisterBroker(BrokerRegistration),
+    FenceBroker {
+        id: BrokerId,
+        epoch: i64,
+    },
+    UnfenceBroker {
+        id: BrokerId,
+        epoch: i64,
+    },
+    BeginControlledShutdown {
+        id: BrokerId,
+        epoch: i64,
+    },
+    Topic {
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// A new partition (creation or CreatePartitions), in partition order.
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        state: PartitionState,
+    },
+    /// A change of leader and/or ISR; epochs are carried, not derived, so replay is exact.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        leader: BrokerId,
+        isr: Vec<BrokerId>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    RemoveTopic {
+        id: Uuid,
+    },
+    Config {
+        topic_id: Uuid,
+        key: String,
+        value: Option<String>,
+    },
+    /// The next producer id block start, after a block was handed to `broker`.
+    ProducerIds {
+        broker: BrokerId,
+        next_block_start: i64,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterImage {
+    pub brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    pub topics: BTreeMap<Uuid, TopicState>,
+    pub topic_ids: BTreeMap<String, Uuid>,
+    pub next_producer_id: i64,
+}
+
+impl ClusterImage {
+    pub fn topic(&self, name: &str) -> Option<&TopicState> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    pub fn partition(&self, topic_id: Uuid, partition: i32) -> Option<&PartitionState> {
+        let t = self.topics.get(&topic_id)?;
+        t.partitions.get(usize::try_from(partition).ok()?)
+    }
+
+    /// Brokers that may lead and be in an ISR now.
+    pub fn is_active(&self, id: BrokerId) -> bool {
+        self.brokers
+            .get(&id)
+            .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown)
+    }
+
+    /// Every (topic id, partition) whose replicas include `broker`.
+    pub fn partitions_with(&self, broker: BrokerId) -> Vec<(Uuid, i32, &PartitionState)> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.replicas.contains(&broker) {
+                    out.push((t.id, i32::try_from(i).unwrap_or(i32::MAX), p));
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies one committed record. A record that names something unknown is a no-op: the log
+    /// is the truth, and replay must never fail half-way.
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::RegisterBroker(r) => {
+                self.brokers.insert(r.id, r.clone());
+            }
+            MetadataRecord::FenceBroker { id, epoch } => {
+                if let Some(b) = self.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
+                    b.fenced = true;
+                    b.in_controlled_shutdown = false;
+                }
+            }
+            MetadataRecord::UnfenceBroker { id, epoch } => {
+                if let Some(b) = self.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
+                    b.fenced = false;
+                }
+            }
+            MetadataRecord::BeginControlledShutdown { id, epoch } => {
+                if let Some(b) = self.brokers.get_mut(id).filter(|b| b.epoch == *epoch) {
+                    b.in_controlled_shutdown = true;
+                }
+            }
+            MetadataRecord::Topic { name, id, configs } => {
+                self.topic_ids.insert(name.clone(), *id);
+                self.topics.insert(
+                    *id,
+                    TopicState {
+                        name: name.clone(),
+                        id: *id,
+                        partitions: Vec::new(),
+                        configs: configs.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                state,
+            } => {
+                if let Some(t) = self.topics.get_mut(topic_id) {
+                    if usize::try_from(*partition).ok() == Some(t.partitions.len()) {
+                        t.partitions.push(state.clone());
+                    }
+                }
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic_id)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?));
+                if let Some(p) = p {
+                    p.leader = *leader;
+                    p.isr = isr.clone();
+                    p.leader_epoch = *leader_epoch;
+                    p.partition_epoch = *partition_epoch;
+                }
+            }
+            MetadataRecord::RemoveTopic { id } => {
+                if let Some(t) = self.topics.remove(id) {
+                    self.topic_ids.remove(&t.name);
+                }
+            }
+            MetadataRecord::Config {
+                topic_id,
+                key,
+                value,
+            } => {
+                if let Some(t) = self.topics.get_mut(topic_id) {
+                    match value {
+                        Some(v) => t.configs.insert(key.clone(), v.clone()),
+                        None => t.configs.remove(key),
+                    };
+                }
+            }
+            MetadataRecord::ProducerIds {
+                next_block_start, ..
+            } => {
+                self.next_producer_id = self.next_producer_id.max(*next_block_start);
+            }
+        }
+    }
+}
