@@ -6,7 +6,7 @@
 #
 #   NNNN ...   test numbers (default: 0001 0002 0003 0005 0007 0008 0011 0012 0013 0014 0015
 #              0017 0021 0035 0036 0041 0044)
-#   --quick    pass -Q to test-runner (fewer messages; 0113 runs only its quick subtests)
+#   --quick    pass -Q to test-runner (fewer messages; 0113 then runs only subtest a)
 #   --cluster  reserved for a 3-node run (not implemented yet)
 #
 # Environment:
@@ -14,6 +14,7 @@
 #   LIBRDKAFKA_TEST_TIMEOUT    seconds per test before it is killed (default 300)
 #   LIBRDKAFKA_TEST_ARGS       extra test-runner flags (default -L: skip mock-cluster-only tests)
 #   TEST_DEBUG                 passed through: librdkafka debug contexts, e.g. broker,protocol
+#   SUBTESTS                   passed through: run only subtests whose name contains this
 #
 # Logs: target/librdkafka/<version>/logs/<run>/<NNNN>.log and skein.log. The last line printed
 # is "N passed, M failed"; the exit status is non-zero when any test failed.
