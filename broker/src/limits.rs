@@ -19,8 +19,12 @@ pub const DATA_MESH_DEPTH: usize = 1024;
 pub const CONTROL_MESH_DEPTH: usize = 64;
 /// Longest a Fetch may wait for data (clients ask for 500 ms by default).
 pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
+/// Producer ids the metadata shard hands a shard at a time (Kafka's block size): one durable
+/// write on the metadata shard per this many InitProducerId requests.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
 const _: () = assert!(SEGMENT_BYTES_MIN > 0);
+const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);

@@ -10,6 +10,7 @@ mod limits;
 mod metadata;
 mod metadata_store;
 mod partition;
+mod producer_ids;
 mod settings;
 mod shard;
 mod topic_config;

@@ -21,6 +21,7 @@ use crate::admin::AdminState;
 use crate::config::LayoutConfig;
 use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
+use crate::producer_ids::{BlockStore, ProducerIds};
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
@@ -48,6 +49,8 @@ pub struct Shard {
     pub mesh: ShardMesh,
     /// Present only on the metadata (controller) shard.
     pub admin: Option<AdminState>,
+    /// This shard's block of producer ids (and, on the metadata shard, the allocator).
+    pub producer_ids: ProducerIds,
     stopping: Cell<bool>,
 }
 
@@ -63,6 +66,11 @@ pub enum ShardError {
     },
     #[error("{shard}: opening partitions failed: {message}")]
     Open { shard: ShardId, message: String },
+    #[error("{shard}: loading the producer id allocator failed: {source}")]
+    ProducerIds {
+        shard: ShardId,
+        source: crate::producer_ids::ProducerIdError,
+    },
 }
 
 /// Runs one shard until shutdown is requested.
@@ -94,6 +102,15 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     let peers = mesh::await_peer_map(&boot.mesh.peer_of_shard).await;
 
     let is_metadata_shard = shard_id == boot.layout.controller_shard;
+    let producer_id_store = match is_metadata_shard {
+        true => Some(BlockStore::load(&boot.layout.data_dir).map_err(|source| {
+            ShardError::ProducerIds {
+                shard: shard_id,
+                source,
+            }
+        })?),
+        false => None,
+    };
     let shard = Rc::new(Shard {
         id: shard_id,
         layout: boot.layout.clone(),
@@ -107,6 +124,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         )),
         mesh: ShardMesh::new(data_tx, control_tx, peers),
         admin: is_metadata_shard.then(|| AdminState::new((*boot.metadata).clone())),
+        producer_ids: ProducerIds::new(producer_id_store),
         stopping: Cell::new(false),
     });
     shard
