@@ -143,10 +143,11 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         .as_socket()
         .context("listener address is not an IP address")?;
 
+    let (host, port) = layout.advertised_endpoint(kafka_addr.port());
     md.brokers = vec![BrokerEndpoint {
         node_id: layout.node_id,
-        host: layout.advertised_host(),
-        port: kafka_addr.port(),
+        host,
+        port,
         rack: None,
     }];
     let md = Arc::new(md);
