@@ -203,7 +203,9 @@ impl Partition {
         // duplicate resolves only once its original is).
         let high_watermark = self.log.high_watermark().max(info.last_offset + 1);
         self.log.set_high_watermark(high_watermark);
-        if !info.duplicate {
+        if info.duplicate {
+            tracing::debug!(partition = %self.tp, base_offset = info.first_offset, "retried producer batch answered with its original offsets");
+        } else {
             self.wake_waiters();
         }
         Ok(info)

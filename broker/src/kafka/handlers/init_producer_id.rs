@@ -26,8 +26,11 @@ async fn answer(
     ctx: &RequestCtx,
     req: &InitProducerIdRequest,
 ) -> Result<(ProducerId, ProducerEpoch), ResponseError> {
-    if req.transactional_id.is_some() {
-        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    match &req.transactional_id {
+        None => {}
+        // Kafka's coordinator refuses an empty id before anything else.
+        Some(id) if id.is_empty() => return Err(ResponseError::InvalidRequest),
+        Some(_) => return Err(ResponseError::TransactionalIdAuthorizationFailed),
     }
     // Kafka: both or neither (KIP-360's "current" producer id and epoch).
     let current = match (req.producer_id.0, req.producer_epoch) {
