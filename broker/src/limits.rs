@@ -21,10 +21,10 @@ pub const CONTROL_MESH_DEPTH: usize = 64;
 pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
 /// Producer ids the metadata shard hands a shard at a time (Kafka's block size): one durable
 /// write on the metadata shard per this many InitProducerId requests.
-pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+pub const PRODUCER_IDS_PER_BLOCK: i64 = 1000;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
 const _: () = assert!(SEGMENT_BYTES_MIN > 0);
-const _: () = assert!(PRODUCER_ID_BLOCK_SIZE > 0);
+const _: () = assert!(PRODUCER_IDS_PER_BLOCK > 0);

@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use skein_storage::{ProducerEpoch, ProducerId};
 
-use crate::limits::PRODUCER_ID_BLOCK_SIZE;
+use crate::limits::PRODUCER_IDS_PER_BLOCK;
 use crate::shard::ids::ShardId;
 use crate::shard::Shard;
 
@@ -37,6 +37,8 @@ pub enum ProducerIdError {
     NotMetadataShard(ShardId),
     #[error("the metadata shard {0} is unreachable")]
     Unreachable(ShardId),
+    #[error("the producer id allocator is shutting down")]
+    Stopping,
 }
 
 /// Ids `next..end` of a block, not yet handed out.
@@ -89,7 +91,7 @@ impl BlockStore {
             .lock
             .acquire_permit(1)
             .await
-            .map_err(|_| ProducerIdError::Exhausted)?;
+            .map_err(|_| ProducerIdError::Stopping)?;
         let start = self.next_unallocated.get();
         let end = start.checked_add(count).ok_or(ProducerIdError::Exhausted)?;
         let data_dir = self.data_dir.clone();
@@ -178,7 +180,7 @@ pub async fn next_id(shard: &Rc<Shard>) -> Result<ProducerId, ProducerIdError> {
             .refill
             .acquire_permit(1)
             .await
-            .map_err(|_| ProducerIdError::Unreachable(shard.id))?;
+            .map_err(|_| ProducerIdError::Stopping)?;
         if let Some(id) = ids.take() {
             return Ok(id); // another request refilled it meanwhile
         }
@@ -186,7 +188,7 @@ pub async fn next_id(shard: &Rc<Shard>) -> Result<ProducerId, ProducerIdError> {
         let block = shard
             .invoke_on(target, |s| async move {
                 match &s.producer_ids.store {
-                    Some(store) => store.allocate(PRODUCER_ID_BLOCK_SIZE).await,
+                    Some(store) => store.allocate(PRODUCER_IDS_PER_BLOCK).await,
                     None => Err(ProducerIdError::NotMetadataShard(s.id)),
                 }
             })

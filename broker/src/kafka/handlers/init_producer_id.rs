@@ -50,7 +50,8 @@ fn to_error_code(e: &ProducerIdError) -> ResponseError {
         ProducerIdError::Io { .. }
         | ProducerIdError::Corrupt { .. }
         | ProducerIdError::NotMetadataShard(_)
-        | ProducerIdError::Unreachable(_) => ResponseError::CoordinatorLoadInProgress,
+        | ProducerIdError::Unreachable(_)
+        | ProducerIdError::Stopping => ResponseError::CoordinatorLoadInProgress,
         ProducerIdError::Exhausted => ResponseError::UnknownServerError,
     }
 }
