@@ -102,14 +102,15 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     let peers = mesh::await_peer_map(&boot.mesh.peer_of_shard).await;
 
     let is_metadata_shard = shard_id == boot.layout.controller_shard;
-    let producer_id_store = match is_metadata_shard {
-        true => Some(BlockStore::load(&boot.layout.data_dir).map_err(|source| {
-            ShardError::ProducerIds {
+    let producer_id_store = if is_metadata_shard {
+        let store =
+            BlockStore::load(&boot.layout.data_dir).map_err(|source| ShardError::ProducerIds {
                 shard: shard_id,
                 source,
-            }
-        })?),
-        false => None,
+            })?;
+        Some(store)
+    } else {
+        None
     };
     let shard = Rc::new(Shard {
         id: shard_id,
