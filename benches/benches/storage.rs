@@ -1,5 +1,6 @@
-//! Storage hot paths: append (1 KiB records in 16 KiB and 1 MiB batches), sequential read from
-//! disk and from the tail cache, and CRC-32C batch validation. Reported in bytes/s.
+//! Storage hot paths: append (1 KiB records in 16 KiB and 1 MiB batches), the cost of the
+//! idempotent-producer checks on small appends, sequential read from disk and from the tail
+//! cache, and CRC-32C batch validation. Reported in bytes/s.
 //!
 //! Compare append with `dd if=/dev/zero of=<file on the same disk> bs=1M count=2000 oflag=direct`.
 //! The log lives under `SKEIN_BENCH_DIR` (default: the target dir, which must support O_DIRECT).
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glommio::{LocalExecutor, LocalExecutorBuilder};
-use skein_storage::batch::{build_batch, validate_batches};
+use skein_storage::batch::{build_batch, build_producer_batch, validate_batches};
 use skein_storage::{LogConfig, PartitionLog, TailCache};
 
 const RECORD_BYTES: usize = 1024;
@@ -117,6 +118,104 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// Batch header positions (RecordBatch v2): the CRC-32C at 17 covers everything from 21 on,
+/// the producer id is at 43 and the base sequence at 53.
+const CRC_AT: usize = 17;
+const PRODUCER_ID_AT: usize = 43;
+const CRC_FROM: usize = 21;
+const BASE_SEQUENCE_AT: usize = 53;
+
+/// Appends `iters` copies of the one-record `template`, `in_flight` at a time. With
+/// `producers > 0` the template is an idempotent producer's batch and append `i` is producer
+/// `i % producers`'s next one (its own id, its sequence). Every copy is re-checksummed either
+/// way, so that the plain and the idempotent runs differ only in the producer-state work.
+async fn append_sequenced(
+    log: &Rc<PartitionLog>,
+    template: &[u8],
+    iters: u64,
+    in_flight: u64,
+    producers: i64,
+    next_seq: &mut [i32],
+) -> Duration {
+    let start = Instant::now();
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..iters {
+        if window.len() as u64 == in_flight {
+            let t = window.pop_front().unwrap();
+            let _ = t.await;
+        }
+        let mut b = template.to_vec();
+        if producers > 0 {
+            let p = (i % producers as u64) as usize;
+            b[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(p as i64).to_be_bytes());
+            b[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&next_seq[p].to_be_bytes());
+            next_seq[p] += 1;
+        }
+        let crc = crc32c::crc32c(&b[CRC_FROM..]);
+        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let log2 = Rc::clone(log);
+        window.push_back(
+            glommio::spawn_local(async move {
+                let _ = log2.append(Bytes::from(b), 0).await.unwrap();
+            })
+            .detach(),
+        );
+        if i % 4096 == 4095 && log.size_bytes() > 2 * RETAINED_BYTES as u64 {
+            log.set_high_watermark(log.log_end_offset());
+            let _ = log.enforce_retention(0).await.unwrap();
+        }
+    }
+    for t in window {
+        let _ = t.await;
+    }
+    start.elapsed()
+}
+
+/// Small appends (one 1 KiB record, 64 in flight) without and with a producer id: the
+/// difference is the cost of the idempotence checks and bookkeeping on the append path.
+fn append_producer_state(c: &mut Criterion) {
+    let ex = executor();
+    let mut group = c.benchmark_group("append_producer_state");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(2));
+    let value: Vec<u8> = (0..RECORD_BYTES).map(|i| (i * 31 % 251) as u8).collect();
+    for (name, producers) in [
+        ("1KiB_no_producer_id", 0i64),
+        ("1KiB_idempotent_64_producers", 64),
+    ] {
+        let dir = bench_dir();
+        let path = dir.path().to_path_buf();
+        let log = ex.run(async move { open_log(path, 64 << 20).await });
+        let template = if producers > 0 {
+            build_producer_batch(0, 1, 1_700_000_000_000, &value, 0, 0, 0)
+        } else {
+            build_batch(0, 1, 1_700_000_000_000, &value)
+        };
+        group.throughput(Throughput::Bytes(template.len() as u64));
+        let mut next_seq = vec![0i32; producers.max(1) as usize];
+        group.bench_function(name, |bencher| {
+            bencher.iter_custom(|iters| {
+                let log = Rc::clone(&log);
+                let template = template.clone();
+                let mut seqs = std::mem::take(&mut next_seq);
+                let (elapsed, seqs) = ex.run(async move {
+                    let d =
+                        append_sequenced(&log, &template, iters, 64, producers, &mut seqs).await;
+                    (d, seqs)
+                });
+                next_seq = seqs;
+                elapsed
+            })
+        });
+        let log = Rc::try_unwrap(log).ok().unwrap();
+        ex.run(async move { log.delete().await.unwrap() });
+        drop(dir);
+    }
+    group.finish();
+}
+
 async fn open_log(path: PathBuf, cache_bytes: usize) -> Rc<PartitionLog> {
     let cache = Rc::new(TailCache::new(cache_bytes));
     Rc::new(
@@ -208,5 +307,5 @@ fn crc(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, crc, append, read);
+criterion_group!(benches, crc, append, append_producer_state, read);
 criterion_main!(benches);

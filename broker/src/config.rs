@@ -186,6 +186,12 @@ impl LayoutConfig {
             parse_addr("listeners.internal", raw.listeners.internal.as_deref())?;
         let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
         let broker = BrokerSettings::from_table(&raw.broker)?;
+        if raw.node.advertised_host.is_some() && broker.advertised_listener.is_some() {
+            return Err(ConfigError::invalid(
+                "broker.\"advertised.listeners\"",
+                "conflicts with node.advertised_host; set only one",
+            ));
+        }
 
         let mut placement = BTreeMap::new();
         for (i, p) in raw.placement.iter().enumerate() {
@@ -232,6 +238,15 @@ impl LayoutConfig {
 
     pub fn shard_count(&self) -> usize {
         self.shard_cpus.len()
+    }
+
+    /// The host and port clients are told to connect to: `advertised.listeners` when set, else
+    /// the advertised host and the port the Kafka listener bound.
+    pub fn advertised_endpoint(&self, listener_port: u16) -> (String, u16) {
+        match &self.broker.advertised_listener {
+            Some(l) => (l.host.clone(), l.port),
+            None => (self.advertised_host(), listener_port),
+        }
     }
 
     /// The host clients are told to connect to.
@@ -329,6 +344,11 @@ mod tests {
         assert!(e.to_string().contains("num.partitions"), "{e}");
         let e = LayoutConfig::parse("[cores]\nshards = \"0\"\ncontroller_shard = 3\n").unwrap_err();
         assert!(e.to_string().contains("cores.controller_shard"), "{e}");
+        let e = LayoutConfig::parse(
+            "[node]\nadvertised_host = \"h\"\n[broker]\n\"advertised.listeners\" = \"PLAINTEXT://h:1\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("advertised.listeners"), "{e}");
     }
 
     #[test]

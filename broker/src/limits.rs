@@ -19,11 +19,15 @@ pub const DATA_MESH_DEPTH: usize = 1024;
 pub const CONTROL_MESH_DEPTH: usize = 64;
 /// Longest a Fetch may wait for data (clients ask for 500 ms by default).
 pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
+/// Producer ids the metadata shard hands a shard at a time (Kafka's block size): one durable
+/// write on the metadata shard per this many InitProducerId requests.
+pub const PRODUCER_IDS_PER_BLOCK: i64 = 1000;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
 const _: () = assert!(CONTROL_MESH_DEPTH <= DATA_MESH_DEPTH);
 const _: () = assert!(SEGMENT_BYTES_MIN > 0);
+const _: () = assert!(PRODUCER_IDS_PER_BLOCK > 0);
 /// Largest protocol metadata one group member may send in JoinGroup: more could never be written
 /// in the group's record (the offsets topic's default `max.message.bytes` is about 1 MiB).
 pub const GROUP_MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;

@@ -10,6 +10,7 @@ mod limits;
 mod metadata;
 mod metadata_store;
 mod partition;
+mod producer_ids;
 mod settings;
 mod shard;
 mod topic_config;
@@ -142,10 +143,11 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         .as_socket()
         .context("listener address is not an IP address")?;
 
+    let (host, port) = layout.advertised_endpoint(kafka_addr.port());
     md.brokers = vec![BrokerEndpoint {
         node_id: layout.node_id,
-        host: layout.advertised_host(),
-        port: kafka_addr.port(),
+        host,
+        port,
         rack: None,
     }];
     let md = Arc::new(md);

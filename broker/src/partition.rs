@@ -181,20 +181,37 @@ impl Partition {
         if acks == Acks::All && ISR_SIZE < min_insync {
             return Err(ResponseError::NotEnoughReplicas.into());
         }
-        Ok(self.append(validated).await?)
+        // An idempotent producer's refusals carry the log's explanation, as Kafka's do.
+        self.append_inner(validated).await.map_err(|e| {
+            let message = e.is_producer_refusal().then(|| e.to_string());
+            ProduceFailure {
+                error: produce_error(e),
+                message,
+                record_errors: Vec::new(),
+            }
+        })
     }
 
     /// Appends batches the broker built or already validated, and moves the high watermark.
+    /// A retried idempotent batch appends nothing and answers with the original's offsets.
     pub async fn append(&self, validated: ValidatedBatches) -> Result<AppendInfo, ResponseError> {
+        self.append_inner(validated).await.map_err(produce_error)
+    }
+
+    async fn append_inner(&self, validated: ValidatedBatches) -> Result<AppendInfo, StorageError> {
         let info = self
             .log
             .append_validated(validated, self.leader_epoch.get())
-            .await
-            .map_err(produce_error)?;
-        // Appends complete in offset order; the HW covers what is durably written.
+            .await?;
+        // Appends complete in offset order; the HW covers what is durably written (a
+        // duplicate resolves only once its original is).
         let high_watermark = self.log.high_watermark().max(info.last_offset + 1);
         self.log.set_high_watermark(high_watermark);
-        self.wake_waiters();
+        if info.duplicate {
+            tracing::debug!(partition = %self.tp, base_offset = info.first_offset, "retried producer batch answered with its original offsets");
+        } else {
+            self.wake_waiters();
+        }
         Ok(info)
     }
 
@@ -275,6 +292,9 @@ pub fn produce_error(e: StorageError) -> ResponseError {
         StorageError::EmptyAppend => ResponseError::InvalidRecord,
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerBatch { .. } => ResponseError::InvalidRecord,
         StorageError::OffsetOutOfRange { .. }
         | StorageError::OffsetGap { .. }
         | StorageError::OffsetOverlap { .. }

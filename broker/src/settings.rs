@@ -201,6 +201,8 @@ pub struct BrokerSettings {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
+    /// `advertised.listeners`: where clients are told to connect, when not the listener itself.
+    pub advertised_listener: Option<AdvertisedListener>,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
     pub tail_cache_bytes_per_shard: usize,
@@ -217,6 +219,7 @@ impl Default for BrokerSettings {
             num_partitions: 1,
             default_replication_factor: 1,
             socket_request_max_bytes: 104_857_600,
+            advertised_listener: None,
             delete_topic_enable: true,
             log_retention_check_interval_ms: 300_000,
             tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
@@ -279,6 +282,9 @@ impl BrokerSettings {
                     s.log_retention_check_interval_ms =
                         parse_ranged(&text, 1, i64::MAX).map_err(bad)?
                 }
+                "advertised.listeners" => {
+                    s.advertised_listener = Some(AdvertisedListener::parse(&text).map_err(bad)?)
+                }
                 "skein.tail.cache.bytes.per.shard" => {
                     s.tail_cache_bytes_per_shard =
                         parse_ranged(&text, 0, limits::TAIL_CACHE_BYTES_PER_SHARD_MAX)
@@ -325,6 +331,44 @@ impl BrokerSettings {
             Some(v) => (v.clone(), ConfigSource::StaticBroker),
             None => (def.default.to_string(), ConfigSource::Default),
         }
+    }
+}
+
+/// The one Kafka listener clients are told about (`PLAINTEXT://host:port`): security protocols
+/// other than PLAINTEXT are not built, so neither is a list of listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedListener {
+    pub host: String,
+    pub port: u16,
+}
+
+impl AdvertisedListener {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.contains(',') {
+            return Err("only one listener is supported".to_string());
+        }
+        let Some(address) = text.strip_prefix("PLAINTEXT://") else {
+            return Err(format!(
+                "`{text}` is not PLAINTEXT://host:port (the only protocol served)"
+            ));
+        };
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{address}` has no :port"))?;
+        // IPv6 literals come bracketed, as in Kafka.
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err("the host is empty".to_string());
+        }
+        let port = parse_ranged(port, 1, u16::MAX.into())?;
+        Ok(AdvertisedListener {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -403,6 +447,28 @@ mod tests {
         .unwrap();
         assert!(!s.auto_create_topics_enable);
         assert_eq!(s.num_partitions, 4);
+    }
+
+    #[test]
+    fn advertised_listener() {
+        let s = BrokerSettings::from_table(&table(
+            "\"advertised.listeners\" = \"PLAINTEXT://broker-1.example:19092\"",
+        ))
+        .unwrap();
+        let l = s.advertised_listener.unwrap();
+        assert_eq!((l.host.as_str(), l.port), ("broker-1.example", 19092));
+        let v6 = AdvertisedListener::parse("PLAINTEXT://[::1]:9092").unwrap();
+        assert_eq!(v6.host, "::1");
+        for bad in [
+            "broker:9092",
+            "SSL://broker:9092",
+            "PLAINTEXT://broker",
+            "PLAINTEXT://:9092",
+            "PLAINTEXT://b:0",
+            "PLAINTEXT://a:1,PLAINTEXT://b:2",
+        ] {
+            assert!(AdvertisedListener::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

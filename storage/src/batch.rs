@@ -150,6 +150,11 @@ impl RecordBatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+
+    /// True for batches of an idempotent (or transactional) producer (Kafka: producerId > -1).
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
 }
 
 /// What `validate_batches` learnt about a run of concatenated batches.
@@ -173,6 +178,8 @@ pub struct BatchesSummary {
     pub first_timestamp: i64,
     pub producer_id: i64,
     pub is_transactional: bool,
+    /// Batches that carry a producer id (idempotent or transactional).
+    pub producer_batch_count: u32,
 }
 
 /// Checks one batch frame at `position` of `buf` and returns its parsed header.
@@ -261,6 +268,7 @@ fn summarize(
         first_timestamp: -1,
         producer_id: -1,
         is_transactional: false,
+        producer_batch_count: 0,
     };
     let mut position = 0;
     while position < buf.len() {
@@ -273,6 +281,7 @@ fn summarize(
             s.is_transactional = h.is_transactional();
         }
         s.batch_count += 1;
+        s.producer_batch_count += u32::from(h.has_producer_id());
         s.record_count += i64::from(h.record_count);
         s.offset_count += i64::from(h.last_offset_delta) + 1;
         s.last_offset = h.last_offset();
@@ -345,6 +354,20 @@ pub fn build_batch(
     base_timestamp: i64,
     value: &[u8],
 ) -> Vec<u8> {
+    build_producer_batch(base_offset, record_count, base_timestamp, value, -1, -1, -1)
+}
+
+/// `build_batch` from an idempotent producer: `producer_id`, `producer_epoch` and
+/// `base_sequence` in the header (test and benchmark helper).
+pub fn build_producer_batch(
+    base_offset: i64,
+    record_count: i32,
+    base_timestamp: i64,
+    value: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Vec<u8> {
     assert!(record_count > 0);
     let mut records = Vec::with_capacity(record_count as usize * (value.len() + 16));
     for i in 0..record_count {
@@ -370,9 +393,9 @@ pub fn build_batch(
     b.extend_from_slice(&(record_count - 1).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes()); // max timestamp
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&base_sequence.to_be_bytes());
     b.extend_from_slice(&record_count.to_be_bytes());
     b.extend_from_slice(&records);
     let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);

@@ -48,6 +48,9 @@ pub struct LogConfig {
     pub cleanup_policy: CleanupPolicy,
     /// `max.message.bytes`: largest batch a producer may append.
     pub max_message_bytes: u32,
+    /// `producer.id.expiration.ms`: an idempotent producer whose last batch is older than this
+    /// is forgotten by `enforce_retention` (its next batch is then accepted at any sequence).
+    pub producer_id_expiration_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -67,6 +70,7 @@ impl Default for LogConfig {
             },
             cleanup_policy: CleanupPolicy::Delete,
             max_message_bytes: 1_048_588,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }
@@ -104,6 +108,12 @@ impl LogConfig {
             return bad(format!(
                 "max_message_bytes {} outside [1, {BATCH_BYTES_MAX}]",
                 self.max_message_bytes
+            ));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return bad(format!(
+                "producer_id_expiration_ms {} must be positive",
+                self.producer_id_expiration_ms
             ));
         }
         if let FlushPolicy::Periodic {

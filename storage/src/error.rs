@@ -63,6 +63,30 @@ pub enum StorageError {
         leader_epoch: i32,
         latest_leader_epoch: i32,
     },
+    /// An idempotent producer's batch carries an epoch older than the one this partition has
+    /// seen from it: a newer instance fenced it (INVALID_PRODUCER_EPOCH).
+    #[error("producer {producer_id}: epoch {producer_epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+    /// An idempotent producer's batch does not continue its sequence (a gap, or a new epoch
+    /// not starting at 0), and is no retry of a retained batch (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("producer {producer_id} epoch {producer_epoch}: sequence {base_sequence} is out of order, expected {expected_sequence}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        expected_sequence: i32,
+    },
+    /// A batch with a producer id that an idempotent append cannot take (INVALID_RECORD): a
+    /// negative sequence or epoch, or more than one producer batch in one append.
+    #[error("invalid batch from producer {producer_id}: {reason}")]
+    InvalidProducerBatch {
+        producer_id: i64,
+        reason: &'static str,
+    },
     /// The disk is full (ENOSPC). The log rolled back to what was durably written.
     #[error("no space left on device: {path}")]
     NoSpace { path: PathBuf },
@@ -106,6 +130,16 @@ impl StorageError {
         } else {
             StorageError::Io { op, path, source }
         }
+    }
+
+    /// True for an idempotent producer's batch refused by the producer-state checks.
+    pub fn is_producer_refusal(&self) -> bool {
+        matches!(
+            self,
+            StorageError::InvalidProducerEpoch { .. }
+                | StorageError::OutOfOrderSequence { .. }
+                | StorageError::InvalidProducerBatch { .. }
+        )
     }
 
     /// True for errors that describe the input bytes (never the log's state).

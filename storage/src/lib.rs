@@ -12,14 +12,16 @@ mod dma;
 mod error;
 mod limits;
 mod log;
+mod producer_state;
 mod recovery;
 mod segment;
 mod tail_cache;
 
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
 pub use error::{CorruptKind, StorageError};
-pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES};
+pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, PRODUCER_BATCHES_RETAINED};
 pub use log::{AppendInfo, LeaderEpoch, LogChunk, LogRead, Offset, PartitionLog, RetentionOutcome};
+pub use producer_state::{ProducerBatch, ProducerEntry, ProducerEpoch, ProducerId};
 pub use tail_cache::{TailCache, TailCacheStats};
 
 /// `Result` with `StorageError`.

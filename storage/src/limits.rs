@@ -39,6 +39,11 @@ pub const SEGMENT_INDEX_BYTES_MAX: u64 = 64 << 20;
 /// `replica.high.watermark.checkpoint.interval.ms`), and the tick of the per-partition timer.
 pub const HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: u64 = 5_000;
 
+/// Batches remembered per idempotent producer and partition, so that a retry of any of them is
+/// recognised as a duplicate: Kafka's fixed 5, which is why clients cap
+/// `max.in.flight.requests.per.connection` at 5 with idempotence.
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+
 /// Bytes of one `.index` entry (relative offset u32 + position u32, big-endian, as Kafka).
 pub const OFFSET_INDEX_ENTRY_BYTES: u64 = 8;
 /// Bytes of one `.timeindex` entry (timestamp i64 + relative offset u32, big-endian, as Kafka).
@@ -53,3 +58,6 @@ const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES);
 const _: () = assert!(DMA_ALIGNMENT_BYTES.is_power_of_two());
 const _: () = assert!(FALLOCATE_STEP_BYTES % DMA_ALIGNMENT_BYTES == 0);
+// A producer entry stores its batch count in a u8.
+const _: () =
+    assert!(PRODUCER_BATCHES_RETAINED > 0 && PRODUCER_BATCHES_RETAINED <= u8::MAX as usize);

@@ -1,5 +1,6 @@
-//! A full disk (ENOSPC) gives `StorageError::NoSpace`, rolls the log back to what was written,
-//! and leaves it readable; freeing space (retention) lets appends continue. Uses a 1 MiB tmpfs,
+//! A full disk (ENOSPC) gives `StorageError::NoSpace`, rolls the log back to what was written
+//! (an idempotent producer's state included), and leaves it readable; freeing space
+//! (retention) lets appends continue. Uses a 1 MiB tmpfs,
 //! so it needs root (mount); without it the test says so and passes without checking.
 
 // Test helpers outside #[test] fns: unwrap is how a test fails.
@@ -11,7 +12,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
-use skein_storage::batch::build_batch;
+use skein_storage::batch::build_producer_batch;
 use skein_storage::{LogConfig, PartitionLog, StorageError, TailCache};
 
 struct Mount(PathBuf);
@@ -56,7 +57,8 @@ fn full_disk_is_a_typed_error_and_the_log_stays_readable() {
                 .unwrap();
             let mut acked = Vec::new();
             let err = loop {
-                let b = build_batch(0, 1, 7, &[acked.len() as u8; 10_000]);
+                let seq = acked.len() as i32;
+                let b = build_producer_batch(0, 1, 7, &[seq as u8; 10_000], 42, 0, seq);
                 match log.append(Bytes::from(b.clone()), 0).await {
                     Ok(info) => acked.push((info.first_offset, b)),
                     Err(e) => break e,
@@ -71,8 +73,10 @@ fn full_disk_is_a_typed_error_and_the_log_stays_readable() {
                 let r = log.read(*offset, 1, i64::MAX).await.unwrap();
                 assert_eq!(r.chunks[0][21..], b[21..], "batch at {offset}");
             }
-            // Still full: another typed error, no panic.
-            let b = build_batch(0, 1, 7, &[1; 10_000]);
+            // Still full: the producer's retry of the failed batch gets another typed error (it
+            // was rolled back, so it is no duplicate), no panic.
+            let seq = acked.len() as i32;
+            let b = build_producer_batch(0, 1, 7, &[1; 10_000], 42, 0, seq);
             assert!(log.append(Bytes::from(b.clone()), 0).await.is_err());
             assert_eq!(log.log_end_offset(), leo);
             // Retention frees space; appends work again and continue at the log end.
@@ -87,6 +91,11 @@ fn full_disk_is_a_typed_error_and_the_log_stays_readable() {
             assert!(r.deleted_segments > 0);
             let info = log.append(Bytes::from(b), 0).await.unwrap();
             assert_eq!(info.first_offset, leo);
+            assert!(!info.duplicate);
+            // The last batch acknowledged before the disk filled is still a duplicate.
+            let (offset, b) = acked.last().unwrap();
+            let info = log.append(Bytes::from(b.clone()), 0).await.unwrap();
+            assert!(info.duplicate && info.first_offset == *offset);
             drop(log);
         });
     drop(mount);

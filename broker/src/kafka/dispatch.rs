@@ -36,6 +36,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // Idempotent producers only: a transactional id is refused (see the handler).
+    (ApiKey::InitProducerId, 0, 5),
     // The classic group protocol. OffsetCommit v9 / OffsetFetch v9 are KIP-848's.
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
@@ -122,6 +124,9 @@ pub async fn dispatch(
         ),
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(handlers::describe_cluster::handle(&ctx, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(handlers::init_producer_id::handle(&ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, r).await)

@@ -23,6 +23,7 @@ use crate::group::state::GroupLimits;
 use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
+use crate::producer_ids::{BlockStore, ProducerIds};
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
@@ -53,6 +54,8 @@ pub struct Shard {
     pub mesh: ShardMesh,
     /// Present only on the metadata (controller) shard.
     pub admin: Option<AdminState>,
+    /// This shard's block of producer ids (and, on the metadata shard, the allocator).
+    pub producer_ids: ProducerIds,
     stopping: Cell<bool>,
 }
 
@@ -68,6 +71,11 @@ pub enum ShardError {
     },
     #[error("{shard}: opening partitions failed: {message}")]
     Open { shard: ShardId, message: String },
+    #[error("{shard}: loading the producer id allocator failed: {source}")]
+    ProducerIds {
+        shard: ShardId,
+        source: crate::producer_ids::ProducerIdError,
+    },
 }
 
 /// Runs one shard until shutdown is requested.
@@ -99,6 +107,16 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     let peers = mesh::await_peer_map(&boot.mesh.peer_of_shard).await;
 
     let is_metadata_shard = shard_id == boot.layout.controller_shard;
+    let producer_id_store = if is_metadata_shard {
+        let store =
+            BlockStore::load(&boot.layout.data_dir).map_err(|source| ShardError::ProducerIds {
+                shard: shard_id,
+                source,
+            })?;
+        Some(store)
+    } else {
+        None
+    };
     let shard = Rc::new(Shard {
         id: shard_id,
         layout: boot.layout.clone(),
@@ -112,6 +130,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         )),
         mesh: ShardMesh::new(data_tx, control_tx, peers),
         admin: is_metadata_shard.then(|| AdminState::new((*boot.metadata).clone())),
+        producer_ids: ProducerIds::new(producer_id_store),
         stopping: Cell::new(false),
     });
     shard

@@ -27,8 +27,13 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 pub fn client_config(broker: &Broker, extra: &[(&str, &str)]) -> ClientConfig {
+    client_config_at(&broker.bootstrap(), extra)
+}
+
+/// A client of whatever answers at `bootstrap` (a broker, or a proxy in front of one).
+pub fn client_config_at(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", broker.bootstrap());
+    config.set("bootstrap.servers", bootstrap);
     config.set("socket.timeout.ms", "10000");
     for (key, value) in extra {
         config.set(*key, *value);
@@ -55,7 +60,13 @@ pub fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
 
 /// CreateTopics with replication factor 1; fails the test on any error.
 pub fn create_topics(broker: &Broker, topics: &[(&str, i32)]) {
-    let admin = admin(broker);
+    create_topics_at(&broker.bootstrap(), topics)
+}
+
+pub fn create_topics_at(bootstrap: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = client_config_at(bootstrap, &[])
+        .create()
+        .expect("create admin client");
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))

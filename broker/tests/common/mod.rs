@@ -7,6 +7,8 @@
 //! anything; cargo builds `skein` before it runs integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod proxy;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -12,8 +12,9 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::dma;
 use crate::error::{Result, StorageError};
 use crate::limits::FALLOCATE_STEP_BYTES;
+use crate::producer_state::{ProducerBatch, Verdict};
 use crate::segment::appender::{write_job, CacheFill, StagedBatch};
-use crate::segment::{Segment, Ticket, TicketState};
+use crate::segment::{ProducerSnapshot, Segment, Ticket, TicketState};
 
 /// The caller's bytes as given to `stage`: ours to stamp in place when we hold the only
 /// reference (`owned`), else left untouched and copied once, stamped, into the write-behind
@@ -60,10 +61,37 @@ struct Staged {
     end_offset: i64,
 }
 
+impl Staged {
+    /// A retry of `batch`: resolves like the original append (once `pending`, the original's
+    /// ticket, is written; at once when it already is), so the retry is never acknowledged
+    /// before the data it points to.
+    fn duplicate(batch: ProducerBatch, pending: Option<Ticket>, log_start_offset: i64) -> Self {
+        Staged {
+            info: AppendInfo {
+                first_offset: batch.first_offset,
+                last_offset: batch.last_offset,
+                max_timestamp: batch.max_timestamp,
+                log_start_offset,
+                batch_count: 0,
+                record_count: 0,
+                size_bytes: 0,
+                duplicate: true,
+            },
+            ticket: pending.unwrap_or_else(|| Rc::new(Cell::new(TicketState::Written))),
+            end_offset: batch.last_offset + 1,
+        }
+    }
+}
+
 impl PartitionLog {
     /// Leader append: validates the batches, stamps offsets and `leader_epoch`, and resolves
     /// once the bytes are written with O_DIRECT (and, with `FlushPolicy::Fsync`, covered by a
     /// group-committed fdatasync).
+    ///
+    /// A batch with a producer id must come alone and passes Kafka's idempotence checks
+    /// (`InvalidProducerEpoch`, `OutOfOrderSequence`); a retry of one of the producer's last
+    /// `PRODUCER_BATCHES_RETAINED` batches appends nothing and resolves with the original's
+    /// offsets (`AppendInfo::duplicate`) once the original is as durable as an append would be.
     ///
     /// Offsets are assigned when this is *called*, not when the future is first polled, so
     /// appends are ordered by call order. Dropping the future does not undo the append.
@@ -103,7 +131,7 @@ impl PartitionLog {
 
     /// Follower append: keeps the leader's offsets and leader epochs byte for byte. The first
     /// batch must start at the log end offset and batches must be contiguous. Ordered by call
-    /// order like `append`.
+    /// order like `append`. Producer state follows the batches without checks, as Kafka's.
     pub fn append_replica(&self, batches: Bytes) -> impl Future<Output = Result<AppendInfo>> + '_ {
         let staged = self.stage_replica(batches);
         async move { self.inner.finish_append(staged?).await }
@@ -160,6 +188,19 @@ impl Inner {
                     });
                 }
             }
+            // Checked here, where offsets are assigned, so that appends in flight count.
+            if summary.producer_batch_count > 0 {
+                if summary.batch_count > 1 {
+                    return Err(StorageError::InvalidProducerBatch {
+                        producer_id: summary.producer_id,
+                        reason: "an idempotent producer's append must be one batch",
+                    });
+                }
+                let h = RecordBatchHeader::parse(&batches)?;
+                if let Verdict::Duplicate { batch, pending } = st.producers.check(&h)? {
+                    return Ok(Staged::duplicate(batch, pending, st.log_start_offset));
+                }
+            }
         } else if summary.first_offset != first_offset {
             // The follower check ran against an older log end offset (a concurrent append).
             return Err(StorageError::OffsetOverlap {
@@ -197,6 +238,10 @@ impl Inner {
         let now = wall_clock_ms();
         let active = Rc::clone(st.active());
         let ticket: Ticket = Rc::new(Cell::new(TicketState::Pending));
+        if summary.producer_batch_count > 0 {
+            let written = st.written_offset;
+            st.producers.prune_written(written);
+        }
         {
             let mut seg = active.st.borrow_mut();
             let n = headers.len();
@@ -218,6 +263,9 @@ impl Inner {
                 if i + 1 == n {
                     pb.ticket = Some(Rc::clone(&ticket));
                 }
+                if h.has_producer_id() {
+                    st.producers.apply(&h, base, last, Some(&ticket));
+                }
                 let e = leader_epoch.unwrap_or(h.partition_leader_epoch);
                 st.leader_epochs_dirty |= st.leader_epochs.assign(e, base);
             }
@@ -233,6 +281,7 @@ impl Inner {
             batch_count: summary.batch_count,
             record_count: summary.record_count,
             size_bytes: summary.size_bytes,
+            duplicate: false,
         };
         Ok(Staged {
             info,
@@ -310,7 +359,9 @@ impl Inner {
             let job = seg.st.borrow_mut().take_write_job();
             let Some(job) = job else {
                 // Sealed, everything written: make it final.
-                super::maintenance::finish_seal(&seg).await?;
+                if let Some(offset) = super::maintenance::finish_seal(&seg).await? {
+                    self.state.borrow_mut().producer_snapshots.insert(offset);
+                }
                 continue;
             };
             let file = match self.ensure_file(&seg).await {
@@ -454,8 +505,11 @@ impl Inner {
             s.abort_pending(seg.base_offset, no_space, Some(start_tail));
             s.sealed = false;
             s.seal_done = false;
+            // Taken at the roll, it may count batches that are now gone.
+            s.producer_snapshot = None;
         }
         let end = seg.st.borrow().next_offset;
+        st.producers.rollback_from(end);
         st.log_end_offset = end;
         st.written_offset = st.written_offset.min(end);
         st.synced_offset = st.synced_offset.min(end);
@@ -575,9 +629,18 @@ fn maybe_roll(
     }
 }
 
-/// Seals the active segment and starts a new one at the log end offset.
+/// Seals the active segment and starts a new one at the log end offset. The producer state at
+/// this offset goes with the sealed segment, to be written once its data is.
 pub(super) fn roll(st: &mut LogState, dir: &std::path::Path) {
-    st.active().st.borrow_mut().sealed = true;
+    let snapshot = ProducerSnapshot {
+        end_offset: st.log_end_offset,
+        bytes: st.producers.encode_snapshot(st.log_end_offset),
+    };
+    {
+        let mut s = st.active().st.borrow_mut();
+        s.sealed = true;
+        s.producer_snapshot = Some(snapshot);
+    }
     let seg = Segment::new_empty(dir, st.log_end_offset, wall_clock_ms());
     st.segments.push(Rc::new(seg));
 }

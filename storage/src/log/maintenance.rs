@@ -6,22 +6,27 @@ use std::time::Duration;
 
 use super::append::{roll, run_detached};
 use super::open::remove_segment_files;
+use super::producers;
 use super::{closed, wall_clock_ms, Inner, PartitionLog, RetentionOutcome};
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE};
 use crate::config::FlushPolicy;
 use crate::dma;
 use crate::error::Result;
 use crate::limits::HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS;
+use crate::producer_state::ProducerState;
 use crate::segment::reader::{locate, read_tail_block};
 use crate::segment::Segment;
 
 /// Makes a sealed, fully written segment final: fdatasync, exact file size (drops the O_DIRECT
-/// padding), final time index entry, index files. Index files last: their presence means done.
-pub(crate) async fn finish_seal(seg: &Segment) -> Result<()> {
+/// padding), the producer snapshot taken at its roll, final time index entry, index files.
+/// Index files last: their presence means done. Returns the end offset of the snapshot written.
+pub(crate) async fn finish_seal(seg: &Segment) -> Result<Option<i64>> {
     let Some(file) = seg.file() else {
         // Never written (empty): nothing on disk to finish.
-        seg.st.borrow_mut().seal_done = true;
-        return Ok(());
+        let mut s = seg.st.borrow_mut();
+        s.seal_done = true;
+        s.producer_snapshot = None;
+        return Ok(None);
     };
     let size = {
         let s = seg.st.borrow();
@@ -34,6 +39,12 @@ pub(crate) async fn finish_seal(seg: &Segment) -> Result<()> {
     file.truncate(size)
         .await
         .map_err(|e| dma::err("truncating", &seg.log_path, e))?;
+    // Only now is every batch the snapshot counts durable.
+    let snapshot = seg.st.borrow().producer_snapshot.clone();
+    if let Some(snap) = &snapshot {
+        let dir = seg.log_path.parent().unwrap_or(std::path::Path::new("."));
+        producers::write_snapshot(dir, snap.end_offset, &snap.bytes).await?;
+    }
     let (offsets, times) = {
         let mut s = seg.st.borrow_mut();
         s.synced_size = s.written_size;
@@ -46,8 +57,10 @@ pub(crate) async fn finish_seal(seg: &Segment) -> Result<()> {
     };
     dma::write_small_file_atomic(&seg.index_path, &offsets).await?;
     dma::write_small_file_atomic(&seg.time_index_path, &times).await?;
-    seg.st.borrow_mut().seal_done = true;
-    Ok(())
+    let mut s = seg.st.borrow_mut();
+    s.seal_done = true;
+    s.producer_snapshot = None;
+    Ok(snapshot.map(|snap| snap.end_offset))
 }
 
 /// The per-partition timer: periodic flush and high-watermark checkpoints. Holds only a weak
@@ -205,6 +218,15 @@ impl Inner {
         // Read before the state changes: an append staged right after the truncation starts its
         // first write with this block.
         let tail = read_tail_block(&file, &seg.log_path, cut_pos).await?;
+        // Everything below the cut is written (we hold the write lock), and whatever is staged
+        // meanwhile lies above it and goes with the cut.
+        let (segments, snapshots) = {
+            let st = inner.state.borrow();
+            (st.segments.clone(), st.producer_snapshots.clone())
+        };
+        let rebuilt =
+            producers::rebuild(&inner.dir, &segments, &snapshots, start, cut_offset).await?;
+        drop(segments);
         let removed: Vec<Rc<Segment>> = {
             let mut st = inner.state.borrow_mut();
             let i = st.segment_index_for(offset);
@@ -231,8 +253,10 @@ impl Inner {
             s.bytes_since_index = cut_pos - last_pos;
             s.sealed = false;
             s.seal_done = false;
+            s.producer_snapshot = None;
             s.tail_block = tail;
             drop(s);
+            st.producers = rebuilt;
             st.log_end_offset = cut_offset;
             st.written_offset = st.written_offset.min(cut_offset);
             st.synced_offset = st.synced_offset.min(cut_offset);
@@ -243,6 +267,12 @@ impl Inner {
             st.check_offsets();
             removed
         };
+        let stale: Vec<i64> = {
+            let mut st = inner.state.borrow_mut();
+            let stale = st.producer_snapshots.split_off(&(cut_offset + 1));
+            stale.into_iter().collect()
+        };
+        producers::remove_snapshots(&inner.dir, &stale).await?;
         for r in removed.iter().rev() {
             remove_segment_files(&inner.dir, r.base_offset).await?;
         }
@@ -292,10 +322,18 @@ impl Inner {
             st.synced_offset = offset;
             st.leader_epochs.clear();
             st.leader_epochs_dirty = true;
+            st.producers = ProducerState::default();
             inner.cache.clear(inner.cache_slot);
             st.check_offsets();
             old
         };
+        let snapshots: Vec<i64> = {
+            let mut st = inner.state.borrow_mut();
+            std::mem::take(&mut st.producer_snapshots)
+                .into_iter()
+                .collect()
+        };
+        producers::remove_snapshots(&inner.dir, &snapshots).await?;
         // Newest first, so a crash in between leaves a consistent (stale) prefix of the log.
         for s in old.iter().rev() {
             remove_segment_files(&inner.dir, s.base_offset).await?;
@@ -333,6 +371,12 @@ impl Inner {
         };
         if rolled {
             inner.ensure_active_file().await?;
+        }
+        {
+            let mut st = inner.state.borrow_mut();
+            let written = st.written_offset;
+            let before_ms = now_ms.saturating_sub(config.producer_id_expiration_ms);
+            st.producers.expire(before_ms, written);
         }
         let mut outcome = RetentionOutcome {
             rolled,
@@ -380,6 +424,23 @@ impl Inner {
         }
         outcome.deleted_segments = deleted.len();
         outcome.log_start_offset = inner.state.borrow().log_start_offset;
+        // Snapshots below the log start are never loaded again; the newest always stays.
+        let stale: Vec<i64> = {
+            let mut st = inner.state.borrow_mut();
+            let newest = st.producer_snapshots.last().copied();
+            let kept = st.producer_snapshots.split_off(&outcome.log_start_offset);
+            let below = std::mem::replace(&mut st.producer_snapshots, kept);
+            let mut stale = Vec::with_capacity(below.len());
+            for offset in below {
+                if Some(offset) == newest {
+                    st.producer_snapshots.insert(offset);
+                } else {
+                    stale.push(offset);
+                }
+            }
+            stale
+        };
+        producers::remove_snapshots(&inner.dir, &stale).await?;
         inner.store_leader_epochs().await?;
         Ok(outcome)
     }
@@ -413,6 +474,16 @@ impl Inner {
             active.st.borrow_mut().sealed = true;
             finish_seal(&active).await?;
         }
+        // Everything is written: a snapshot at the log end spares the next open any replay.
+        let (end, snapshot) = {
+            let mut st = inner.state.borrow_mut();
+            let end = st.log_end_offset;
+            st.producers.prune_written(end);
+            assert!(!st.producers.has_pending());
+            (end, st.producers.encode_snapshot(end))
+        };
+        producers::write_snapshot(&inner.dir, end, &snapshot).await?;
+        inner.state.borrow_mut().producer_snapshots.insert(end);
         inner.state.borrow_mut().leader_epochs_dirty = true;
         inner.store_leader_epochs().await?;
         inner.store_high_watermark().await?;

@@ -9,9 +9,11 @@
 mod append;
 mod maintenance;
 mod open;
+mod producers;
 mod read;
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,6 +25,7 @@ use glommio::sync::Semaphore;
 use crate::checkpoint::LeaderEpochCache;
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
+use crate::producer_state::{ProducerEntry, ProducerId, ProducerState};
 use crate::segment::Segment;
 use crate::tail_cache::{CacheSlot, TailCache};
 
@@ -58,6 +61,9 @@ pub struct AppendInfo {
     pub batch_count: u32,
     pub record_count: i64,
     pub size_bytes: usize,
+    /// A retry of an idempotent producer's batch already in the log: nothing was appended and
+    /// the offsets (and max timestamp) are the original's; the counts are 0.
+    pub duplicate: bool,
 }
 
 /// Bytes of whole batches, from the tail cache or from a direct-I/O read.
@@ -132,6 +138,10 @@ pub(crate) struct LogState {
     /// Segment files created, and how many of those creations a directory fsync covers.
     pub dir_changes: u64,
     pub dir_synced: u64,
+    /// Idempotent producers, as of the log end offset (pending appends included).
+    pub producers: ProducerState,
+    /// End offsets of the producer snapshot files on disk.
+    pub producer_snapshots: BTreeSet<i64>,
     pub closed: bool,
 }
 
@@ -285,6 +295,27 @@ impl PartitionLog {
             .map(|(e, o)| (LeaderEpoch(e), o))
     }
 
+    /// What this partition knows of an idempotent producer (its epoch and retained batches).
+    pub fn producer(&self, producer_id: ProducerId) -> Option<ProducerEntry> {
+        self.inner
+            .state
+            .borrow()
+            .producers
+            .get(producer_id)
+            .copied()
+    }
+
+    /// Idempotent producers this partition keeps state for.
+    pub fn producer_count(&self) -> usize {
+        self.inner.state.borrow().producers.len()
+    }
+
+    /// End offsets of the producer-state snapshot files, oldest first.
+    pub fn producer_snapshot_offsets(&self) -> Vec<i64> {
+        let st = self.inner.state.borrow();
+        st.producer_snapshots.iter().copied().collect()
+    }
+
     /// The leader epoch cache as (epoch, start offset) pairs, oldest first.
     pub fn leader_epoch_entries(&self) -> Vec<(LeaderEpoch, i64)> {
         let st = self.inner.state.borrow();
@@ -309,5 +340,7 @@ impl Inner {
 mod maintenance_tests;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod producer_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Property test: random operation sequences against a simple in-memory model of the log,
-//! including clean and unclean reopens with torn partial batches at the tail.
+//! including clean and unclean reopens with torn partial batches at the tail, and idempotent
+//! producers whose retries must be answered with the original offsets across all of it.
 
 use std::path::Path;
 use std::rc::Rc;
@@ -9,7 +10,7 @@ use proptest::prelude::*;
 
 use super::tests::{join_all, run, temp_dir};
 use super::*;
-use crate::batch::{build_batch, stamp};
+use crate::batch::{build_batch, build_producer_batch, stamp};
 use crate::config::FlushPolicy;
 
 #[derive(Debug, Clone)]
@@ -40,6 +41,27 @@ enum Op {
         garbage: bool,
     },
     Flush,
+    /// An idempotent producer (`producer` picks one of 3) sends its next batch, retries one of
+    /// its last five (`retry`, when it has one in the log), or bumps its epoch.
+    Produce {
+        producer: u8,
+        action: ProducerAction,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum ProducerAction {
+    Next { records: i32 },
+    Retry { pick: u8 },
+    Bump,
+}
+
+fn producer_action() -> impl Strategy<Value = ProducerAction> {
+    prop_oneof![
+        4 => (1i32..4).prop_map(|records| ProducerAction::Next { records }),
+        3 => any::<u8>().prop_map(|pick| ProducerAction::Retry { pick }),
+        1 => Just(ProducerAction::Bump),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,6 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => (any::<u16>(), any::<bool>()).prop_map(|(keep, garbage)| Op::Crash { keep, garbage }),
         1 => Just(Op::Flush),
+        4 => (0u8..3, producer_action()).prop_map(|(producer, action)| Op::Produce { producer, action }),
     ]
 }
 
@@ -100,12 +123,26 @@ struct ModelBatch {
     bytes: Vec<u8>,
 }
 
+/// An idempotent producer's batch that the log holds (or held before retention).
+#[derive(Debug, Clone, Copy)]
+struct ProducedBatch {
+    producer_id: i64,
+    producer_epoch: i16,
+    first_sequence: i32,
+    records: i32,
+    first_offset: i64,
+    last_offset: i64,
+}
+
 #[derive(Default)]
 struct Model {
     batches: Vec<ModelBatch>,
     start: i64,
     leo: i64,
     timestamp: i64,
+    /// Idempotent batches in log order; truncation removes them, retention does not (the log
+    /// remembers producers whose batches retention deleted).
+    produced: Vec<ProducedBatch>,
 }
 
 impl Model {
@@ -121,6 +158,51 @@ impl Model {
         });
         self.leo += i64::from(records);
         b
+    }
+
+    fn append_producer(&mut self, p: ProducedBatch, value_len: usize) -> Vec<u8> {
+        self.timestamp += 1;
+        let mut b = build_producer_batch(
+            0,
+            p.records,
+            self.timestamp,
+            &vec![3; value_len],
+            p.producer_id,
+            p.producer_epoch,
+            p.first_sequence,
+        );
+        stamp(&mut b, self.leo, 1);
+        let next = self.leo + i64::from(p.records);
+        self.batches.push(ModelBatch {
+            base: self.leo,
+            next,
+            max_timestamp: self.timestamp,
+            bytes: b.clone(),
+        });
+        self.produced.push(ProducedBatch {
+            first_offset: self.leo,
+            last_offset: next - 1,
+            ..p
+        });
+        self.leo = next;
+        b
+    }
+
+    /// The producer's batches of its latest epoch, the last five of which the log retains.
+    fn latest_epoch_batches(&self, producer_id: i64) -> Vec<ProducedBatch> {
+        let mine: Vec<ProducedBatch> = self
+            .produced
+            .iter()
+            .filter(|p| p.producer_id == producer_id)
+            .copied()
+            .collect();
+        let Some(epoch) = mine.last().map(|p| p.producer_epoch) else {
+            return Vec::new();
+        };
+        let same = mine.iter().rev().take_while(|p| p.producer_epoch == epoch);
+        let mut v: Vec<ProducedBatch> = same.copied().collect();
+        v.reverse();
+        v
     }
 
     fn pick(&self, pick: u16) -> i64 {
@@ -211,6 +293,11 @@ async fn exec(dir: &Path, s: &Setup, ops: Vec<Op>) {
                 log.truncate_to(to).await.unwrap();
                 m.batches.retain(|b| b.next <= to);
                 m.leo = m.batches.last().map_or(m.start, |b| b.next);
+                let leo = m.leo;
+                m.produced.retain(|p| p.last_offset < leo);
+            }
+            Op::Produce { producer, action } => {
+                produce(&log, &mut m, i64::from(producer) + 100, action).await
             }
             Op::Retention { keep_bytes } => {
                 log.set_high_watermark(m.leo);
@@ -289,6 +376,71 @@ async fn exec(dir: &Path, s: &Setup, ops: Vec<Op>) {
     let log = open(dir, s).await;
     assert_eq!(log.log_end_offset(), m.leo);
     assert_eq!(read_all(&log, m.start).await, m.concat_from(m.start));
+}
+
+/// One idempotent producer step; the log must agree with the model on whether it was new data
+/// or a duplicate, and on the offsets.
+async fn produce(log: &PartitionLog, m: &mut Model, producer_id: i64, action: ProducerAction) {
+    let recent = m.latest_epoch_batches(producer_id);
+    let last = recent.last().copied();
+    let (epoch, next_seq) = last.map_or((0, 0), |p| {
+        let last_seq = i64::from(p.first_sequence) + i64::from(p.records) - 1;
+        (p.producer_epoch, (last_seq + 1) as i32)
+    });
+    // A retry is of one of the last five batches still in the log: below the log start the log
+    // may have forgotten the producer (after a reopen without a usable snapshot), as Kafka.
+    let retryable: Vec<ProducedBatch> = recent
+        .iter()
+        .rev()
+        .take(5)
+        .filter(|p| p.first_offset >= m.start)
+        .copied()
+        .collect();
+    let new = |producer_epoch, first_sequence, records| ProducedBatch {
+        producer_id,
+        producer_epoch,
+        first_sequence,
+        records,
+        first_offset: 0,
+        last_offset: 0,
+    };
+    match action {
+        ProducerAction::Retry { pick } if !retryable.is_empty() => {
+            let p = retryable[usize::from(pick) % retryable.len()];
+            let b = build_producer_batch(
+                0,
+                p.records,
+                1,
+                b"retry",
+                producer_id,
+                p.producer_epoch,
+                p.first_sequence,
+            );
+            let info = log.append(Bytes::from(b), 1).await.unwrap();
+            assert!(info.duplicate, "retry of {p:?}");
+            assert_eq!(
+                (info.first_offset, info.last_offset),
+                (p.first_offset, p.last_offset)
+            );
+        }
+        ProducerAction::Bump => {
+            let b = m.append_producer(new(epoch + 1, 0, 1), 40);
+            let info = log.append(Bytes::from(b), 1).await.unwrap();
+            assert!(!info.duplicate);
+            assert_eq!(info.last_offset + 1, m.leo);
+        }
+        // Nothing to retry: the producer sends its next batch instead.
+        ProducerAction::Next { .. } | ProducerAction::Retry { .. } => {
+            let records = match action {
+                ProducerAction::Next { records } => records,
+                _ => 1,
+            };
+            let b = m.append_producer(new(epoch, next_seq, records), 100);
+            let info = log.append(Bytes::from(b), 1).await.unwrap();
+            assert!(!info.duplicate);
+            assert_eq!(info.last_offset + 1, m.leo);
+        }
+    }
 }
 
 proptest! {

@@ -6,18 +6,19 @@ use std::rc::Rc;
 
 use glommio::sync::Semaphore;
 
-use super::{wall_clock_ms, Inner, LogState};
+use super::{producers, wall_clock_ms, Inner, LogState};
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE};
 use crate::config::LogConfig;
 use crate::dma;
 use crate::error::{Result, StorageError};
 use crate::recovery::load_segment;
-use crate::segment::{parse_log_file_name, Segment};
+use crate::segment::{parse_file_name, parse_log_file_name, Segment};
 use crate::tail_cache::TailCache;
 
-/// Lists segment base offsets, removing leftovers of interrupted operations (temp files and
-/// index files whose log is gone). Directory listing is a blocking call, once at startup.
-async fn list_segments(dir: &Path) -> Result<Vec<i64>> {
+/// Lists segment base offsets and producer snapshot offsets (both sorted), removing leftovers
+/// of interrupted operations (temp files and index files whose log is gone). Directory listing
+/// is a blocking call, once at startup.
+async fn list_segments(dir: &Path) -> Result<(Vec<i64>, Vec<i64>)> {
     let io_err = |e| StorageError::io("listing", dir, e);
     let mut bases = Vec::new();
     let mut names = Vec::new();
@@ -27,9 +28,13 @@ async fn list_segments(dir: &Path) -> Result<Vec<i64>> {
             names.push(name.to_string());
         }
     }
+    let mut snapshots = Vec::new();
     for name in &names {
         if let Some(base) = parse_log_file_name(name) {
             bases.push(base);
+        }
+        if let Some(end) = parse_file_name(name, producers::SNAPSHOT_EXTENSION) {
+            snapshots.push(end);
         }
     }
     for name in &names {
@@ -43,7 +48,8 @@ async fn list_segments(dir: &Path) -> Result<Vec<i64>> {
         }
     }
     bases.sort_unstable();
-    Ok(bases)
+    snapshots.sort_unstable();
+    Ok((bases, snapshots))
 }
 
 pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) -> Result<Inner> {
@@ -52,7 +58,7 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
     dma::probe_device(dir).await?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
-    let mut bases = list_segments(dir).await?;
+    let (mut bases, snapshots) = list_segments(dir).await?;
     let now = wall_clock_ms();
 
     let mut segments: Vec<Rc<Segment>> = Vec::with_capacity(bases.len().max(1));
@@ -124,6 +130,8 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         .await?
         .unwrap_or(log_start_offset)
         .clamp(log_start_offset, log_end_offset);
+    let (producers, producer_snapshots) =
+        producers::load(dir, &segments, log_start_offset, log_end_offset, &snapshots).await?;
 
     let state = LogState {
         segments,
@@ -139,6 +147,8 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         last_flush_ms: now,
         dir_changes,
         dir_synced: 0,
+        producers,
+        producer_snapshots,
         closed: false,
     };
     state.check_offsets();
@@ -166,7 +176,8 @@ pub(super) async fn remove_segment_files(dir: &Path, base_offset: i64) -> Result
     Ok(())
 }
 
-/// Finishes the seal of a segment found sealed-but-unfinished at startup.
+/// Finishes the seal of a segment found sealed-but-unfinished at startup (its producer
+/// snapshot, if it was ever taken, died with the process).
 async fn maintenance_seal_loaded(seg: &Segment) -> Result<()> {
-    super::maintenance::finish_seal(seg).await
+    super::maintenance::finish_seal(seg).await.map(|_| ())
 }

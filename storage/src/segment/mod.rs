@@ -110,6 +110,16 @@ pub(crate) struct SegmentState {
     pub sealed: bool,
     /// Sealed and made final on disk (fdatasync, exact size, index files written).
     pub seal_done: bool,
+    /// The producer state as of this segment's end, taken when it was rolled (and so before
+    /// any later append); the seal writes it to disk once the segment's data is.
+    pub producer_snapshot: Option<ProducerSnapshot>,
+}
+
+/// An encoded producer-state snapshot waiting to be written as `<end_offset>.snapshot`.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerSnapshot {
+    pub end_offset: i64,
+    pub bytes: Vec<u8>,
 }
 
 impl SegmentState {
@@ -155,7 +165,12 @@ pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
 
 /// Parses `<20 digits>.log`.
 pub(crate) fn parse_log_file_name(name: &str) -> Option<i64> {
-    let stem = name.strip_suffix(".log")?;
+    parse_file_name(name, "log")
+}
+
+/// Parses `<20 digits>.<ext>`.
+pub(crate) fn parse_file_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -186,6 +201,7 @@ impl Segment {
                 tail_block: Vec::new(),
                 sealed: false,
                 seal_done: false,
+                producer_snapshot: None,
             },
         )
     }
@@ -223,5 +239,13 @@ mod tests {
         assert_eq!(parse_log_file_name("00000000000000000042.log"), Some(42));
         assert_eq!(parse_log_file_name("42.log"), None);
         assert_eq!(parse_log_file_name("00000000000000000042.index"), None);
+        assert_eq!(
+            parse_file_name("00000000000000000042.snapshot", "snapshot"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042snapshot", "snapshot"),
+            None
+        );
     }
 }
