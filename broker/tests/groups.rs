@@ -417,6 +417,13 @@ fn group_apis_answer_with_kafka_error_codes() {
     find.key = StrBytes::from_static_str("raw");
     let f: FindCoordinatorResponse = roundtrip(&mut s, ApiKey::FindCoordinator, 3, next(), &find);
     assert_eq!(f.error_code, 0);
+    // No transaction coordinator: a transactional client is told at once, not left retrying.
+    find.key_type = 1;
+    let f: FindCoordinatorResponse = roundtrip(&mut s, ApiKey::FindCoordinator, 3, next(), &find);
+    assert_eq!(
+        f.error_code,
+        code(ResponseError::TransactionalIdAuthorizationFailed)
+    );
 
     // Heartbeat for a group nobody joined.
     let mut hb = HeartbeatRequest::default();

@@ -1,5 +1,6 @@
 //! FindCoordinator: groups are coordinated by this node (the shard that owns the group's
-//! `__consumer_offsets` partition does the work). Transaction coordinators do not exist yet.
+//! `__consumer_offsets` partition does the work). Transaction coordinators do not exist: asking
+//! for one gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -30,9 +31,11 @@ async fn find(ctx: &RequestCtx, key: &str, key_type: i8) -> Found {
         port: -1,
     };
     if key_type != KEY_TYPE_GROUP {
+        // Transactions are not built. A retriable code would have transactional clients retry
+        // until they time out; this one fails them at once with the reason.
         return failed(
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported",
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker",
         );
     }
     if key.is_empty() {
