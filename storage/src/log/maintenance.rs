@@ -191,15 +191,17 @@ impl Inner {
         };
         let file = inner.ensure_file(&seg).await?;
         let located = locate(&file, &seg.log_path, start_pos, readable, offset, 0).await?;
+        // `min(offset)`: in a gap left by compaction the log ends at `offset` itself.
         let (cut_pos, cut_offset, skipped_max_ts) = match located {
             Some(l) => (
                 l.window_pos + l.at as u64,
-                l.peek.base_offset,
+                l.peek.base_offset.min(offset),
                 l.skipped_max_timestamp,
             ),
             None => {
                 let s = seg.st.borrow();
-                (readable, s.written_next_offset, s.written_max_timestamp)
+                let end = s.written_next_offset.min(offset);
+                (readable, end, s.written_max_timestamp)
             }
         };
         // Read before the state changes: an append staged right after the truncation starts its
