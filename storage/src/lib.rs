@@ -7,11 +7,13 @@
 
 pub mod batch;
 mod checkpoint;
+mod compression;
 mod config;
 mod dma;
 mod error;
 mod limits;
 mod log;
+mod records;
 mod recovery;
 mod segment;
 mod tail_cache;

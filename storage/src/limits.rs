@@ -44,7 +44,12 @@ pub const OFFSET_INDEX_ENTRY_BYTES: u64 = 8;
 /// Bytes of one `.timeindex` entry (timestamp i64 + relative offset u32, big-endian, as Kafka).
 pub const TIME_INDEX_ENTRY_BYTES: u64 = 12;
 
+/// Largest decompressed record payload of one batch the cleaner will hold; a batch that inflates
+/// beyond it is kept as it is (never decoded), so a compression bomb costs no memory.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
 const _: () = assert!(BATCH_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= BATCH_BYTES_MAX);
 const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(RECOVERY_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);
