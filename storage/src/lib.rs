@@ -7,6 +7,7 @@
 
 pub mod batch;
 mod checkpoint;
+mod cleaner;
 mod compression;
 mod config;
 mod dma;
