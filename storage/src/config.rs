@@ -23,7 +23,8 @@ pub enum FlushPolicy {
 pub enum CleanupPolicy {
     /// `delete`: whole segments past `retention_ms` / `retention_bytes` are deleted.
     Delete,
-    /// `compact`: retention never deletes. The cleaner is not built yet: such a log only grows.
+    /// `compact`: `PartitionLog::compact` keeps the newest record per key; retention never
+    /// deletes.
     Compact,
     /// `compact,delete`: both, as in Kafka.
     CompactDelete,
@@ -156,6 +157,13 @@ impl LogConfig {
         )
     }
 
+    /// True when the cleaner may compact the log.
+    pub(crate) fn compacts(&self) -> bool {
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Compact | CleanupPolicy::CompactDelete
+        )
+    }
 }
 
 #[cfg(test)]

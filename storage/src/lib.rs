@@ -22,7 +22,10 @@ mod tail_cache;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
 pub use error::{CorruptKind, StorageError};
 pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES};
-pub use log::{AppendInfo, LeaderEpoch, LogChunk, LogRead, Offset, PartitionLog, RetentionOutcome};
+pub use log::{
+    AppendInfo, CompactionOutcome, LeaderEpoch, LogChunk, LogRead, Offset, PartitionLog,
+    RetentionOutcome,
+};
 pub use tail_cache::{TailCache, TailCacheStats};
 
 /// `Result` with `StorageError`.

@@ -132,7 +132,7 @@ impl Inner {
 
     /// Creates the active segment's file if the writer has not yet (so that the log start
     /// offset survives a restart even when the log is empty).
-    async fn ensure_active_file(&self) -> Result<()> {
+    pub(super) async fn ensure_active_file(&self) -> Result<()> {
         let _w = self
             .write_lock
             .acquire_permit(1)
@@ -164,6 +164,7 @@ impl Inner {
         if offset < start {
             return inner.truncate_fully_locked(offset).await;
         }
+        inner.cleaner_truncating_to(offset).await?;
         let _w = inner
             .write_lock
             .acquire_permit(1)
@@ -271,6 +272,7 @@ impl Inner {
 
     async fn truncate_fully_locked(&self, offset: i64) -> Result<()> {
         let inner = self;
+        inner.cleaner_truncating_to(offset).await?;
         let _w = inner
             .write_lock
             .acquire_permit(1)
