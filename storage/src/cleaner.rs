@@ -202,6 +202,14 @@ impl<'a> BatchCleaner<'a> {
     }
 
     pub fn clean(&mut self, batch: &[u8], h: &RecordBatchHeader) -> BatchOutcome {
+        let mut o = self.decide(batch, h);
+        // Only a horizon still ahead schedules a pass: a tombstone kept past its horizon is
+        // pinned, and would otherwise make every call run a pass that cannot drop it.
+        o.tombstone_horizon_ms = o.tombstone_horizon_ms.filter(|&h| h > self.now_ms);
+        o
+    }
+
+    fn decide(&mut self, batch: &[u8], h: &RecordBatchHeader) -> BatchOutcome {
         if h.is_control() {
             return BatchOutcome::keep(None);
         }

@@ -221,7 +221,12 @@ fn unreadable_control_and_transactional_batches_are_kept_whole() {
     assert_eq!(contents(out).len(), 1);
     let mut later = BatchCleaner::new(&map, &producers, 10, 0);
     let _ = later.clean(&txn, &header(&txn));
-    assert_eq!(later.clean(out, &header(out)).action, BatchAction::Keep);
+    let o = later.clean(out, &header(out));
+    assert_eq!(o.action, BatchAction::Keep);
+    assert_eq!(
+        o.tombstone_horizon_ms, None,
+        "a pinned tombstone schedules no pass"
+    );
 }
 
 #[test]
