@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::compaction::{CrashPoint, CRASH_AT};
 use super::tests::{read_all, run, temp_dir};
 use super::*;
 use crate::batch::{validate_batches_replica, Compression, RecordBatchHeader};
@@ -141,7 +140,7 @@ pub(crate) fn compacted(model: &[Rec], clean_end: i64, drop_tombstones: bool) ->
         .collect()
 }
 
-fn active_base(log: &PartitionLog) -> i64 {
+pub(crate) fn active_base(log: &PartitionLog) -> i64 {
     log.inner.state.borrow().active().base_offset
 }
 
@@ -158,7 +157,7 @@ async fn roll(log: &PartitionLog, now_ms: i64) {
 }
 
 /// 20 keys overwritten 600 times in batches of 1..=5 records, some compressed.
-async fn fill(log: &PartitionLog, rounds: usize) -> Vec<Rec> {
+pub(crate) async fn fill(log: &PartitionLog, rounds: usize) -> Vec<Rec> {
     let mut model = Vec::new();
     let codecs = [
         Compression::None,
@@ -388,91 +387,6 @@ fn a_compacted_log_reopens_identically() {
 }
 
 #[test]
-fn a_crash_at_any_point_of_a_swap_leaves_the_old_or_the_new_log() {
-    for at in [
-        CrashPoint::Cleaned,
-        CrashPoint::Swapped,
-        CrashPoint::MemberRemoved,
-        CrashPoint::Renamed,
-    ] {
-        let dir = temp_dir();
-        let path = dir.path().to_path_buf();
-        run(move || async move {
-            let log = open_with(&path, compact_config(), 0).await;
-            let model = fill(&log, 300).await;
-            log.set_high_watermark(log.log_end_offset());
-            let clean_end = active_base(&log);
-            let old = read_all(&log, 0).await;
-            CRASH_AT.with(|c| c.set(Some(at)));
-            let r = log.compact(10_000).await;
-            CRASH_AT.with(|c| c.set(None));
-            assert!(r.is_err(), "{at:?}");
-            drop(log);
-            let names = || {
-                std::fs::read_dir(&path)
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .collect::<Vec<_>>()
-            };
-            let leftover = names()
-                .iter()
-                .any(|n| n.ends_with(".cleaned") || n.ends_with(".swap"));
-            assert_eq!(leftover, at != CrashPoint::Renamed, "{at:?}");
-            let log = open_with(&path, compact_config(), 0).await;
-            assert!(!names()
-                .iter()
-                .any(|n| n.ends_with(".cleaned") || n.ends_with(".swap")));
-            // The first group was cleaned, or not at all; later groups were never touched.
-            let now = records(&log).await;
-            if at == CrashPoint::Cleaned {
-                assert_eq!(read_all(&log, 0).await, old, "{at:?}: the old log");
-            } else {
-                let first_group_end = log.inner.state.borrow().segments[1].base_offset;
-                let new = compacted(&model, clean_end, false);
-                let split = |v: &[Rec]| -> (Vec<Rec>, Vec<Rec>) {
-                    v.iter().cloned().partition(|r| r.offset < first_group_end)
-                };
-                assert_eq!(split(&now).0, split(&new).0, "{at:?}: the new first group");
-                assert_eq!(split(&now).1, split(&model).1, "{at:?}: the old rest");
-            }
-            assert_eq!(log.log_end_offset(), model.last().unwrap().offset + 1);
-            // A pass after recovery completes the work.
-            log.set_high_watermark(log.log_end_offset());
-            let _ = log.compact(10_000).await.unwrap();
-            assert_eq!(
-                records(&log).await,
-                compacted(&model, clean_end, false),
-                "{at:?}"
-            );
-            drop(log);
-            let log = open_with(&path, compact_config(), 0).await;
-            assert_eq!(
-                records(&log).await,
-                compacted(&model, clean_end, false),
-                "{at:?}"
-            );
-        });
-    }
-}
-
-#[test]
-fn garbage_cleaned_files_are_removed_at_open() {
-    let dir = temp_dir();
-    let path = dir.path().to_path_buf();
-    run(move || async move {
-        let log = open_with(&path, compact_config(), 0).await;
-        let _ = fill(&log, 100).await;
-        let old = read_all(&log, 0).await;
-        drop(log);
-        let name = format!("{:020}.log.cleaned", 0);
-        std::fs::write(path.join(&name), b"half a segment").unwrap();
-        let log = open_with(&path, compact_config(), 0).await;
-        assert!(!path.join(&name).exists());
-        assert_eq!(read_all(&log, 0).await, old);
-    });
-}
-
-#[test]
 fn a_small_offset_map_splits_the_work_over_passes() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
@@ -667,5 +581,53 @@ fn reads_in_flight_during_compaction_stay_consistent() {
             .collect();
         assert_eq!(decode(&old_bytes), old_records);
         let _ = RecordBatchHeader::parse(&old_bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_producers_last_batch_survives_empty_and_keeps_its_sequence() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = open_with(&path, compact_config(), 0).await;
+        let kv: [crate::records::KeyValue; 2] =
+            [(Some(b"a"), Some(b"1")), (Some(b"b"), Some(b"1"))];
+        let b = keyed_batch(0, 5_000, &kv, Compression::Gzip, 7);
+        let _ = log.append(Bytes::from(b), 0).await.unwrap();
+        let mut model = Vec::new();
+        for _ in 0..2 {
+            model.extend(
+                append_kv(
+                    &log,
+                    &[(b"a", Some(b"2")), (b"b", Some(b"2"))],
+                    5_000,
+                    Compression::None,
+                )
+                .await,
+            );
+        }
+        roll(&log, 6_000).await;
+        log.set_high_watermark(log.log_end_offset());
+        let o = log.compact(6_000).await.unwrap();
+        assert_eq!(o.records_removed, 4);
+        assert_eq!(records(&log).await, model[2..].to_vec());
+        let bytes = read_all(&log, 0).await;
+        let first = RecordBatchHeader::parse(&bytes).unwrap();
+        assert_eq!((first.base_offset, first.last_offset_delta), (0, 1));
+        assert_eq!(
+            (first.producer_id, first.base_sequence, first.record_count),
+            (7, 0, 0)
+        );
+        assert_eq!(first.compression(), Compression::None);
+        // Once the producer has expired, its empty batch goes too.
+        log.set_high_watermark(log.log_end_offset());
+        let later = 5_001 + crate::cleaner::PRODUCER_ID_EXPIRATION_MS;
+        let _ = append_kv(&log, &[(b"c", Some(b"1"))], later, Compression::None).await;
+        roll(&log, later + 1).await;
+        log.set_high_watermark(log.log_end_offset());
+        assert!(log.compact(later).await.unwrap().cleaned);
+        let bytes = read_all(&log, 0).await;
+        let first = RecordBatchHeader::parse(&bytes).unwrap();
+        assert_eq!(first.base_offset, model[2].offset);
     });
 }

@@ -310,6 +310,8 @@ impl Inner {
 }
 
 #[cfg(test)]
+mod compaction_crash_tests;
+#[cfg(test)]
 mod compaction_model_tests;
 #[cfg(test)]
 mod compaction_tests;
