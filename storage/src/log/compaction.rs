@@ -320,12 +320,12 @@ impl Inner {
             .map_err(|_| closed())?;
         self.ensure_open()?;
         let config = self.config.borrow().clone();
+        let log_start_offset = self.state.borrow().log_start_offset;
+        let first_dirty_offset = self.cleaner.borrow().first_dirty_offset;
         let mut outcome = CompactionOutcome {
-            first_dirty_offset: self
-                .cleaner
-                .borrow()
-                .first_dirty_offset
-                .unwrap_or(self.state.borrow().log_start_offset),
+            // Retention may have moved the log start past the checkpoint.
+            first_dirty_offset: first_dirty_offset
+                .map_or(log_start_offset, |o| o.max(log_start_offset)),
             ..CompactionOutcome::default()
         };
         if !config.compacts() {
