@@ -27,6 +27,8 @@ pub enum ValueKind {
     List(&'static [&'static str]),
     /// One of a fixed set of strings.
     OneOf(&'static [&'static str]),
+    /// A double in [0, 1].
+    Ratio,
 }
 
 /// Every topic config Skein applies. Anything else is refused with INVALID_CONFIG so a user
@@ -95,6 +97,24 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ValueKind::Int { min: 1 },
     },
     TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_key: "log.cleaner.delete.retention.ms",
+        default: "86400000",
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        kind: ValueKind::Ratio,
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        default: "0",
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
         name: "message.timestamp.type",
         broker_key: "log.message.timestamp.type",
         default: "CreateTime",
@@ -144,6 +164,11 @@ fn check_value(kind: ValueKind, value: &str) -> Result<(), String> {
                 Err(format!("each item must be one of {allowed:?}"))
             }
         }
+        ValueKind::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            Ok(_) => Err("must be between 0 and 1".into()),
+            Err(_) => Err("not a number".into()),
+        },
         ValueKind::OneOf(allowed) => {
             if allowed.contains(&value.trim()) {
                 Ok(())
@@ -205,8 +230,12 @@ pub struct BrokerSettings {
     pub advertised_listener: Option<AdvertisedListener>,
     pub delete_topic_enable: bool,
     pub log_retention_check_interval_ms: u64,
+    /// How often each shard looks for compacted topics' logs to clean.
+    pub log_cleaner_backoff_ms: u64,
     pub tail_cache_bytes_per_shard: usize,
     pub offsets_topic_num_partitions: i32,
+    /// `segment.bytes` of `__consumer_offsets` (small, so its cleaner has sealed segments).
+    pub offsets_topic_segment_bytes: i64,
     pub group: GroupSettings,
     /// Broker-level defaults of topic configs, keyed by the topic config name.
     pub topic_defaults: BTreeMap<&'static str, String>,
@@ -222,8 +251,10 @@ impl Default for BrokerSettings {
             advertised_listener: None,
             delete_topic_enable: true,
             log_retention_check_interval_ms: 300_000,
+            log_cleaner_backoff_ms: 15_000,
             tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
             offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 104_857_600,
             group: GroupSettings::default(),
             topic_defaults: BTreeMap::new(),
         }
@@ -266,6 +297,11 @@ impl BrokerSettings {
                 "group.max.size" => {
                     s.group.max_size = parse_ranged(&text, 1, i32::MAX.into()).map_err(bad)?
                 }
+                "offsets.topic.segment.bytes" => {
+                    s.offsets_topic_segment_bytes =
+                        parse_ranged(&text, limits::SEGMENT_BYTES_MIN, i32::MAX.into())
+                            .map_err(bad)?
+                }
                 "num.partitions" => {
                     s.num_partitions =
                         parse_ranged(&text, 1, limits::PARTITIONS_PER_TOPIC_MAX).map_err(bad)?
@@ -284,6 +320,9 @@ impl BrokerSettings {
                 }
                 "advertised.listeners" => {
                     s.advertised_listener = Some(AdvertisedListener::parse(&text).map_err(bad)?)
+                }
+                "log.cleaner.backoff.ms" => {
+                    s.log_cleaner_backoff_ms = parse_ranged(&text, 1, i64::MAX).map_err(bad)?
                 }
                 "skein.tail.cache.bytes.per.shard" => {
                     s.tail_cache_bytes_per_shard =

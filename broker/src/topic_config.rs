@@ -72,6 +72,16 @@ impl EffectiveTopicConfig {
             .map(str::trim)
     }
 
+    pub fn cleanup_policy(&self) -> CleanupPolicy {
+        let compact = self.cleanup_policies().any(|p| p == "compact");
+        let delete = self.cleanup_policies().any(|p| p == "delete");
+        match (compact, delete) {
+            (true, true) => CleanupPolicy::CompactDelete,
+            (true, false) => CleanupPolicy::Compact,
+            _ => CleanupPolicy::Delete,
+        }
+    }
+
     fn int(&self, name: &str, default: i64) -> i64 {
         self.get(name)
             .and_then(|v| v.trim().parse().ok())
@@ -97,14 +107,15 @@ impl EffectiveTopicConfig {
             retention_ms: self.int("retention.ms", 604_800_000),
             index_interval_bytes: to_u32(self.int("index.interval.bytes", 4096)),
             flush,
-            // The cleaner is not built: compact-only keeps everything (nothing is lost, the
-            // log just is not compacted); delete,compact still applies retention.
-            cleanup_policy: if self.cleanup_policies().any(|p| p == "delete") {
-                CleanupPolicy::Delete
-            } else {
-                CleanupPolicy::Compact
-            },
+            cleanup_policy: self.cleanup_policy(),
             max_message_bytes: to_u32(self.max_message_bytes as i64),
+            delete_retention_ms: self.int("delete.retention.ms", 86_400_000).max(0),
+            min_cleanable_dirty_ratio: self
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: self.int("min.compaction.lag.ms", 0).max(0),
             ..LogConfig::default()
         }
     }

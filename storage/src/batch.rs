@@ -31,6 +31,11 @@ const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
 const RECORD_COUNT_AT: usize = 57;
 
+/// Attribute bit 6 (KIP-534): `base_timestamp` holds the batch's delete horizon.
+pub(crate) const DELETE_HORIZON_FLAG: i16 = 0x40;
+/// Attribute bits 0..=2: the compression codec.
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+
 const _: () = assert!(RECORD_COUNT_AT + 4 == BATCH_HEADER_BYTES);
 const _: () = assert!(CRC_AT + 4 == ATTRIBUTES_AT);
 
@@ -155,6 +160,37 @@ impl RecordBatchHeader {
     pub fn has_producer_id(&self) -> bool {
         self.producer_id >= 0
     }
+
+    /// The delete horizon the log cleaner set (KIP-534), if any.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
+    }
+}
+
+/// Encodes a v2 batch from `header` and its (possibly compressed) `records` bytes: every field
+/// is taken from `header` except `batch_length` and `crc`, which are computed (the cleaner's
+/// rewrite; the only place a CRC-32C is computed rather than checked, outside tests).
+pub(crate) fn encode_batch(header: &RecordBatchHeader, records: &[u8]) -> Vec<u8> {
+    let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32;
+    let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    b.extend_from_slice(&header.base_offset.to_be_bytes());
+    b.extend_from_slice(&batch_length.to_be_bytes());
+    b.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    b.push(MAGIC_V2 as u8);
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    b.extend_from_slice(&header.attributes.to_be_bytes());
+    b.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    b.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    b.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    b.extend_from_slice(&header.producer_id.to_be_bytes());
+    b.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&header.base_sequence.to_be_bytes());
+    b.extend_from_slice(&header.record_count.to_be_bytes());
+    b.extend_from_slice(records);
+    assert_eq!(b.len(), LOG_OVERHEAD_BYTES + batch_length as usize);
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b
 }
 
 /// What `validate_batches` learnt about a run of concatenated batches.
@@ -433,6 +469,25 @@ mod tests {
         // 61-byte header, then 3 records of: len(1) attrs(1) tsd(1) od(1) key(1) vlen(1) v(2) hdrs(1)
         assert_eq!(b.len(), 61 + 3 * 9);
         assert_eq!(&b[8..12], &((b.len() - 12) as i32).to_be_bytes());
+    }
+
+    #[test]
+    fn encode_batch_round_trips_the_header() {
+        let b = build_batch(7, 3, 1_000, b"xy");
+        let h = RecordBatchHeader::parse(&b).unwrap();
+        assert_eq!(encode_batch(&h, &b[BATCH_HEADER_BYTES..]), b);
+        assert_eq!(h.delete_horizon_ms(), None);
+        let marked = RecordBatchHeader {
+            attributes: h.attributes | DELETE_HORIZON_FLAG,
+            base_timestamp: 5_000,
+            ..h
+        };
+        let m = encode_batch(&marked, &b[BATCH_HEADER_BYTES..]);
+        validate_batches(&m).unwrap();
+        assert_eq!(
+            RecordBatchHeader::parse(&m).unwrap().delete_horizon_ms(),
+            Some(5_000)
+        );
     }
 
     #[test]

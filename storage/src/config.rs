@@ -18,18 +18,20 @@ pub enum FlushPolicy {
     Fsync,
 }
 
-/// What retention does with old segments.
+/// Kafka's `cleanup.policy`: what happens to closed segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CleanupPolicy {
-    /// Delete whole segments past `retention_ms` / `retention_bytes`.
+    /// `delete`: whole segments past `retention_ms` / `retention_bytes` are deleted.
     Delete,
-    /// Keep the newest value per key. NOT IMPLEMENTED YET: a compacted log is currently never
-    /// cleaned and never deleted by retention (it only grows); offsets and reads are unaffected.
+    /// `compact`: `PartitionLog::compact` keeps the newest record per key; retention never
+    /// deletes.
     Compact,
+    /// `compact,delete`: both, as in Kafka.
+    CompactDelete,
 }
 
 /// Per-partition log settings. `Default` gives Kafka's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment before it would exceed this size.
     pub segment_bytes: u64,
@@ -51,6 +53,14 @@ pub struct LogConfig {
     /// `producer.id.expiration.ms`: an idempotent producer whose last batch is older than this
     /// is forgotten by `enforce_retention` (its next batch is then accepted at any sequence).
     pub producer_id_expiration_ms: i64,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone (and an empty batch's
+    /// delete marker) after the pass that first retained it (KIP-534's delete horizon).
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: `compact` runs a pass only when the uncleaned bytes are at
+    /// least this share of the cleanable log (or a tombstone's delete horizon has passed).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding a record younger than this stay uncleaned.
+    pub min_compaction_lag_ms: i64,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -71,6 +81,9 @@ impl Default for LogConfig {
             cleanup_policy: CleanupPolicy::Delete,
             max_message_bytes: 1_048_588,
             producer_id_expiration_ms: DAY_MS,
+            delete_retention_ms: DAY_MS,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -116,6 +129,24 @@ impl LogConfig {
                 self.producer_id_expiration_ms
             ));
         }
+        if self.delete_retention_ms < 0 {
+            return bad(format!(
+                "delete_retention_ms {} must be >= 0",
+                self.delete_retention_ms
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return bad(format!(
+                "min_cleanable_dirty_ratio {} outside [0, 1]",
+                self.min_cleanable_dirty_ratio
+            ));
+        }
+        if self.min_compaction_lag_ms < 0 {
+            return bad(format!(
+                "min_compaction_lag_ms {} must be >= 0",
+                self.min_compaction_lag_ms
+            ));
+        }
         if let FlushPolicy::Periodic {
             interval_ms,
             messages,
@@ -130,7 +161,18 @@ impl LogConfig {
 
     /// True when retention may delete segments.
     pub(crate) fn deletes(&self) -> bool {
-        self.cleanup_policy == CleanupPolicy::Delete
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Delete | CleanupPolicy::CompactDelete
+        )
+    }
+
+    /// True when the cleaner may compact the log.
+    pub(crate) fn compacts(&self) -> bool {
+        matches!(
+            self.cleanup_policy,
+            CleanupPolicy::Compact | CleanupPolicy::CompactDelete
+        )
     }
 }
 
@@ -144,6 +186,9 @@ mod tests {
         assert_eq!(c.segment_bytes, 1_073_741_824);
         assert_eq!(c.retention_ms, 604_800_000);
         assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!(c.delete_retention_ms, 86_400_000);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(c.min_compaction_lag_ms, 0);
         c.validate().unwrap();
     }
 
@@ -161,6 +206,16 @@ mod tests {
         assert!(c.validate().is_err());
         let c = LogConfig {
             max_message_bytes: u32::MAX,
+            ..LogConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = LogConfig {
+            min_cleanable_dirty_ratio: 1.5,
+            ..LogConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = LogConfig {
+            delete_retention_ms: -1,
             ..LogConfig::default()
         };
         assert!(c.validate().is_err());

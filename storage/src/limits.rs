@@ -49,7 +49,26 @@ pub const OFFSET_INDEX_ENTRY_BYTES: u64 = 8;
 /// Bytes of one `.timeindex` entry (timestamp i64 + relative offset u32, big-endian, as Kafka).
 pub const TIME_INDEX_ENTRY_BYTES: u64 = 12;
 
+/// Memory of the cleaner's key -> offset map for one pass (Kafka's `log.cleaner.dedupe.buffer.size`
+/// is 128 MiB for all cleaner threads). A pass whose dirty keys do not fit maps a prefix of the
+/// dirty section and cleans up to there; the next pass continues from that point.
+pub const CLEANER_OFFSET_MAP_BYTES_MAX: usize = 64 << 20;
+
+/// What one key of the cleaner's offset map is charged beyond its bytes (hash table slot, boxed
+/// slice header, allocator rounding): an estimate that errs high.
+pub const CLEANER_MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The cleaner reads segments in windows of at least this size, and writes cleaned segments in
+/// aligned buffers of this size.
+pub const CLEANER_IO_BYTES: usize = 1 << 20;
+
+/// Largest decompressed record payload of one batch the cleaner will hold; a batch that inflates
+/// beyond it is kept as it is (never decoded), so a compression bomb costs no memory.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
 const _: () = assert!(BATCH_BYTES_MAX as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(CLEANER_IO_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(DECOMPRESSED_BATCH_BYTES_MAX >= BATCH_BYTES_MAX);
 const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(RECOVERY_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);

@@ -216,8 +216,13 @@ pub(crate) async fn load_segment(
                     .await?
                     .unwrap_or(st.roll_timestamp_ms),
             };
-            if !is_last {
+            if let Some(next) = next_base {
                 st.sealed = true;
+                if !truncated && r.next_offset < next {
+                    // A gap left by compaction (its last records were removed): the segment
+                    // still ends where the next one begins.
+                    st.next_offset = next;
+                }
             }
         }
     }

@@ -31,6 +31,10 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), ResponseError> {
     }
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        shard.layout.broker.offsets_topic_segment_bytes.to_string(),
+    );
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: shard.layout.broker.offsets_topic_num_partitions,

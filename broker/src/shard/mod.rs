@@ -319,12 +319,18 @@ impl Shard {
         let retention_every =
             Duration::from_millis(self.layout.broker.log_retention_check_interval_ms);
         let mut last_retention = std::time::Instant::now();
+        let cleaner_every = Duration::from_millis(self.layout.broker.log_cleaner_backoff_ms);
+        let mut last_cleaning = std::time::Instant::now();
         while !shutdown.load(Ordering::Acquire) {
             glommio::timer::sleep(GROUP_TICK).await;
             crate::group::coordinator::tick(self.coordinator_partitions());
             if last_retention.elapsed() >= retention_every {
                 last_retention = std::time::Instant::now();
                 self.enforce_retention().await;
+            }
+            if last_cleaning.elapsed() >= cleaner_every {
+                last_cleaning = std::time::Instant::now();
+                self.compact_logs().await;
             }
         }
         self.stopping.set(true);
@@ -336,6 +342,33 @@ impl Shard {
         for p in parts {
             if let Err(e) = p.log.enforce_retention(now_ms).await {
                 tracing::warn!(partition = %p.tp, error = %e, "retention failed");
+            }
+            glommio::executor().yield_if_needed().await;
+        }
+    }
+
+    /// One cleaner pass over the compacted topics' logs this shard owns, a partition at a time.
+    async fn compact_logs(&self) {
+        let now_ms = crate::clock::now_ms();
+        let parts: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow()
+            .values()
+            .filter(|p| p.config().cleanup_policy() != skein_storage::CleanupPolicy::Delete)
+            .cloned()
+            .collect();
+        for p in parts {
+            match p.log.compact(now_ms).await {
+                Ok(o) if o.cleaned => tracing::info!(
+                    partition = %p.tp,
+                    bytes_before = o.bytes_before,
+                    bytes_after = o.bytes_after,
+                    records_removed = o.records_removed,
+                    tombstones_removed = o.tombstones_removed,
+                    "compacted"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(partition = %p.tp, error = %e, "compaction failed"),
             }
             glommio::executor().yield_if_needed().await;
         }

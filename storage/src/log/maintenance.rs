@@ -145,7 +145,7 @@ impl Inner {
 
     /// Creates the active segment's file if the writer has not yet (so that the log start
     /// offset survives a restart even when the log is empty).
-    async fn ensure_active_file(&self) -> Result<()> {
+    pub(super) async fn ensure_active_file(&self) -> Result<()> {
         let _w = self
             .write_lock
             .acquire_permit(1)
@@ -177,6 +177,7 @@ impl Inner {
         if offset < start {
             return inner.truncate_fully_locked(offset).await;
         }
+        inner.cleaner_truncating_to(offset).await?;
         let _w = inner
             .write_lock
             .acquire_permit(1)
@@ -204,15 +205,17 @@ impl Inner {
         };
         let file = inner.ensure_file(&seg).await?;
         let located = locate(&file, &seg.log_path, start_pos, readable, offset, 0).await?;
+        // `min(offset)`: in a gap left by compaction the log ends at `offset` itself.
         let (cut_pos, cut_offset, skipped_max_ts) = match located {
             Some(l) => (
                 l.window_pos + l.at as u64,
-                l.peek.base_offset,
+                l.peek.base_offset.min(offset),
                 l.skipped_max_timestamp,
             ),
             None => {
                 let s = seg.st.borrow();
-                (readable, s.written_next_offset, s.written_max_timestamp)
+                let end = s.written_next_offset.min(offset);
+                (readable, end, s.written_max_timestamp)
             }
         };
         // Read before the state changes: an append staged right after the truncation starts its
@@ -299,6 +302,7 @@ impl Inner {
 
     async fn truncate_fully_locked(&self, offset: i64) -> Result<()> {
         let inner = self;
+        inner.cleaner_truncating_to(offset).await?;
         let _w = inner
             .write_lock
             .acquire_permit(1)

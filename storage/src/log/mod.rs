@@ -7,6 +7,7 @@
 //! at a time: group commit) and `admin_lock` (truncate, retention, roll, close, delete).
 
 mod append;
+mod compaction;
 mod maintenance;
 mod open;
 mod producers;
@@ -28,6 +29,8 @@ use crate::error::{Result, StorageError};
 use crate::producer_state::{ProducerEntry, ProducerId, ProducerState};
 use crate::segment::Segment;
 use crate::tail_cache::{CacheSlot, TailCache};
+
+pub use compaction::CompactionOutcome;
 
 /// A Kafka offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -178,6 +181,7 @@ pub(crate) struct Inner {
     pub sync_lock: Semaphore,
     pub admin_lock: Semaphore,
     pub checkpoint_lock: Semaphore,
+    pub cleaner: RefCell<compaction::CleanerState>,
 }
 
 /// One partition's log. See the module docs for the concurrency model.
@@ -336,6 +340,12 @@ impl Inner {
     }
 }
 
+#[cfg(test)]
+mod compaction_crash_tests;
+#[cfg(test)]
+mod compaction_model_tests;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod maintenance_tests;
 #[cfg(test)]

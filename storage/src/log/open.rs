@@ -58,6 +58,7 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
     dma::probe_device(dir).await?;
     let marker = dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
+    super::compaction::recover_interrupted(dir).await?;
     let (mut bases, snapshots) = list_segments(dir).await?;
     let now = wall_clock_ms();
 
@@ -162,6 +163,7 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         sync_lock: Semaphore::new(1),
         admin_lock: Semaphore::new(1),
         checkpoint_lock: Semaphore::new(1),
+        cleaner: RefCell::new(super::compaction::load_checkpoint(dir).await?),
     };
     if inner.state.borrow().leader_epochs_dirty {
         inner.store_leader_epochs().await?;

@@ -8,6 +8,7 @@
 pub(crate) mod appender;
 pub(crate) mod index;
 pub(crate) mod reader;
+pub(crate) mod rewrite;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
