@@ -109,9 +109,16 @@ pub struct Args {
     /// Free text stored with the results (e.g. "skein 1 shard").
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Client executors spin this long before parking when idle: timers and replies are seen
+    /// sooner, at the price of busy client cores (use for latency runs).
+    #[arg(long, default_value_t = 0)]
+    pub spin_us: u64,
     /// Progress line every this many ms.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
+    /// Creates the topic (if needed), waits for its partition leaders, and exits.
+    #[arg(long)]
+    pub setup_only: bool,
     /// Prints the standard workloads and exits.
     #[arg(long)]
     pub list_workloads: bool,
@@ -146,9 +153,11 @@ pub struct Config {
     pub fetch_max_wait_ms: i32,
     pub request_timeout_ms: i32,
     pub create: bool,
+    pub setup_only: bool,
     pub output: PathBuf,
     pub label: String,
     pub interval_ms: u64,
+    pub spin_us: u64,
 }
 
 impl Config {
@@ -240,9 +249,11 @@ impl Config {
             fetch_max_wait_ms: a.fetch_max_wait_ms,
             request_timeout_ms: a.request_timeout_ms,
             create: !a.no_create,
+            setup_only: a.setup_only,
             output,
             label: a.label.clone(),
             interval_ms: a.interval_ms.max(100),
+            spin_us: a.spin_us,
         })
     }
 

@@ -120,8 +120,12 @@ pub fn run(
             (producers_running.clone(), shards_running.clone());
         let producers_done_ns = producers_done_ns.clone();
         let cpu = plan.cpu;
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("perf-{index}"))
+        let mut builder =
+            LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&format!("perf-{index}"));
+        if cfg.spin_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(cfg.spin_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 let ctx = Rc::new(ShardCtx {
                     cfg,

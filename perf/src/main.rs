@@ -76,6 +76,9 @@ fn execute(cfg: Config) -> Result<()> {
         layout.brokers,
         cfg.cpus
     );
+    if cfg.setup_only {
+        return Ok(());
+    }
     let duration = || cfg.messages.is_none().then_some(cfg.duration_s);
     let (out, preload) = match cfg.mode {
         Mode::Produce => {
@@ -182,14 +185,34 @@ fn consume(
     Ok((load::run(cfg, plans, length, false)?, Some(preload)))
 }
 
-/// glommio locks its io_uring buffers in memory; root may raise the limit, others get a warning.
+/// glommio locks its io_uring buffers in memory: raise the limit as far as allowed (to
+/// unlimited as root, else to the hard limit), and warn only when that stays small.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
+    /// Enough for the executors of a 16-core client (glommio's default io memory each).
+    const MEMLOCK_BYTES_MIN: u64 = 512 << 20;
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        eprintln!("skein-perf: could not raise RLIMIT_MEMLOCK; glommio may fail to start");
+    // SAFETY: getrlimit writes into a valid, owned rlimit struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) } != 0 {
+        return;
+    }
+    for wanted in [libc::RLIM_INFINITY, current.rlim_max] {
+        let limit = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted.max(current.rlim_max),
+        };
+        // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } == 0 {
+            current.rlim_cur = wanted;
+            break;
+        }
+    }
+    if current.rlim_cur != libc::RLIM_INFINITY && current.rlim_cur < MEMLOCK_BYTES_MIN {
+        eprintln!(
+            "skein-perf: RLIMIT_MEMLOCK is {} bytes; glommio may fail to start (ulimit -l unlimited)",
+            current.rlim_cur
+        );
     }
 }
