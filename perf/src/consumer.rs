@@ -152,6 +152,9 @@ pub async fn run(unit: ConsumerUnit, ctx: Rc<ShardCtx>) -> Result<()> {
         ShardCounters::add(&counters.requests, 1);
         ShardCounters::add(&counters.consumed_msgs, msgs);
         ShardCounters::add(&counters.consumed_bytes, bytes);
+        // While the broker answers at once every await above is ready, and glommio never
+        // preempts a task: yield, or a busy consumer starves the producers on this shard.
+        futures_lite::future::yield_now().await;
     }
     Ok(())
 }

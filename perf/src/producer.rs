@@ -157,6 +157,10 @@ pub async fn run(unit: ProducerUnit, ctx: Rc<ShardCtx>) -> Result<()> {
         }
         write(&mut wr, template.frame(), unit.addr).await?;
         schedule.advance();
+        if !acks || !schedule.is_open_loop() {
+            // Max rate (or acks 0) never waits on a timer: let the shard's other tasks run.
+            futures_lite::future::yield_now().await;
+        }
         sent_records += shape.records_per_request;
         ShardCounters::add(&counters.requests, 1);
         if !acks {
@@ -249,5 +253,8 @@ async fn read_acks(
             );
         }
         window.signal(1);
+        // Acknowledgements that are already buffered read without waiting: yield so the
+        // writer and the other tasks of this shard keep their schedule.
+        futures_lite::future::yield_now().await;
     }
 }
