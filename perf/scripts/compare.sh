@@ -52,6 +52,8 @@ read -r partitions msg_size acks < <("$SKEIN_PERF_BIN" produce --list-workloads 
 [ -n "${partitions:-}" ] || die "unknown workload $workload"
 partition_args=()
 for ((p = 0; p < partitions; p++)); do partition_args+=(-p "$p"); done
+# Run names carry where skein's data lived, so runs with different --skein-data never collide.
+tag="$workload-$(basename "$skein_data")"
 log "workload $workload: $partitions partitions, $msg_size B, acks $acks; results in $PERF_OUT"
 
 declare -A R
@@ -62,11 +64,11 @@ run_broker() {
     tansu) start_tansu "$broker_cpus" ;;
     esac
     local common=(--workload "$workload" --cpus "$client_cpus" --batch-size "$batch_size")
-    skein_perf "$b-skein-perf-produce" produce "${common[@]}" --topic "sp-produce" \
+    skein_perf "$tag-$b-skein-perf-produce" produce "${common[@]}" --topic "sp-produce" \
         --duration "$duration" --producers "$partitions" || true
     R[$b.sp.produce]=$MBPS
     local msgs=$MSGS
-    skein_perf "$b-skein-perf-consume" consume "${common[@]}" --topic "sp-consume" \
+    skein_perf "$tag-$b-skein-perf-consume" consume "${common[@]}" --topic "sp-consume" \
         --duration "$duration" --consumers "$partitions" --producers "$partitions" \
         --preload-bytes "${PRELOAD_BYTES:-2000000000}" || true
     R[$b.sp.consume]=$MBPS
@@ -78,10 +80,10 @@ run_broker() {
         'BEGIN { c = int(m * d); if (c < 200000) c = 200000; if (c > x) c = x; print c }')
     "$SKEIN_PERF_BIN" produce --setup-only --bootstrap "$BOOTSTRAP" --topic rk \
         --workload "$workload" >/dev/null
-    rdkafka_perf "$b-rdkafka-produce" "$client_cpus" -P -t rk -s "$msg_size" -c "$count" \
+    rdkafka_perf "$tag-$b-rdkafka-produce" "$client_cpus" -P -t rk -s "$msg_size" -c "$count" \
         -a "$acks" -X linger.ms=5 -q || true
     R[$b.rk.produce]=$MBPS
-    rdkafka_perf "$b-rdkafka-consume" "$client_cpus" -C -t rk "${partition_args[@]}" \
+    rdkafka_perf "$tag-$b-rdkafka-consume" "$client_cpus" -C -t rk "${partition_args[@]}" \
         -o beginning -c "$count" -q || true
     R[$b.rk.consume]=$MBPS
     stop_broker
@@ -104,4 +106,4 @@ run_broker tansu
     done
     echo "MB = 10^6 bytes of record values per second; ratio = skein / tansu."
     echo "results: $PERF_OUT"
-} | tee "$PERF_OUT/compare-$workload.txt"
+} | tee "$PERF_OUT/compare-$tag.txt"

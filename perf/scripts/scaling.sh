@@ -40,9 +40,9 @@ rows=()
 for n in $shard_counts; do
     start_skein "0-$((n - 1))" "$skein_data"
     common=(--workload "$workload" --cpus "$client_cpus" --batch-size 262144 --duration "$duration")
-    skein_perf "scaling-$n-produce" produce "${common[@]}" --topic sp --producers "$connections" || true
+    skein_perf "scaling-$(basename "$skein_data")-$n-produce" produce "${common[@]}" --topic sp --producers "$connections" || true
     produce=$MBPS
-    skein_perf "scaling-$n-consume" consume "${common[@]}" --topic sc --producers "$connections" \
+    skein_perf "scaling-$(basename "$skein_data")-$n-consume" consume "${common[@]}" --topic sc --producers "$connections" \
         --consumers "$connections" --preload-bytes "${PRELOAD_BYTES:-4000000000}" || true
     rows+=("$(printf '%6s %14s %14s' "$n" "$produce" "$MBPS")")
     stop_broker
@@ -54,4 +54,4 @@ done
     printf '%6s %14s %14s\n' shards "produce MB/s" "consume MB/s"
     printf '%s\n' "${rows[@]}"
     echo "results: $PERF_OUT"
-} | tee "$PERF_OUT/scaling.txt"
+} | tee "$PERF_OUT/scaling-$(basename "$skein_data").txt"
