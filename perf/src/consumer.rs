@@ -97,50 +97,55 @@ pub async fn run(unit: ConsumerUnit, ctx: Rc<ShardCtx>) -> Result<()> {
         let frame = frames.next().await?;
         let now_ns = clock::now_ns();
         let measuring = ctx.phase.measuring();
-        let mut latencies = ctx.latencies.borrow_mut();
-        let (mut msgs, mut bytes) = (0u64, 0u64);
-        let (id, error) = parse_fetch_response(frame, |p| {
-            let Some(state) = parts.iter_mut().find(|s| s.partition == p.partition) else {
-                anyhow::bail!(
-                    "Fetch answered for partition {} we did not ask for",
-                    p.partition
-                );
-            };
-            if p.error_code != 0 {
-                ShardCounters::add(&counters.errors, 1);
-                ctx.note_error(format!(
-                    "fetch from partition {}: {} ({})",
-                    p.partition,
-                    error_name(p.error_code),
-                    p.error_code
-                ));
-                if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset >= 0 {
-                    state.offset = p.log_start_offset;
+        // The borrow ends with this block, before the next await.
+        let (id, error, msgs, bytes) = {
+            let mut latencies = ctx.latencies.borrow_mut();
+            let (mut msgs, mut bytes) = (0u64, 0u64);
+            let (id, error) = parse_fetch_response(frame, |p| {
+                let Some(state) = parts.iter_mut().find(|s| s.partition == p.partition) else {
+                    anyhow::bail!(
+                        "Fetch answered for partition {} we did not ask for",
+                        p.partition
+                    );
+                };
+                if p.error_code != 0 {
+                    ShardCounters::add(&counters.errors, 1);
+                    ctx.note_error(format!(
+                        "fetch from partition {}: {} ({})",
+                        p.partition,
+                        error_name(p.error_code),
+                        p.error_code
+                    ));
+                    if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset >= 0 {
+                        state.offset = p.log_start_offset;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            state.high_watermark = p.high_watermark;
-            if p.log_start_offset >= 0 {
-                state.log_start_offset = p.log_start_offset;
-            }
-            for batch in complete_batches(p.records) {
-                let info = batch_header(batch).context("a fetched batch")?;
-                let last = info.base_offset + i64::from(info.last_offset_delta);
-                if last < state.offset {
-                    continue; // before our position: the broker sends whole batches
+                state.high_watermark = p.high_watermark;
+                if p.log_start_offset >= 0 {
+                    state.log_start_offset = p.log_start_offset;
                 }
-                msgs += u64::from(info.record_count);
-                let e2e = unit.e2e && measuring;
-                bytes += read_values(batch, &info, e2e, now_ns, ctx.run_start_ns, &mut latencies)?;
-                state.offset = last + 1;
-            }
-            if unit.rewind && state.high_watermark >= 0 && state.offset >= state.high_watermark {
-                state.offset = state.log_start_offset;
-            }
-            Ok(())
-        })
-        .with_context(|| format!("Fetch response from {}", unit.addr))?;
-        drop(latencies);
+                for batch in complete_batches(p.records) {
+                    let info = batch_header(batch).context("a fetched batch")?;
+                    let last = info.base_offset + i64::from(info.last_offset_delta);
+                    if last < state.offset {
+                        continue; // before our position: the broker sends whole batches
+                    }
+                    msgs += u64::from(info.record_count);
+                    let e2e = unit.e2e && measuring;
+                    bytes +=
+                        read_values(batch, &info, e2e, now_ns, ctx.run_start_ns, &mut latencies)?;
+                    state.offset = last + 1;
+                }
+                if unit.rewind && state.high_watermark >= 0 && state.offset >= state.high_watermark
+                {
+                    state.offset = state.log_start_offset;
+                }
+                Ok(())
+            })
+            .with_context(|| format!("Fetch response from {}", unit.addr))?;
+            (id, error, msgs, bytes)
+        };
         anyhow::ensure!(
             id == correlation_id,
             "Fetch answered {id}, expected {correlation_id}"
