@@ -2,7 +2,7 @@
 //!
 //! `skein-perf produce|consume|e2e [options]` sets up the topic, runs the load on pinned glommio
 //! shards, prints progress and a summary, and writes `result.json` and `report.html` (with
-//! `latency.svg` and `throughput.svg`) into the output directory. See perf/README.md.
+//! `latency.svg` and `throughput.svg`) into the output directory. See "Performance" in README.md.
 
 mod batches;
 mod cli;
