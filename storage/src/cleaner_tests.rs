@@ -73,10 +73,7 @@ fn only_the_latest_record_of_each_key_survives_with_its_offsets() {
         (100, 3, 1)
     );
     assert_eq!(h.max_timestamp, 1_002, "recomputed over the records kept");
-    assert_eq!(
-        contents(out),
-        vec![(102, Some(b"a".to_vec()), true, 1_002)]
-    );
+    assert_eq!(contents(out), vec![(102, Some(b"a".to_vec()), true, 1_002)]);
     assert_eq!(c.clean(&b1, &header(&b1)).action, BatchAction::Keep);
 }
 
