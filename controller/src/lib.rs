@@ -4,6 +4,7 @@
 //! deterministic so every voter applying the same log agrees. The Raft log that orders the
 //! records, the internal RPC and the brokers that follow the log come with the controller issue.
 
+pub mod codec;
 pub mod decide;
 pub mod heartbeats;
 pub mod image;
