@@ -6,6 +6,13 @@
 
 pub mod codec;
 pub mod decide;
+mod error;
 pub mod heartbeats;
 pub mod image;
+pub mod limits;
 pub mod placement;
+mod raft_log;
+#[cfg(test)]
+mod test_util;
+
+pub use error::ControllerError;
