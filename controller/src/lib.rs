@@ -8,11 +8,21 @@ pub mod codec;
 pub mod decide;
 mod error;
 pub mod heartbeats;
+mod ids;
 pub mod image;
 pub mod limits;
+pub mod node;
 pub mod placement;
 mod raft_log;
 #[cfg(test)]
 mod test_util;
+pub mod transport;
 
 pub use error::ControllerError;
+pub use ids::NodeId;
+pub use node::{
+    Committed, ControllerConfig, ControllerNode, DeliverError, Mailbox, NodeStatus, ProposeError,
+    Role,
+};
+pub use raft::eraftpb::Message as RaftMessage;
+pub use transport::{decode_message, encode_message, RaftTransport};
