@@ -1,10 +1,45 @@
-//! skein-controller: the cluster's metadata state machine. Today: the metadata image and its
-//! records ([`image`]), replica placement ([`placement`]) and the active controller's decisions
-//! ([`decide`]: registration, fencing, leader election, ISR changes, topics), all pure and
-//! deterministic so every voter applying the same log agrees. The Raft log that orders the
-//! records, the internal RPC and the brokers that follow the log come with the controller issue.
+//! skein-controller: the cluster's metadata state machine and the Raft group that orders it
+//! (per node; the Raft voter lives on the node's controller shard).
+//!
+//! What exists:
+//! - [`image`]: the metadata records and the `ClusterImage` they add up to; [`placement`] and
+//!   [`decide`]: the active controller's decisions (registration, fencing, elections, ISR
+//!   changes, topics), all pure and deterministic so every voter applying the same log agrees;
+//!   [`heartbeats`]: broker liveness as the active controller sees it.
+//! - [`codec`]: the hand-written, versioned binary formats of a record batch (one Raft entry),
+//!   the image (a snapshot's data) and a stored Raft entry.
+//! - [`node`]: [`ControllerNode`], one voter of a Raft group of 1, 3 or 5 (raft-rs `RawNode`,
+//!   ticked on a timer on the current glommio executor), with `propose`, `is_leader`,
+//!   `leader_id`, `image` and `status`. Its log, hard state and snapshots are kept on disk
+//!   with skein-storage (module `raft_log`, layout described there) and survive restarts.
+//!   Single-node mode is `ControllerConfig::single_node`: a one-voter group that leads at once.
+//! - [`transport`]: what a transport implements ([`RaftTransport`]) and the wire encoding of
+//!   a Raft message; incoming messages go to a node's [`Mailbox`].
+//!
+//! Not yet: the network transport (internal RPC), flatbuffers records on the wire, broker
+//! registration and heartbeat RPCs, brokers following the metadata log, the broker's use of
+//! the controller (single-node mode inside `skein broker` included), and membership changes
+//! (the voter set is fixed when the group is born; a restart with other voters is refused).
 
+pub mod codec;
 pub mod decide;
+mod error;
 pub mod heartbeats;
+mod ids;
 pub mod image;
+pub mod limits;
+pub mod node;
 pub mod placement;
+mod raft_log;
+#[cfg(test)]
+mod test_util;
+pub mod transport;
+
+pub use error::ControllerError;
+pub use ids::NodeId;
+pub use node::{
+    Committed, ControllerConfig, ControllerNode, DeliverError, Mailbox, NodeStatus, ProposeError,
+    Role,
+};
+pub use raft::eraftpb::Message as RaftMessage;
+pub use transport::{decode_message, encode_message, RaftTransport};
