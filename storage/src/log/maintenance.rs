@@ -285,6 +285,12 @@ impl Inner {
         // The segment is active again: its index files are stale.
         dma::remove_if_exists(&seg.index_path).await?;
         dma::remove_if_exists(&seg.time_index_path).await?;
+        // Durable before anything is appended in the cut's place: a crash must not bring the
+        // cut suffix back (Raft and follower truncation depend on it).
+        file.fdatasync()
+            .await
+            .map_err(|e| dma::err("syncing", &seg.log_path, e))?;
+        dma::sync_dir(&inner.dir).await?;
         drop(_w);
         inner.store_leader_epochs().await?;
         inner.store_high_watermark().await
