@@ -9,9 +9,9 @@ ulimit -l unlimited 2>/dev/null || true
 cargo test --workspace --all-targets
 bash scripts/smoke.sh
 # librdkafka's own suite against a real single-node broker: the broker issue's list, then the
-# consumer-group tests.
+# consumer-group and idempotent-producer tests.
 bash scripts/librdkafka-tests.sh 0001 0002 0003 0005 0007 0008 0011 0012 0013 0014 0015 0017 0021 0035 0036 0041 0044
-bash scripts/librdkafka-tests.sh 0018 0019 0026 0030 0102
+bash scripts/librdkafka-tests.sh 0018 0019 0026 0030 0090 0094 0102
 # 0113 in full takes ~10 min (it passes: see scripts/LIBRDKAFKA_TESTS.md); CI runs its
 # subscribe/unsubscribe subtests (b-e, each with and without close).
 SUBTESTS="close consumer" bash scripts/librdkafka-tests.sh 0113
