@@ -7,17 +7,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::path::Path;
 use std::rc::Rc;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
 use skein_storage::batch::{build_batch, validate_batches, RecordBatchHeader};
 use skein_storage::{FlushPolicy, LogConfig, PartitionLog, TailCache};
+
+mod common;
+use common::{run_and_kill, test_dir, XorShift};
 
 const CHILD_ENV: &str = "SKEIN_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "SKEIN_CRASH_ROUND";
@@ -29,16 +30,6 @@ fn config() -> LogConfig {
         segment_bytes: 256 << 10,
         flush: FlushPolicy::Fsync,
         ..LogConfig::default()
-    }
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -88,12 +79,6 @@ fn crash_child() {
                 t.await;
             }
         });
-}
-
-fn test_dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
 }
 
 /// Reopens the log (recovery) and checks every acknowledged batch plus the whole log's CRCs.
@@ -146,49 +131,22 @@ fn acknowledged_batches_survive_kill_9() {
         return;
     }
     let dir = test_dir();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeMap<i64, (u32, i32)> = BTreeMap::new();
     let mut rng = XorShift(42);
     let started = Instant::now();
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .env(ROUND_ENV, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         // Let it acknowledge a few batches, then kill it at a random moment mid-appends.
         let want = 5 + rng.next() % 40;
-        let mut seen = 0;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while seen < want && Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                seen += u64::from(line.starts_with("ACK "));
-                record(&mut acked, &line);
-            }
-        }
-        assert!(
-            seen >= want,
-            "child acknowledged only {seen} batches in round {round}"
+        let round_text = round.to_string();
+        let dir_text = dir.path().display().to_string();
+        run_and_kill(
+            "crash_child",
+            &[(CHILD_ENV, &dir_text), (ROUND_ENV, &round_text)],
+            want,
+            &mut rng,
+            round,
+            |line| record(&mut acked, line),
         );
-        std::thread::sleep(Duration::from_micros(rng.next() % 3000));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        for line in rx.try_iter() {
-            record(&mut acked, &line);
-        }
         let leo = verify(dir.path(), &acked, round % 2 == 1);
         assert!(leo > *acked.keys().last().unwrap());
     }

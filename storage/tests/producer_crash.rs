@@ -9,17 +9,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::path::Path;
 use std::rc::Rc;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
 use skein_storage::batch::{build_batch, build_producer_batch};
 use skein_storage::{LogConfig, PartitionLog, ProducerId, TailCache};
+
+mod common;
+use common::{run_and_kill, test_dir, XorShift};
 
 const CHILD_ENV: &str = "SKEIN_PRODUCER_CRASH_DIR";
 const ROUNDS: u64 = 12;
@@ -33,16 +33,6 @@ fn config() -> LogConfig {
         // Small segments: many rolls, so snapshots are taken (and lost) all the time.
         segment_bytes: 96 << 10,
         ..LogConfig::default()
-    }
-}
-
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -117,12 +107,6 @@ fn producer_crash_child() {
         });
 }
 
-fn test_dir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
-}
-
 /// One acknowledged batch: (first sequence, records, first offset).
 type Acked = BTreeMap<i64, Vec<(i32, i32, i64)>>;
 
@@ -195,52 +179,20 @@ fn idempotent_retries_are_recognised_after_kill_9() {
         return;
     }
     let dir = test_dir();
-    let exe = std::env::current_exe().unwrap();
     let mut acked = Acked::new();
     let mut rng = XorShift(7);
     let mut checked = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([
-                "producer_crash_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let want = 20 + rng.next() % 60;
-        let mut seen = 0;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while seen < want && Instant::now() < deadline {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-                seen += u64::from(line.starts_with("ACK "));
-                record(&mut acked, &line);
-            }
-        }
-        assert!(
-            seen >= want,
-            "child acknowledged only {seen} batches in round {round}"
+        let dir_text = dir.path().display().to_string();
+        run_and_kill(
+            "producer_crash_child",
+            &[(CHILD_ENV, &dir_text)],
+            want,
+            &mut rng,
+            round,
+            |line| record(&mut acked, line),
         );
-        std::thread::sleep(Duration::from_micros(rng.next() % 3000));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        for line in rx.try_iter() {
-            record(&mut acked, &line);
-        }
         checked += verify(dir.path(), &acked, round % 2 == 1);
         // The verification appended one batch per producer: the next child continues after it.
         for batches in acked.values_mut() {
