@@ -93,8 +93,9 @@ fn append(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .warm_up_time(Duration::from_secs(2));
     // (records per batch, appends in flight): 16 KiB batches from 64 concurrent producers are
-    // grouped by the write-behind path; 1 MiB batches one at a time are dd's access pattern.
-    for (records, in_flight) in [(16, 64), (1024, 1), (1024, 4)] {
+    // grouped by the write-behind path; 1 MiB batches one at a time are dd's access pattern;
+    // 4 and 16 in flight show whether deeper queues help (today they do not).
+    for (records, in_flight) in [(16, 64), (1024, 1), (1024, 4), (1024, 16)] {
         let dir = bench_dir();
         let path = dir.path().to_path_buf();
         let log = ex.run(async move { open_log(path, 64 << 20).await });
