@@ -6,11 +6,13 @@
 //! - [`encode_fetch_response`]: Fetch framing around stored record bytes, without copying them.
 //! - Client side, for the load generator: [`encode_request`], [`decode_response`],
 //!   [`produce_request`] and [`RecordBatchBuilder`].
+//! - [`internal`]: the internal RPC frames between brokers and controllers (flatbuffers).
 
 pub mod client;
 pub mod error;
 pub mod fetch;
 pub mod frame;
+pub mod internal;
 mod kinds;
 pub mod limits;
 pub mod record_batch;
