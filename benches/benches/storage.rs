@@ -52,13 +52,15 @@ fn log_config() -> LogConfig {
     }
 }
 
-/// Appends `iters` copies of `batch` from a sliding window of `in_flight` concurrent producers
-/// and returns the elapsed time. Retention runs now and then so the log stays bounded.
-async fn append_many(
+/// Appends `iters` batches made by `next_batch(i)` from a sliding window of `in_flight`
+/// concurrent producers and returns the elapsed time. Every `retention_every` appends,
+/// retention runs if needed so the log stays bounded.
+async fn append_window(
     log: &Rc<PartitionLog>,
-    batch: &Bytes,
     iters: u64,
     in_flight: u64,
+    retention_every: u64,
+    mut next_batch: impl FnMut(u64) -> Bytes,
 ) -> Duration {
     let start = Instant::now();
     let mut window = std::collections::VecDeque::new();
@@ -67,14 +69,16 @@ async fn append_many(
             let t = window.pop_front().unwrap();
             let _ = t.await;
         }
-        let (log2, b) = (Rc::clone(log), batch.clone());
+        let (log2, b) = (Rc::clone(log), next_batch(i));
         window.push_back(
             glommio::spawn_local(async move {
                 let _ = log2.append(b, 0).await.unwrap();
             })
             .detach(),
         );
-        if i % 256 == 255 && log.size_bytes() > 2 * RETAINED_BYTES as u64 {
+        if i % retention_every == retention_every - 1
+            && log.size_bytes() > 2 * RETAINED_BYTES as u64
+        {
             log.set_high_watermark(log.log_end_offset());
             let _ = log.enforce_retention(0).await.unwrap();
         }
@@ -83,6 +87,16 @@ async fn append_many(
         let _ = t.await;
     }
     start.elapsed()
+}
+
+/// Appends `iters` copies of `batch`, `in_flight` at a time.
+async fn append_many(
+    log: &Rc<PartitionLog>,
+    batch: &Bytes,
+    iters: u64,
+    in_flight: u64,
+) -> Duration {
+    append_window(log, iters, in_flight, 256, |_| batch.clone()).await
 }
 
 fn append(c: &mut Criterion) {
@@ -138,13 +152,7 @@ async fn append_sequenced(
     producers: i64,
     next_seq: &mut [i32],
 ) -> Duration {
-    let start = Instant::now();
-    let mut window = std::collections::VecDeque::new();
-    for i in 0..iters {
-        if window.len() as u64 == in_flight {
-            let t = window.pop_front().unwrap();
-            let _ = t.await;
-        }
+    append_window(log, iters, in_flight, 4096, |i| {
         let mut b = template.to_vec();
         if producers > 0 {
             let p = (i % producers as u64) as usize;
@@ -154,22 +162,9 @@ async fn append_sequenced(
         }
         let crc = crc32c::crc32c(&b[CRC_FROM..]);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        let log2 = Rc::clone(log);
-        window.push_back(
-            glommio::spawn_local(async move {
-                let _ = log2.append(Bytes::from(b), 0).await.unwrap();
-            })
-            .detach(),
-        );
-        if i % 4096 == 4095 && log.size_bytes() > 2 * RETAINED_BYTES as u64 {
-            log.set_high_watermark(log.log_end_offset());
-            let _ = log.enforce_retention(0).await.unwrap();
-        }
-    }
-    for t in window {
-        let _ = t.await;
-    }
-    start.elapsed()
+        Bytes::from(b)
+    })
+    .await
 }
 
 /// Small appends (one 1 KiB record, 64 in flight) without and with a producer id: the

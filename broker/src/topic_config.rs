@@ -72,7 +72,7 @@ impl EffectiveTopicConfig {
             .map(str::trim)
     }
 
-    pub fn cleanup_policy(&self) -> CleanupPolicy {
+    fn cleanup_policy(&self) -> CleanupPolicy {
         let compact = self.cleanup_policies().any(|p| p == "compact");
         let delete = self.cleanup_policies().any(|p| p == "delete");
         match (compact, delete) {

@@ -168,7 +168,7 @@ impl LogConfig {
     }
 
     /// True when the cleaner may compact the log.
-    pub(crate) fn compacts(&self) -> bool {
+    pub fn compacts(&self) -> bool {
         matches!(
             self.cleanup_policy,
             CleanupPolicy::Compact | CleanupPolicy::CompactDelete

@@ -264,17 +264,7 @@ pub async fn leave(
 /// Writes the record of every group that became Empty, so a restart does not bring back a
 /// generation whose members are gone.
 async fn flush_empty_groups(p: &Partition) {
-    let records: Vec<Record> = {
-        let mut store = p.groups.borrow_mut();
-        store
-            .groups
-            .values_mut()
-            .filter_map(|g| {
-                g.take_needs_write()
-                    .then(|| group_record(&g.id, &g.to_stored(None)))
-            })
-            .collect()
-    };
+    let records = p.groups.borrow_mut().take_emptied_records();
     if let Err(e) = write_records(p, records).await {
         tracing::warn!(partition = %p.tp, error = ?e, "writing an emptied group failed");
     }

@@ -90,14 +90,21 @@ impl GroupStore {
 
     /// Runs every group's deadlines; returns the records of groups that became Empty.
     pub fn tick(&mut self, now: Instant) -> Vec<Record> {
-        let mut out = Vec::new();
         for g in self.groups.values_mut() {
             g.check_deadlines(now);
-            if g.take_needs_write() {
-                out.push(group_record(g.id.as_str(), &g.to_stored(None)));
-            }
         }
-        out
+        self.take_emptied_records()
+    }
+
+    /// The records of every group that became Empty since the last call.
+    pub fn take_emptied_records(&mut self) -> Vec<Record> {
+        self.groups
+            .values_mut()
+            .filter_map(|g| {
+                g.take_needs_write()
+                    .then(|| group_record(&g.id, &g.to_stored(None)))
+            })
+            .collect()
     }
 }
 

@@ -20,7 +20,6 @@ use skein_storage::{PartitionLog, TailCache};
 use crate::admin::AdminState;
 use crate::config::LayoutConfig;
 use crate::group::state::GroupLimits;
-use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
 use crate::producer_ids::{BlockStore, ProducerIds};
@@ -270,10 +269,12 @@ impl Shard {
                         if is_offsets {
                             // Visible while it loads, so group requests learn to retry
                             // (COORDINATOR_LOAD_IN_PROGRESS) rather than look elsewhere.
-                            *p.groups.borrow_mut() = GroupStore::new(GroupLimits::from_settings(
-                                &self.layout.broker.group,
-                            ));
-                            p.groups.borrow_mut().loading = true;
+                            {
+                                let mut groups = p.groups.borrow_mut();
+                                groups.limits =
+                                    GroupLimits::from_settings(&self.layout.broker.group);
+                                groups.loading = true;
+                            }
                             self.partitions.borrow_mut().insert(tp.clone(), p.clone());
                             replay_groups(&p)
                                 .await
@@ -354,7 +355,7 @@ impl Shard {
             .partitions
             .borrow()
             .values()
-            .filter(|p| p.config().cleanup_policy() != skein_storage::CleanupPolicy::Delete)
+            .filter(|p| p.log.config().compacts())
             .cloned()
             .collect();
         for p in parts {

@@ -80,15 +80,15 @@ impl Group {
         if !self.has_member(&id) {
             return Reply::Now(JoinResult::error(&id, ResponseError::UnknownMemberId));
         }
+        let same_protocols = self
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .is_some_and(|m| m.protocols == req.protocols);
         match self.state {
             GroupState::PreparingRebalance => self.update_member_and_rebalance(req, now),
             GroupState::CompletingRebalance => {
-                let same = self
-                    .members
-                    .iter()
-                    .find(|m| m.id == id)
-                    .is_some_and(|m| m.protocols == req.protocols);
-                if same {
+                if same_protocols {
                     // A retried join for this generation: answer as the join did.
                     let r = self.join_result_for(&id);
                     Reply::Now(r)
@@ -97,12 +97,7 @@ impl Group {
                 }
             }
             GroupState::Stable => {
-                let same = self
-                    .members
-                    .iter()
-                    .find(|m| m.id == id)
-                    .is_some_and(|m| m.protocols == req.protocols);
-                if self.is_leader(&id) || !same {
+                if self.is_leader(&id) || !same_protocols {
                     // The leader rejoins to force a rebalance (new topics, say).
                     self.update_member_and_rebalance(req, now)
                 } else {

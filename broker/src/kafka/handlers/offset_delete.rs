@@ -44,13 +44,13 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetDeleteRequest) -> OffsetDeleteR
         }
         Ok(o) => o.into_iter(),
     };
+    // `asked` lists the request's partitions in request order.
+    let mut known_flags = asked.iter().map(|(_, _, known)| *known);
     for t in req.topics {
         let mut tr = OffsetDeleteResponseTopic::default();
         tr.name = t.name;
         for p in t.partitions {
-            let known = asked
-                .iter()
-                .any(|(n, i, k)| *k && *i == p.partition_index && *n == tr.name.0.as_str());
+            let known = known_flags.next().unwrap_or(false);
             let outcome = if known {
                 outcomes
                     .next()
