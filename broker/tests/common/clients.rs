@@ -64,22 +64,44 @@ pub fn create_topics(broker: &Broker, topics: &[(&str, i32)]) {
 }
 
 pub fn create_topics_at(bootstrap: &str, topics: &[(&str, i32)]) {
+    create_replicated_topics_at(bootstrap, topics, 1);
+}
+
+/// CreateTopics with `replication` replicas per partition; fails the test on any error.
+pub fn create_replicated_topics_at(bootstrap: &str, topics: &[(&str, i32)], replication: i32) {
+    if let Err(e) = try_create_topics_at(bootstrap, topics, replication, WAIT) {
+        panic!("{e}");
+    }
+}
+
+/// CreateTopics that may fail (a broker being killed meanwhile): the first error, if any.
+pub fn try_create_topics_at(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+    timeout: Duration,
+) -> Result<(), String> {
     let admin: AdminClient<DefaultClientContext> = client_config_at(bootstrap, &[])
         .create()
         .expect("create admin client");
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(replication))
+        })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(WAIT));
-    let results =
-        block_on(admin.create_topics(new_topics.iter(), &options)).expect("CreateTopics request");
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = block_on(admin.create_topics(new_topics.iter(), &options))
+        .map_err(|e| format!("CreateTopics request: {e}"))?;
     assert_eq!(results.len(), topics.len(), "one result per topic");
     for result in results {
         if let Err((name, code)) = result {
-            panic!("CreateTopics {name}: {code:?}");
+            return Err(format!("CreateTopics {name}: {code:?}"));
         }
     }
+    Ok(())
 }
 
 /// Waits until Metadata lists `topic` with `partitions` partitions, each with a leader.

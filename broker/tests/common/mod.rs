@@ -1,5 +1,6 @@
 //! Whole-process test harness: runs the real `skein` binary (built by cargo for this package's
-//! integration tests) as a single-node broker on 127.0.0.1, one process per test.
+//! integration tests) as a single-node broker on 127.0.0.1, one process per test; [`cluster`]
+//! runs several of them as the nodes of one cluster.
 //!
 //! Each [`Broker`] gets a free port (bound to port 0, released, then handed to the broker in its
 //! config; retried if another process takes it first), a fresh data dir in a `TempDir`, and a
@@ -7,13 +8,14 @@
 //! anything; cargo builds `skein` before it runs integration tests.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cluster;
 pub mod proxy;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,13 @@ pub struct BrokerConfig {
     /// `[broker]` entries: Kafka-named setting and its TOML value written verbatim
     /// (`("num.partitions", "4")`, `("log.retention.ms", "\"x\"")`).
     pub broker: Vec<(String, String)>,
+    /// `[node] id`.
+    pub node_id: i32,
+    /// `[listeners] internal` on 127.0.0.1 (controller RPC); a voter needs one. Fixed for the
+    /// life of the node, because the other nodes' `voters` name it.
+    pub internal_port: Option<u16>,
+    /// `[controller] voters`, as `"id@host:port"`; empty writes no `[controller]` table.
+    pub voters: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +56,9 @@ impl Default for BrokerConfig {
                 ("auto.create.topics.enable".into(), "true".into()),
                 ("num.partitions".into(), "1".into()),
             ],
+            node_id: 1,
+            internal_port: None,
+            voters: Vec::new(),
         }
     }
 }
@@ -88,6 +100,8 @@ pub struct Broker {
     /// Length of the log when the current process started: the listening line is searched
     /// after it, so that a restart does not see the previous one.
     log_start: u64,
+    /// Set by an owner that prints the log itself when a test fails (a [`cluster::Cluster`]).
+    quiet_drop: bool,
 }
 
 impl Broker {
@@ -97,9 +111,16 @@ impl Broker {
     }
 
     pub fn start_with(config: BrokerConfig) -> Broker {
+        let mut broker = Broker::new(config);
+        broker.spawn_on_free_port();
+        broker
+    }
+
+    /// A broker with its own data dir and log, whose process is not started yet.
+    fn new(config: BrokerConfig) -> Broker {
         raise_memlock_limit();
         let data_dir = tempfile::Builder::new()
-            .prefix("skein-data-")
+            .prefix(&format!("skein-data-node-{}-", config.node_id))
             .tempdir()
             .expect("data dir");
         let work_dir = tempfile::Builder::new()
@@ -107,7 +128,7 @@ impl Broker {
             .tempdir()
             .expect("work dir");
         let log_path = work_dir.path().join("skein.log");
-        let mut broker = Broker {
+        Broker {
             child: None,
             port: 0,
             config,
@@ -115,9 +136,17 @@ impl Broker {
             work_dir,
             log_path,
             log_start: 0,
-        };
-        broker.spawn_on_free_port();
-        broker
+            quiet_drop: false,
+        }
+    }
+
+    /// `[node] id`.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
     }
 
     pub fn port(&self) -> u16 {
@@ -145,6 +174,35 @@ impl Broker {
         match self.child.as_mut() {
             None => false,
             Some(child) => matches!(child.try_wait(), Ok(None)),
+        }
+    }
+
+    /// How the process ended, once it has; None while it runs or when none was started.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// SIGSTOP: the process stays, but neither answers nor heartbeats until [`Broker::sigcont`].
+    pub fn sigstop(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn sigcont(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return; // reaped: the pid may belong to someone else by now
+        }
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) with a pid we own (our child, not yet reaped) and a valid signal.
+            unsafe {
+                libc::kill(pid, signal);
+            }
         }
     }
 
@@ -178,15 +236,11 @@ impl Broker {
 
     /// SIGTERM, and SIGKILL if the broker is still there after [`STOP_TIMEOUT`].
     pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.signal(libc::SIGCONT); // a stopped process handles SIGTERM only once it runs
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill(2) with a pid we own (our child, not yet reaped) and a valid signal.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -242,6 +296,13 @@ impl Broker {
     }
 
     fn try_spawn(&mut self, port: u16) -> Result<(), SpawnError> {
+        self.launch(port)?;
+        self.await_listening()
+    }
+
+    /// Starts the process on `port` and returns at once; [`Broker::await_listening`] waits for it.
+    fn launch(&mut self, port: u16) -> Result<(), SpawnError> {
+        assert!(self.child.is_none(), "broker is already running");
         self.port = port;
         let config_path = self.work_dir.path().join("skein.toml");
         fs::write(&config_path, self.config_toml()).expect("write skein.toml");
@@ -253,11 +314,12 @@ impl Broker {
         self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         writeln!(
             log,
-            "===== harness: starting skein on 127.0.0.1:{port} ====="
+            "===== harness: starting skein node {} on 127.0.0.1:{port} =====",
+            self.config.node_id
         )
         .ok();
         let stderr = log.try_clone().expect("clone log file");
-        let mut child = Command::new(skein_bin())
+        let child = Command::new(skein_bin())
             .arg("broker")
             .arg("--config")
             .arg(&config_path)
@@ -266,14 +328,24 @@ impl Broker {
             .stderr(Stdio::from(stderr))
             .spawn()
             .map_err(|e| SpawnError::Failed(format!("spawn {}: {e}", skein_bin().display())))?;
-        let needle = format!("skein: listening on 127.0.0.1:{port}");
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits for the listening line of the process [`Broker::launch`] started; on an error the
+    /// process is gone.
+    fn await_listening(&mut self) -> Result<(), SpawnError> {
+        let needle = format!("skein: listening on 127.0.0.1:{}", self.port);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if self.log_since_start().contains(&needle) {
-                self.child = Some(child);
                 return Ok(());
             }
+            let Some(child) = self.child.as_mut() else {
+                return Err(SpawnError::Failed("no process was started".into()));
+            };
             if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
                 let log = self.log_since_start().to_lowercase();
                 if log.contains("address already in use") || log.contains("addrinuse") {
                     return Err(SpawnError::PortTaken);
@@ -283,8 +355,7 @@ impl Broker {
                 )));
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                self.kill9();
                 return Err(SpawnError::Failed(format!(
                     "no listening line within {STARTUP_TIMEOUT:?}"
                 )));
@@ -308,12 +379,23 @@ impl Broker {
 
     fn config_toml(&self) -> String {
         let mut toml = format!(
-            "[node]\nid = 1\ndata_dir = {data_dir:?}\n[cores]\nshards = {shards:?}\n\
-             [listeners]\nkafka = \"127.0.0.1:{port}\"\n[broker]\n",
+            "[node]\nid = {id}\ndata_dir = {data_dir:?}\n[cores]\nshards = {shards:?}\n\
+             [listeners]\nkafka = \"127.0.0.1:{port}\"\n",
+            id = self.config.node_id,
             data_dir = self.data_dir.path().display().to_string(),
             shards = self.config.shards,
             port = self.port,
         );
+        if let Some(internal) = self.config.internal_port {
+            toml.push_str(&format!("internal = \"127.0.0.1:{internal}\"\n"));
+        }
+        if !self.config.voters.is_empty() {
+            toml.push_str(&format!(
+                "[controller]\nvoters = {:?}\n",
+                self.config.voters
+            ));
+        }
+        toml.push_str("[broker]\n");
         for (key, value) in &self.config.broker {
             toml.push_str(&format!("{key:?} = {value}\n"));
         }
@@ -323,7 +405,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.quiet_drop {
             eprintln!(
                 "----- skein log ({}), last lines -----\n{}\n-----",
                 self.log_path.display(),
@@ -381,13 +463,14 @@ fn raise_memlock_limit() {
 
 /// A raw TCP connection to the broker, for tests below the client libraries.
 pub fn raw_connect(broker: &Broker) -> TcpStream {
-    let stream = TcpStream::connect(broker.addr()).expect("connect to skein");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("read timeout");
-    stream
-        .set_write_timeout(Some(Duration::from_secs(10)))
-        .expect("write timeout");
-    stream.set_nodelay(true).expect("nodelay");
-    stream
+    try_raw_connect(broker.addr(), Duration::from_secs(10)).expect("connect to skein")
+}
+
+/// A raw TCP connection whose connect, reads and writes each give up after `timeout`.
+pub fn try_raw_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }

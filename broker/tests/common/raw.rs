@@ -9,10 +9,14 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 pub fn write_frame(stream: &mut TcpStream, body: &[u8]) {
+    try_write_frame(stream, body).expect("write frame");
+}
+
+pub fn try_write_frame(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let mut frame = BytesMut::with_capacity(body.len() + 4);
     frame.put_i32(i32::try_from(body.len()).expect("frame size"));
     frame.put_slice(body);
-    stream.write_all(&frame).expect("write frame");
+    stream.write_all(&frame)
 }
 
 pub fn encode_request<R: Encodable>(
@@ -36,17 +40,23 @@ pub fn encode_request<R: Encodable>(
 
 /// Reads one response frame; None when the broker closed the connection.
 pub fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
-    let mut size = [0u8; 4];
-    match stream.read_exact(&mut size) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return None,
-        Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+    match try_read_frame(stream) {
+        Ok(frame) => Some(frame),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => None,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
         Err(e) => panic!("reading a response: {e}"),
     }
-    let size = usize::try_from(i32::from_be_bytes(size)).expect("non-negative response size");
+}
+
+/// Reads one response frame; a closed connection is an `UnexpectedEof` or `ConnectionReset`.
+pub fn try_read_frame(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size)?;
+    let size = usize::try_from(i32::from_be_bytes(size))
+        .map_err(|_| std::io::Error::new(ErrorKind::InvalidData, "negative response size"))?;
     let mut body = vec![0u8; size];
-    stream.read_exact(&mut body).expect("response body");
-    Some(Bytes::from(body))
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
 }
 
 pub fn roundtrip<Req: Encodable, Resp: Decodable>(
@@ -56,13 +66,38 @@ pub fn roundtrip<Req: Encodable, Resp: Decodable>(
     correlation_id: i32,
     request: &Req,
 ) -> Resp {
-    write_frame(
+    try_roundtrip(stream, api_key, version, correlation_id, request)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`roundtrip`] for a broker that may be gone or not answering: every failure is an `Err`
+/// that says what went wrong.
+pub fn try_roundtrip<Req: Encodable, Resp: Decodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &Req,
+) -> Result<Resp, String> {
+    try_write_frame(
         stream,
         &encode_request(api_key, version, correlation_id, request),
-    );
-    let mut body = read_frame(stream).expect("broker closed the connection instead of answering");
+    )
+    .map_err(|e| format!("write frame: {e}"))?;
+    let mut body = match try_read_frame(stream) {
+        Ok(body) => body,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err("broker closed the connection instead of answering".into())
+        }
+        Err(e) => return Err(format!("reading a response: {e}")),
+    };
     let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-        .expect("response header");
+        .map_err(|e| format!("response header: {e}"))?;
     assert_eq!(header.correlation_id, correlation_id, "correlation id");
-    Resp::decode(&mut body, version).expect("response body")
+    Resp::decode(&mut body, version).map_err(|e| format!("response body: {e}"))
 }

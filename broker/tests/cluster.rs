@@ -1,0 +1,481 @@
+//! Multi-node clusters of real `skein` processes on 127.0.0.1 (see `common::cluster`): forming
+//! one cluster, leader failover after kill -9, the active controller killed (also mid
+//! CreateTopics), a duplicate broker id, and failover timing on demand.
+//!
+//! What is expected is Kafka's (KRaft) behaviour: a broker silent for `broker.session.timeout.ms`
+//! (1500 ms by default) is fenced, each partition it led gets a new leader from its ISR with
+//! leader epoch + 1, and it leaves every ISR. Every test prints what it measured.
+//!
+//! Until the replicated controller is wired into the broker only `one_node_cluster_harness`
+//! can pass: a config with more than one voter is refused today.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::clients::{create_replicated_topics_at, try_create_topics_at};
+use common::cluster::{agreed_topic, Cluster, ClusterSpec, ClusterView, TopicView};
+
+/// The failover budget: kill -9 of a leader until every survivor shows new leaders.
+const FAILOVER_MAX: Duration = Duration::from_secs(2);
+/// How long the harness waits for a failover before it gives up and prints the logs; well
+/// above [`FAILOVER_MAX`], so a slow failover is reported with its time rather than as a timeout.
+const FAILOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a fenced broker may take to leave the survivors' broker lists and ISRs after its
+/// partitions moved.
+const FENCE_WAIT: Duration = Duration::from_secs(5);
+const REPLICATION_FACTOR: i32 = 3;
+const FAILOVER_PARTITIONS: usize = 6;
+
+fn three_voters() -> Cluster {
+    Cluster::start(ClusterSpec::default())
+}
+
+/// Creates `topic` with replication factor 3 through the admin client and waits until every
+/// running node shows it fully led.
+fn create_topic(cluster: &mut Cluster, topic: &str, partitions: usize) -> TopicView {
+    let count = i32::try_from(partitions).expect("partition count");
+    create_replicated_topics_at(&cluster.bootstrap(), &[(topic, count)], REPLICATION_FACTOR);
+    cluster.wait_for_topic(topic, partitions)
+}
+
+/// The node that leads the most partitions of `topic`, preferring one that is not `avoid`
+/// (the active controller), so that a kill measures leader failover alone.
+fn busiest_leader(topic: &TopicView, avoid: i32) -> i32 {
+    let mut counts: Vec<(i32, usize)> = Vec::new();
+    for p in topic.partitions.values() {
+        match counts.iter_mut().find(|(n, _)| *n == p.leader) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((p.leader, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(node, count)| (*node != avoid, *count, -node))
+        .map(|(node, _)| node)
+        .expect("the topic has a led partition")
+}
+
+/// kill -9 `victim`, then polls the other running nodes every ~20 ms until each partition of
+/// `topic` that `victim` led (in `before`) has a new leader from its old ISR with a higher
+/// leader epoch, in every survivor's view, all views of `topic` agreeing. Returns the time from
+/// the kill to then, and the agreed view.
+fn kill_and_await_failover(
+    cluster: &mut Cluster,
+    topic: &str,
+    before: &TopicView,
+    victim: i32,
+) -> (Duration, TopicView) {
+    let led = before.led_by(victim);
+    assert!(
+        !led.is_empty(),
+        "node {victim} leads no partition of {topic}"
+    );
+    let survivors = cluster.running_except(victim);
+    let killed_at = Instant::now();
+    cluster.node(victim).kill9();
+    cluster.wait_for(
+        FAILOVER_WAIT,
+        &format!("partitions {led:?} of {topic} led by the killed node {victim} move"),
+        |c| {
+            let views = c.try_views(&survivors)?;
+            let now =
+                agreed_topic(&views, topic)?.ok_or_else(|| format!("{topic} is not listed"))?;
+            for p in &led {
+                let old = &before.partitions[p];
+                let new = &now.partitions[p];
+                let moved = new.leader != victim
+                    && old.isr.contains(&new.leader)
+                    && new.leader_epoch > old.leader_epoch;
+                if !moved {
+                    return Err(format!("partition {p}: was {old:?}, now {new:?}"));
+                }
+            }
+            Ok((killed_at.elapsed(), now))
+        },
+    )
+}
+
+/// Waits until no survivor lists the fenced `victim` as a broker or in an ISR of `topic`.
+fn await_fenced(cluster: &mut Cluster, topic: &str, victim: i32) -> Duration {
+    let start = Instant::now();
+    cluster.wait_for(
+        FENCE_WAIT,
+        &format!("node {victim} is fenced: unlisted and out of every ISR of {topic}"),
+        |c| {
+            let survivors = c.running_except(victim);
+            for (node, view) in c.try_views(&survivors)? {
+                let in_isr: Vec<i32> = view
+                    .topic(topic)
+                    .map(|t| {
+                        t.partitions
+                            .iter()
+                            .filter(|(_, p)| p.isr.contains(&victim))
+                            .map(|(i, _)| *i)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if view.brokers.contains_key(&victim) || !in_isr.is_empty() {
+                    return Err(format!(
+                        "node {node} lists brokers {:?}; {victim} in the ISR of {in_isr:?}",
+                        view.broker_ids()
+                    ));
+                }
+            }
+            Ok(start.elapsed())
+        },
+    )
+}
+
+/// Restarts `id` and returns how long until every running node listed it again.
+fn restart_and_await_listed(cluster: &mut Cluster, id: i32) -> Duration {
+    let start = Instant::now();
+    cluster.start_again(id);
+    start.elapsed()
+}
+
+/// One Metadata view per running node.
+fn running_views(cluster: &mut Cluster) -> Vec<(i32, ClusterView)> {
+    let running = cluster.running_ids();
+    cluster
+        .try_views(&running)
+        .unwrap_or_else(|e| panic!("Metadata: {e}"))
+}
+
+#[test]
+fn one_node_cluster_harness() {
+    let mut cluster = Cluster::start(ClusterSpec {
+        voters: 1,
+        ..ClusterSpec::default()
+    });
+    let view = cluster.metadata(1);
+    assert_eq!(view.broker_ids(), vec![1]);
+    assert_eq!(view.controller_id, 1);
+    assert_eq!(cluster.active_controller(), 1);
+
+    create_replicated_topics_at(&cluster.bootstrap(), &[("harness", 3)], 1);
+    let topic = cluster.wait_for_topic("harness", 3);
+    assert_eq!(topic.led_by(1), vec![0, 1, 2]);
+    assert_eq!(cluster.leaders_of(1).len(), 3);
+    for p in topic.partitions.values() {
+        assert_eq!(
+            (p.replicas.as_slice(), p.isr.as_slice()),
+            (&[1][..], &[1][..])
+        );
+        assert!(p.leader_epoch >= 0, "leader epoch {p:?}");
+    }
+
+    cluster.node(1).sigstop();
+    let stopped = cluster.try_metadata(1);
+    assert!(stopped.is_err(), "a stopped node answered: {stopped:?}");
+    cluster.node(1).sigcont();
+    cluster.metadata(1);
+
+    let killed_at = Instant::now();
+    cluster.node(1).kill9();
+    assert!(!cluster.node(1).is_running());
+    assert!(cluster.try_metadata(1).is_err(), "a killed node answered");
+    cluster.start_again(1);
+    let topic_after = cluster.wait_for_topic("harness", 3);
+    println!(
+        "one node: kill -9 to listed again with its topic in {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(topic_after.partitions.len(), 3);
+
+    cluster.node(1).restart();
+    cluster.wait_for_topic("harness", 3);
+    cluster.node(1).stop();
+    assert!(!cluster.node(1).is_running());
+}
+
+#[test]
+fn three_nodes_form_one_cluster() {
+    let started = Instant::now();
+    let mut cluster = three_voters();
+    println!("3 voters listed by all in {:?}", started.elapsed());
+    let views = running_views(&mut cluster);
+    let controller = views[0].1.controller_id;
+    for (node, view) in &views {
+        println!(
+            "node {node}: brokers {:?}, controller {}",
+            view.broker_ids(),
+            view.controller_id
+        );
+        assert_eq!(
+            view.broker_ids(),
+            vec![1, 2, 3],
+            "brokers listed by node {node}"
+        );
+        assert_eq!(
+            view.controller_id, controller,
+            "controller id of node {node}"
+        );
+    }
+    assert!((1..=3).contains(&controller), "controller id {controller}");
+    for (node, view) in &views {
+        let listed = &view.brokers[node];
+        assert_eq!(
+            listed.port,
+            i32::from(cluster.node(*node).port()),
+            "node {node} lists itself on its own Kafka port"
+        );
+    }
+}
+
+#[test]
+fn killed_leader_fails_over_within_2s() {
+    let mut cluster = three_voters();
+    let before = create_topic(&mut cluster, "failover", FAILOVER_PARTITIONS);
+    let controller = cluster.active_controller();
+    let victim = busiest_leader(&before, controller);
+    println!(
+        "controller {controller}; killing node {victim}, leader of partitions {:?}",
+        before.led_by(victim)
+    );
+
+    let (moved_after, after) = kill_and_await_failover(&mut cluster, "failover", &before, victim);
+    println!("kill -9 to all partitions moved: {moved_after:?}");
+    for (i, p) in &after.partitions {
+        println!(
+            "  partition {i}: leader {} epoch {} isr {:?} offline {:?}",
+            p.leader, p.leader_epoch, p.isr, p.offline
+        );
+    }
+    let fenced_after = await_fenced(&mut cluster, "failover", victim);
+    println!("then fenced (unlisted, out of every ISR) within {fenced_after:?}");
+    assert!(
+        moved_after < FAILOVER_MAX,
+        "failover took {moved_after:?}, over {FAILOVER_MAX:?}"
+    );
+
+    let listed_after = restart_and_await_listed(&mut cluster, victim);
+    println!("restarted node {victim} listed by all after {listed_after:?}");
+}
+
+#[test]
+#[ignore = "needs replication (#6): a restarted replica rejoins the ISR only by catching up"]
+fn restarted_broker_regains_preferred_leadership() {
+    // Kafka moves leadership back to the preferred replica from its periodic imbalance check
+    // (every 300 s by default); 1 s here, so that it happens within the wait.
+    let spec = ClusterSpec::default().set("leader.imbalance.check.interval.seconds", "1");
+    let mut cluster = Cluster::start(spec);
+    let before = create_topic(&mut cluster, "preferred", FAILOVER_PARTITIONS);
+    let controller = cluster.active_controller();
+    let victim = busiest_leader(&before, controller);
+    kill_and_await_failover(&mut cluster, "preferred", &before, victim);
+    restart_and_await_listed(&mut cluster, victim);
+
+    let start = Instant::now();
+    cluster.wait_for(
+        Duration::from_secs(15),
+        &format!("node {victim} is back in its ISRs and leads where it is the first replica"),
+        |c| {
+            let running = c.running_ids();
+            let views = c.try_views(&running)?;
+            let topic = agreed_topic(&views, "preferred")?.ok_or("preferred is not listed")?;
+            for (i, p) in &topic.partitions {
+                let back = !p.replicas.contains(&victim) || p.isr.contains(&victim);
+                let preferred = p.replicas.first() != Some(&victim) || p.leader == victim;
+                if !back || !preferred {
+                    return Err(format!("partition {i}: {p:?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    println!(
+        "node {victim} back in the ISRs and preferred leader after {:?}",
+        start.elapsed()
+    );
+}
+
+/// One round: CreateTopics (`partitions`, RF 3) from a thread, kill -9 of the active controller
+/// `delay` later; then the survivors elect a new controller, the topic is all or nothing, another
+/// topic can be created, and the killed node rejoins.
+fn kill_controller_during_creation(cluster: &mut Cluster, round: usize, delay: Duration) {
+    const PARTITIONS: usize = 50;
+    let controller = cluster.active_controller();
+    let topic = format!("created-while-killing-{round}");
+    let bootstrap = cluster.bootstrap();
+    let creator = {
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            let count = i32::try_from(PARTITIONS).expect("partition count");
+            try_create_topics_at(
+                &bootstrap,
+                &[(&topic, count)],
+                REPLICATION_FACTOR,
+                Duration::from_secs(15),
+            )
+        })
+    };
+    std::thread::sleep(delay);
+    let killed_at = Instant::now();
+    cluster.node(controller).kill9();
+    let created = creator.join().expect("creator thread");
+    let new_controller = cluster.active_controller();
+    println!(
+        "round {round}: killed controller {controller} {delay:?} into CreateTopics; \
+         CreateTopics said {created:?}; new controller {new_controller} after {:?}",
+        killed_at.elapsed()
+    );
+    assert_ne!(
+        new_controller, controller,
+        "the killed node is still controller"
+    );
+
+    let outcome = cluster.wait_for(
+        Duration::from_secs(15),
+        &format!("{topic} is absent everywhere or complete everywhere"),
+        |c| {
+            let running = c.running_ids();
+            let views = c.try_views(&running)?;
+            match agreed_topic(&views, &topic)? {
+                None => Ok("absent".to_string()),
+                Some(t) => match t.incomplete(PARTITIONS, &running) {
+                    None => Ok(format!("complete with {PARTITIONS} partitions")),
+                    Some(why) => Err(why),
+                },
+            }
+        },
+    );
+    println!("round {round}: {topic} is {outcome}");
+    if created.is_ok() {
+        assert!(
+            outcome.starts_with("complete"),
+            "CreateTopics succeeded but {topic} is {outcome}"
+        );
+    }
+
+    // Two live brokers: replication factor 3 could not be placed.
+    let after = format!("created-after-kill-{round}");
+    create_replicated_topics_at(&cluster.bootstrap(), &[(&after, 3)], 2);
+    cluster.wait_for_topic(&after, 3);
+
+    let listed_after = restart_and_await_listed(cluster, controller);
+    println!("round {round}: node {controller} listed again after {listed_after:?}");
+}
+
+#[test]
+fn killed_active_controller_during_topic_creation() {
+    let mut cluster = three_voters();
+    kill_controller_during_creation(&mut cluster, 0, Duration::ZERO);
+}
+
+#[test]
+fn killed_active_controller_during_topic_creation_at_delays() {
+    let mut cluster = three_voters();
+    for (round, delay_ms) in [10, 50, 200].into_iter().enumerate() {
+        kill_controller_during_creation(&mut cluster, round, Duration::from_millis(delay_ms));
+    }
+}
+
+#[test]
+fn controller_failover_keeps_electing() {
+    let mut cluster = three_voters();
+    let first = cluster.active_controller();
+    let killed_at = Instant::now();
+    cluster.node(first).kill9();
+    let second = cluster.active_controller();
+    println!(
+        "killed controller {first}; survivors agree on {second} after {:?}",
+        killed_at.elapsed()
+    );
+    assert_ne!(second, first, "the killed node is still controller");
+
+    // Back to three voters, so that one more kill leaves a quorum.
+    let listed_after = restart_and_await_listed(&mut cluster, first);
+    let controller = cluster.active_controller();
+    println!("node {first} listed again after {listed_after:?}; controller {controller}");
+
+    let topic = "after-controller-failover";
+    let before = create_topic(&mut cluster, topic, FAILOVER_PARTITIONS);
+    let victim = busiest_leader(&before, controller);
+    let (moved_after, _) = kill_and_await_failover(&mut cluster, topic, &before, victim);
+    println!(
+        "controller {controller}: leadership of node {victim}'s partitions moved after \
+         {moved_after:?}"
+    );
+}
+
+#[test]
+fn duplicate_broker_id_is_refused() {
+    const REFUSED_WITHIN: Duration = Duration::from_secs(10);
+    let mut cluster = Cluster::start(ClusterSpec {
+        brokers: 1,
+        ..ClusterSpec::default()
+    });
+    let original_port = i32::from(cluster.node(4).port());
+
+    let started = Instant::now();
+    let mut duplicate = cluster.launch_extra_node(4);
+    let status = loop {
+        if let Some(status) = duplicate.exit_status() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < REFUSED_WITHIN,
+            "a second node 4 still runs after {REFUSED_WITHIN:?}; its log:\n{}",
+            duplicate.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = duplicate.log_tail(200);
+    println!(
+        "the second node 4 exited after {:?} with {status}",
+        started.elapsed()
+    );
+    assert!(!status.success(), "the second node 4 exited with {status}");
+    assert!(
+        log.contains("registered by another live process"),
+        "the refusal does not say why; log:\n{log}"
+    );
+
+    // A heartbeat or two later, the first node 4 is still the one listed.
+    std::thread::sleep(Duration::from_millis(600));
+    cluster.node(4).assert_running();
+    for (node, view) in running_views(&mut cluster) {
+        assert_eq!(
+            view.broker_ids(),
+            vec![1, 2, 3, 4],
+            "brokers listed by node {node}"
+        );
+        assert_eq!(
+            view.brokers[&4].port, original_port,
+            "node 4's port as node {node} lists it"
+        );
+    }
+}
+
+#[test]
+#[ignore = "timing run on demand: SKEIN_FAILOVER_RUNS=N (default 20)"]
+fn failover_timing() {
+    let runs: usize = std::env::var("SKEIN_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut cluster = three_voters();
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..runs {
+        // A fresh topic each run: without replication a restarted node stays out of the ISRs.
+        let topic = format!("timing-{run}");
+        let before = create_topic(&mut cluster, &topic, FAILOVER_PARTITIONS);
+        let controller = cluster.active_controller();
+        let victim = busiest_leader(&before, controller);
+        let (moved_after, _) = kill_and_await_failover(&mut cluster, &topic, &before, victim);
+        println!(
+            "run {run}: killed node {victim} (controller {controller}), {} partitions moved in \
+             {moved_after:?}",
+            before.led_by(victim).len()
+        );
+        times.push(moved_after);
+        cluster.start_again(victim);
+    }
+    times.sort_unstable();
+    println!(
+        "failover over {runs} runs: p50 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
