@@ -8,7 +8,7 @@
 //! out-of-bounds read.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, VerifierOptions};
 
 // Generated code: its unwraps are of `Some(default)` and cannot fail.
 #[allow(
@@ -25,6 +25,9 @@ use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 mod generated;
 
 use generated::skein::internal as fb;
+
+mod decode;
+mod encode;
 
 /// A broker endpoint as the controller records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,15 +66,140 @@ pub enum InternalMessage {
     },
     FetchMetadata {
         broker_id: i32,
+        /// The metadata offset (the controller's applied index) the broker holds; -1 for none.
         from_offset: i64,
-        max_bytes: i32,
+        /// Long poll: answered at once if newer metadata exists, else after up to this long.
+        max_wait_ms: i32,
     },
     FetchMetadataResponse {
         error_code: i16,
         leader_id: i32,
-        high_watermark: i64,
-        records: Bytes,
+        /// The applied index the image is at.
+        offset: i64,
+        /// The whole metadata image in the controller's codec (`codec::encode_image`); empty
+        /// when it is not newer than the request's `from_offset`.
+        image: Bytes,
     },
+    CreateTopics {
+        topics: Vec<NewTopicSpec>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        /// (topic name, new total partition count).
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    AlterTopicConfig {
+        topic: String,
+        /// The topic's whole new override set, not a delta.
+        configs: Vec<(String, String)>,
+        validate_only: bool,
+    },
+    /// The answer to each of the four admin requests above, one result per topic in request
+    /// order.
+    AdminResponse {
+        results: Vec<TopicResult>,
+    },
+    /// A partition leader's ISR change, compare-and-set on `partition_epoch`.
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: [u8; 16],
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    AlterPartitionResponse {
+        error_code: i16,
+        leader: i32,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
+    /// A block of producer ids: `[start, start + len)`.
+    AllocateProducerIdsResponse {
+        error_code: i16,
+        start: i64,
+        len: i32,
+    },
+}
+
+/// One topic of a forwarded CreateTopics request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTopicSpec {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+    /// Manual assignment, one replica list per partition; empty for automatic placement.
+    pub assignments: Vec<Vec<i32>>,
+}
+
+/// The outcome of an admin request for one topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicResult {
+    pub name: String,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+}
+
+/// Kafka's NOT_CONTROLLER: the node asked is not the active controller; try another voter.
+pub const NOT_CONTROLLER: i16 = 41;
+
+impl InternalMessage {
+    /// The top-level error code of a response; `None` for requests, Raft messages and
+    /// [`InternalMessage::AdminResponse`] (whose codes are per topic).
+    pub fn error_code(&self) -> Option<i16> {
+        match self {
+            Self::RegisterBrokerResponse { error_code, .. }
+            | Self::HeartbeatResponse { error_code, .. }
+            | Self::FetchMetadataResponse { error_code, .. }
+            | Self::AlterPartitionResponse { error_code, .. }
+            | Self::AllocateProducerIdsResponse { error_code, .. } => Some(*error_code),
+            Self::Raft(_)
+            | Self::RegisterBroker { .. }
+            | Self::Heartbeat { .. }
+            | Self::FetchMetadata { .. }
+            | Self::CreateTopics { .. }
+            | Self::DeleteTopics { .. }
+            | Self::CreatePartitions { .. }
+            | Self::AlterTopicConfig { .. }
+            | Self::AdminResponse { .. }
+            | Self::AlterPartition { .. }
+            | Self::AllocateProducerIds { .. } => None,
+        }
+    }
+
+    /// Whether this message asks for an answer (a response carries its correlation id back).
+    /// Raft messages are one-way and so are not requests.
+    pub fn is_request(&self) -> bool {
+        match self {
+            Self::RegisterBroker { .. }
+            | Self::Heartbeat { .. }
+            | Self::FetchMetadata { .. }
+            | Self::CreateTopics { .. }
+            | Self::DeleteTopics { .. }
+            | Self::CreatePartitions { .. }
+            | Self::AlterTopicConfig { .. }
+            | Self::AlterPartition { .. }
+            | Self::AllocateProducerIds { .. } => true,
+            Self::Raft(_)
+            | Self::RegisterBrokerResponse { .. }
+            | Self::HeartbeatResponse { .. }
+            | Self::FetchMetadataResponse { .. }
+            | Self::AdminResponse { .. }
+            | Self::AlterPartitionResponse { .. }
+            | Self::AllocateProducerIdsResponse { .. } => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,17 +220,20 @@ pub enum InternalDecodeError {
     UnknownMessage,
     #[error("incarnation is {0} bytes, not 16")]
     BadIncarnation(usize),
+    #[error("topic id is {0} bytes, not 16")]
+    BadTopicId(usize),
 }
 
-/// Verifier limits: generous for real frames (a few tables, one large byte vector), small
-/// enough that a hostile frame cannot make verification expensive.
+/// Verifier limits: generous for real frames (a few tables, one large byte vector, or an admin
+/// request naming a few thousand topics), small enough that a hostile frame cannot make
+/// verification expensive.
 const VERIFIER_DEPTH_MAX: usize = 16;
-const VERIFIER_TABLES_MAX: usize = 10_000;
+const VERIFIER_TABLES_MAX: usize = 100_000;
 
 /// Encodes `frame` with its 4-byte size prefix, ready to write.
 pub fn encode_internal(frame: &InternalFrame) -> Bytes {
     let mut b = FlatBufferBuilder::with_capacity(128);
-    let (message_type, message) = encode_message(&mut b, &frame.message);
+    let (message_type, message) = encode::message(&mut b, &frame.message);
     let root = fb::Frame::create(
         &mut b,
         &fb::FrameArgs {
@@ -120,141 +251,6 @@ pub fn encode_internal(frame: &InternalFrame) -> Bytes {
     out.freeze()
 }
 
-fn encode_message<'b>(
-    b: &mut FlatBufferBuilder<'b>,
-    message: &InternalMessage,
-) -> (fb::Message, WIPOffset<flatbuffers::UnionWIPOffset>) {
-    match message {
-        InternalMessage::Raft(payload) => {
-            let payload = b.create_vector(payload);
-            let t = fb::RaftMessage::create(
-                b,
-                &fb::RaftMessageArgs {
-                    payload: Some(payload),
-                },
-            );
-            (fb::Message::RaftMessage, t.as_union_value())
-        }
-        InternalMessage::RegisterBroker {
-            broker_id,
-            incarnation,
-            endpoints,
-            rack,
-        } => {
-            let incarnation = b.create_vector(incarnation);
-            let endpoints: Vec<_> = endpoints
-                .iter()
-                .map(|e| {
-                    let listener = b.create_string(&e.listener);
-                    let host = b.create_string(&e.host);
-                    fb::Endpoint::create(
-                        b,
-                        &fb::EndpointArgs {
-                            listener: Some(listener),
-                            host: Some(host),
-                            port: e.port,
-                        },
-                    )
-                })
-                .collect();
-            let endpoints = b.create_vector(&endpoints);
-            let rack = rack.as_deref().map(|r| b.create_string(r));
-            let t = fb::RegisterBrokerRequest::create(
-                b,
-                &fb::RegisterBrokerRequestArgs {
-                    broker_id: *broker_id,
-                    incarnation: Some(incarnation),
-                    endpoints: Some(endpoints),
-                    rack,
-                },
-            );
-            (fb::Message::RegisterBrokerRequest, t.as_union_value())
-        }
-        InternalMessage::RegisterBrokerResponse {
-            error_code,
-            broker_epoch,
-        } => {
-            let t = fb::RegisterBrokerResponse::create(
-                b,
-                &fb::RegisterBrokerResponseArgs {
-                    error_code: *error_code,
-                    broker_epoch: *broker_epoch,
-                },
-            );
-            (fb::Message::RegisterBrokerResponse, t.as_union_value())
-        }
-        InternalMessage::Heartbeat {
-            broker_id,
-            broker_epoch,
-            metadata_offset,
-            want_fence,
-            want_shutdown,
-        } => {
-            let t = fb::BrokerHeartbeatRequest::create(
-                b,
-                &fb::BrokerHeartbeatRequestArgs {
-                    broker_id: *broker_id,
-                    broker_epoch: *broker_epoch,
-                    metadata_offset: *metadata_offset,
-                    want_fence: *want_fence,
-                    want_shutdown: *want_shutdown,
-                },
-            );
-            (fb::Message::BrokerHeartbeatRequest, t.as_union_value())
-        }
-        InternalMessage::HeartbeatResponse {
-            error_code,
-            is_caught_up,
-            is_fenced,
-            should_shutdown,
-        } => {
-            let t = fb::BrokerHeartbeatResponse::create(
-                b,
-                &fb::BrokerHeartbeatResponseArgs {
-                    error_code: *error_code,
-                    is_caught_up: *is_caught_up,
-                    is_fenced: *is_fenced,
-                    should_shutdown: *should_shutdown,
-                },
-            );
-            (fb::Message::BrokerHeartbeatResponse, t.as_union_value())
-        }
-        InternalMessage::FetchMetadata {
-            broker_id,
-            from_offset,
-            max_bytes,
-        } => {
-            let t = fb::FetchMetadataRequest::create(
-                b,
-                &fb::FetchMetadataRequestArgs {
-                    broker_id: *broker_id,
-                    from_offset: *from_offset,
-                    max_bytes: *max_bytes,
-                },
-            );
-            (fb::Message::FetchMetadataRequest, t.as_union_value())
-        }
-        InternalMessage::FetchMetadataResponse {
-            error_code,
-            leader_id,
-            high_watermark,
-            records,
-        } => {
-            let records = b.create_vector(records);
-            let t = fb::FetchMetadataResponse::create(
-                b,
-                &fb::FetchMetadataResponseArgs {
-                    error_code: *error_code,
-                    leader_id: *leader_id,
-                    high_watermark: *high_watermark,
-                    records: Some(records),
-                },
-            );
-            (fb::Message::FetchMetadataResponse, t.as_union_value())
-        }
-    }
-}
-
 /// Decodes one frame body (after the size prefix). Never panics.
 pub fn decode_internal(body: &[u8]) -> Result<InternalFrame, InternalDecodeError> {
     // Root offset, then the 4-byte file identifier. Checked here: flatbuffers' own check
@@ -269,102 +265,10 @@ pub fn decode_internal(body: &[u8]) -> Result<InternalFrame, InternalDecodeError
     };
     let frame = fb::root_as_frame_with_opts(&opts, body)
         .map_err(|e| InternalDecodeError::Malformed(e.to_string()))?;
-    let bytes = |v: Option<flatbuffers::Vector<'_, u8>>| {
-        v.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.bytes()))
-    };
-    let message = match frame.message_type() {
-        fb::Message::RaftMessage => {
-            let m = frame
-                .message_as_raft_message()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::Raft(bytes(m.payload()))
-        }
-        fb::Message::RegisterBrokerRequest => {
-            let m = frame
-                .message_as_register_broker_request()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            let raw = m.incarnation().map_or(&[][..], |v| v.bytes());
-            let incarnation: [u8; 16] = raw
-                .try_into()
-                .map_err(|_| InternalDecodeError::BadIncarnation(raw.len()))?;
-            let endpoints = m
-                .endpoints()
-                .map(|es| {
-                    es.iter()
-                        .map(|e| Endpoint {
-                            listener: e.listener().unwrap_or_default().to_string(),
-                            host: e.host().unwrap_or_default().to_string(),
-                            port: e.port(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            InternalMessage::RegisterBroker {
-                broker_id: m.broker_id(),
-                incarnation,
-                endpoints,
-                rack: m.rack().map(str::to_string),
-            }
-        }
-        fb::Message::RegisterBrokerResponse => {
-            let m = frame
-                .message_as_register_broker_response()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::RegisterBrokerResponse {
-                error_code: m.error_code(),
-                broker_epoch: m.broker_epoch(),
-            }
-        }
-        fb::Message::BrokerHeartbeatRequest => {
-            let m = frame
-                .message_as_broker_heartbeat_request()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::Heartbeat {
-                broker_id: m.broker_id(),
-                broker_epoch: m.broker_epoch(),
-                metadata_offset: m.metadata_offset(),
-                want_fence: m.want_fence(),
-                want_shutdown: m.want_shutdown(),
-            }
-        }
-        fb::Message::BrokerHeartbeatResponse => {
-            let m = frame
-                .message_as_broker_heartbeat_response()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::HeartbeatResponse {
-                error_code: m.error_code(),
-                is_caught_up: m.is_caught_up(),
-                is_fenced: m.is_fenced(),
-                should_shutdown: m.should_shutdown(),
-            }
-        }
-        fb::Message::FetchMetadataRequest => {
-            let m = frame
-                .message_as_fetch_metadata_request()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::FetchMetadata {
-                broker_id: m.broker_id(),
-                from_offset: m.from_offset(),
-                max_bytes: m.max_bytes(),
-            }
-        }
-        fb::Message::FetchMetadataResponse => {
-            let m = frame
-                .message_as_fetch_metadata_response()
-                .ok_or(InternalDecodeError::UnknownMessage)?;
-            InternalMessage::FetchMetadataResponse {
-                error_code: m.error_code(),
-                leader_id: m.leader_id(),
-                high_watermark: m.high_watermark(),
-                records: bytes(m.records()),
-            }
-        }
-        _ => return Err(InternalDecodeError::UnknownMessage),
-    };
     Ok(InternalFrame {
         correlation_id: frame.correlation_id(),
         from_node: frame.from_node(),
-        message,
+        message: decode::message(&frame)?,
     })
 }
 

@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 7;
+        pub const ENUM_MAX_MESSAGE: u8 = 16;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 8] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 17] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -36,6 +36,15 @@ pub mod skein {
             Message::BrokerHeartbeatResponse,
             Message::FetchMetadataRequest,
             Message::FetchMetadataResponse,
+            Message::CreateTopicsRequest,
+            Message::DeleteTopicsRequest,
+            Message::CreatePartitionsRequest,
+            Message::AlterTopicConfigRequest,
+            Message::AdminResponse,
+            Message::AlterPartitionRequest,
+            Message::AlterPartitionResponse,
+            Message::AllocateProducerIdsRequest,
+            Message::AllocateProducerIdsResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -51,9 +60,18 @@ pub mod skein {
             pub const BrokerHeartbeatResponse: Self = Self(5);
             pub const FetchMetadataRequest: Self = Self(6);
             pub const FetchMetadataResponse: Self = Self(7);
+            pub const CreateTopicsRequest: Self = Self(8);
+            pub const DeleteTopicsRequest: Self = Self(9);
+            pub const CreatePartitionsRequest: Self = Self(10);
+            pub const AlterTopicConfigRequest: Self = Self(11);
+            pub const AdminResponse: Self = Self(12);
+            pub const AlterPartitionRequest: Self = Self(13);
+            pub const AlterPartitionResponse: Self = Self(14);
+            pub const AllocateProducerIdsRequest: Self = Self(15);
+            pub const AllocateProducerIdsResponse: Self = Self(16);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 7;
+            pub const ENUM_MAX: u8 = 16;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -63,6 +81,15 @@ pub mod skein {
                 Self::BrokerHeartbeatResponse,
                 Self::FetchMetadataRequest,
                 Self::FetchMetadataResponse,
+                Self::CreateTopicsRequest,
+                Self::DeleteTopicsRequest,
+                Self::CreatePartitionsRequest,
+                Self::AlterTopicConfigRequest,
+                Self::AdminResponse,
+                Self::AlterPartitionRequest,
+                Self::AlterPartitionResponse,
+                Self::AllocateProducerIdsRequest,
+                Self::AllocateProducerIdsResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -75,6 +102,15 @@ pub mod skein {
                     Self::BrokerHeartbeatResponse => Some("BrokerHeartbeatResponse"),
                     Self::FetchMetadataRequest => Some("FetchMetadataRequest"),
                     Self::FetchMetadataResponse => Some("FetchMetadataResponse"),
+                    Self::CreateTopicsRequest => Some("CreateTopicsRequest"),
+                    Self::DeleteTopicsRequest => Some("DeleteTopicsRequest"),
+                    Self::CreatePartitionsRequest => Some("CreatePartitionsRequest"),
+                    Self::AlterTopicConfigRequest => Some("AlterTopicConfigRequest"),
+                    Self::AdminResponse => Some("AdminResponse"),
+                    Self::AlterPartitionRequest => Some("AlterPartitionRequest"),
+                    Self::AlterPartitionResponse => Some("AlterPartitionResponse"),
+                    Self::AllocateProducerIdsRequest => Some("AllocateProducerIdsRequest"),
+                    Self::AllocateProducerIdsResponse => Some("AllocateProducerIdsResponse"),
                     _ => None,
                 }
             }
@@ -1180,7 +1216,7 @@ pub mod skein {
         impl<'a> FetchMetadataRequest<'a> {
             pub const VT_BROKER_ID: ::flatbuffers::VOffsetT = 4;
             pub const VT_FROM_OFFSET: ::flatbuffers::VOffsetT = 6;
-            pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 8;
+            pub const VT_MAX_WAIT_MS: ::flatbuffers::VOffsetT = 8;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1198,7 +1234,7 @@ pub mod skein {
             ) -> ::flatbuffers::WIPOffset<FetchMetadataRequest<'bldr>> {
                 let mut builder = FetchMetadataRequestBuilder::new(_fbb);
                 builder.add_from_offset(args.from_offset);
-                builder.add_max_bytes(args.max_bytes);
+                builder.add_max_wait_ms(args.max_wait_ms);
                 builder.add_broker_id(args.broker_id);
                 builder.finish()
             }
@@ -1221,18 +1257,18 @@ pub mod skein {
                 // which contains a valid value in this slot
                 unsafe {
                     self._tab
-                        .get::<i64>(FetchMetadataRequest::VT_FROM_OFFSET, Some(0))
+                        .get::<i64>(FetchMetadataRequest::VT_FROM_OFFSET, Some(-1))
                         .unwrap()
                 }
             }
             #[inline]
-            pub fn max_bytes(&self) -> i32 {
+            pub fn max_wait_ms(&self) -> i32 {
                 // Safety:
                 // Created from valid Table for this object
                 // which contains a valid value in this slot
                 unsafe {
                     self._tab
-                        .get::<i32>(FetchMetadataRequest::VT_MAX_BYTES, Some(0))
+                        .get::<i32>(FetchMetadataRequest::VT_MAX_WAIT_MS, Some(0))
                         .unwrap()
                 }
             }
@@ -1247,7 +1283,7 @@ pub mod skein {
                 v.visit_table(pos)?
                     .visit_field::<i32>("broker_id", Self::VT_BROKER_ID, false)?
                     .visit_field::<i64>("from_offset", Self::VT_FROM_OFFSET, false)?
-                    .visit_field::<i32>("max_bytes", Self::VT_MAX_BYTES, false)?
+                    .visit_field::<i32>("max_wait_ms", Self::VT_MAX_WAIT_MS, false)?
                     .finish();
                 Ok(())
             }
@@ -1255,15 +1291,15 @@ pub mod skein {
         pub struct FetchMetadataRequestArgs {
             pub broker_id: i32,
             pub from_offset: i64,
-            pub max_bytes: i32,
+            pub max_wait_ms: i32,
         }
         impl<'a> Default for FetchMetadataRequestArgs {
             #[inline]
             fn default() -> Self {
                 FetchMetadataRequestArgs {
                     broker_id: 0,
-                    from_offset: 0,
-                    max_bytes: 0,
+                    from_offset: -1,
+                    max_wait_ms: 0,
                 }
             }
         }
@@ -1281,12 +1317,12 @@ pub mod skein {
             #[inline]
             pub fn add_from_offset(&mut self, from_offset: i64) {
                 self.fbb_
-                    .push_slot::<i64>(FetchMetadataRequest::VT_FROM_OFFSET, from_offset, 0);
+                    .push_slot::<i64>(FetchMetadataRequest::VT_FROM_OFFSET, from_offset, -1);
             }
             #[inline]
-            pub fn add_max_bytes(&mut self, max_bytes: i32) {
+            pub fn add_max_wait_ms(&mut self, max_wait_ms: i32) {
                 self.fbb_
-                    .push_slot::<i32>(FetchMetadataRequest::VT_MAX_BYTES, max_bytes, 0);
+                    .push_slot::<i32>(FetchMetadataRequest::VT_MAX_WAIT_MS, max_wait_ms, 0);
             }
             #[inline]
             pub fn new(
@@ -1310,7 +1346,7 @@ pub mod skein {
                 let mut ds = f.debug_struct("FetchMetadataRequest");
                 ds.field("broker_id", &self.broker_id());
                 ds.field("from_offset", &self.from_offset());
-                ds.field("max_bytes", &self.max_bytes());
+                ds.field("max_wait_ms", &self.max_wait_ms());
                 ds.finish()
             }
         }
@@ -1334,8 +1370,8 @@ pub mod skein {
         impl<'a> FetchMetadataResponse<'a> {
             pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
             pub const VT_LEADER_ID: ::flatbuffers::VOffsetT = 6;
-            pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 8;
-            pub const VT_RECORDS: ::flatbuffers::VOffsetT = 10;
+            pub const VT_OFFSET: ::flatbuffers::VOffsetT = 8;
+            pub const VT_IMAGE: ::flatbuffers::VOffsetT = 10;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1352,9 +1388,9 @@ pub mod skein {
                 args: &'args FetchMetadataResponseArgs<'args>,
             ) -> ::flatbuffers::WIPOffset<FetchMetadataResponse<'bldr>> {
                 let mut builder = FetchMetadataResponseBuilder::new(_fbb);
-                builder.add_high_watermark(args.high_watermark);
-                if let Some(x) = args.records {
-                    builder.add_records(x);
+                builder.add_offset(args.offset);
+                if let Some(x) = args.image {
+                    builder.add_image(x);
                 }
                 builder.add_leader_id(args.leader_id);
                 builder.add_error_code(args.error_code);
@@ -1384,25 +1420,25 @@ pub mod skein {
                 }
             }
             #[inline]
-            pub fn high_watermark(&self) -> i64 {
+            pub fn offset(&self) -> i64 {
                 // Safety:
                 // Created from valid Table for this object
                 // which contains a valid value in this slot
                 unsafe {
                     self._tab
-                        .get::<i64>(FetchMetadataResponse::VT_HIGH_WATERMARK, Some(0))
+                        .get::<i64>(FetchMetadataResponse::VT_OFFSET, Some(-1))
                         .unwrap()
                 }
             }
             #[inline]
-            pub fn records(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+            pub fn image(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
                 // Safety:
                 // Created from valid Table for this object
                 // which contains a valid value in this slot
                 unsafe {
                     self._tab
                         .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
-                            FetchMetadataResponse::VT_RECORDS,
+                            FetchMetadataResponse::VT_IMAGE,
                             None,
                         )
                 }
@@ -1418,10 +1454,10 @@ pub mod skein {
                 v.visit_table(pos)?
                     .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
                     .visit_field::<i32>("leader_id", Self::VT_LEADER_ID, false)?
-                    .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+                    .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
                     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
-                        "records",
-                        Self::VT_RECORDS,
+                        "image",
+                        Self::VT_IMAGE,
                         false,
                     )?
                     .finish();
@@ -1431,8 +1467,8 @@ pub mod skein {
         pub struct FetchMetadataResponseArgs<'a> {
             pub error_code: i16,
             pub leader_id: i32,
-            pub high_watermark: i64,
-            pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub offset: i64,
+            pub image: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
         }
         impl<'a> Default for FetchMetadataResponseArgs<'a> {
             #[inline]
@@ -1440,8 +1476,8 @@ pub mod skein {
                 FetchMetadataResponseArgs {
                     error_code: 0,
                     leader_id: -1,
-                    high_watermark: 0,
-                    records: None,
+                    offset: -1,
+                    image: None,
                 }
             }
         }
@@ -1462,21 +1498,18 @@ pub mod skein {
                     .push_slot::<i32>(FetchMetadataResponse::VT_LEADER_ID, leader_id, -1);
             }
             #[inline]
-            pub fn add_high_watermark(&mut self, high_watermark: i64) {
-                self.fbb_.push_slot::<i64>(
-                    FetchMetadataResponse::VT_HIGH_WATERMARK,
-                    high_watermark,
-                    0,
-                );
+            pub fn add_offset(&mut self, offset: i64) {
+                self.fbb_
+                    .push_slot::<i64>(FetchMetadataResponse::VT_OFFSET, offset, -1);
             }
             #[inline]
-            pub fn add_records(
+            pub fn add_image(
                 &mut self,
-                records: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+                image: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
             ) {
                 self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
-                    FetchMetadataResponse::VT_RECORDS,
-                    records,
+                    FetchMetadataResponse::VT_IMAGE,
+                    image,
                 );
             }
             #[inline]
@@ -1501,8 +1534,2335 @@ pub mod skein {
                 let mut ds = f.debug_struct("FetchMetadataResponse");
                 ds.field("error_code", &self.error_code());
                 ds.field("leader_id", &self.leader_id());
-                ds.field("high_watermark", &self.high_watermark());
-                ds.field("records", &self.records());
+                ds.field("offset", &self.offset());
+                ds.field("image", &self.image());
+                ds.finish()
+            }
+        }
+        pub enum ConfigEntryOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ConfigEntry<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ConfigEntry<'a> {
+            type Inner = ConfigEntry<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ConfigEntry<'a> {
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ConfigEntry { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ConfigEntryArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ConfigEntry<'bldr>> {
+                let mut builder = ConfigEntryBuilder::new(_fbb);
+                if let Some(x) = args.value {
+                    builder.add_value(x);
+                }
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_NAME, None)
+                }
+            }
+            #[inline]
+            pub fn value(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(ConfigEntry::VT_VALUE, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ConfigEntry<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "name",
+                        Self::VT_NAME,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "value",
+                        Self::VT_VALUE,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ConfigEntryArgs<'a> {
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for ConfigEntryArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ConfigEntryArgs {
+                    name: None,
+                    value: None,
+                }
+            }
+        }
+
+        pub struct ConfigEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigEntryBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(ConfigEntry::VT_VALUE, value);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ConfigEntryBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ConfigEntryBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ConfigEntry<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ConfigEntry<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ConfigEntry");
+                ds.field("name", &self.name());
+                ds.field("value", &self.value());
+                ds.finish()
+            }
+        }
+        pub enum ReplicaListOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ReplicaList<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ReplicaList<'a> {
+            type Inner = ReplicaList<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ReplicaList<'a> {
+            pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ReplicaList { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ReplicaListArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ReplicaList<'bldr>> {
+                let mut builder = ReplicaListBuilder::new(_fbb);
+                if let Some(x) = args.replicas {
+                    builder.add_replicas(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                            ReplicaList::VT_REPLICAS,
+                            None,
+                        )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ReplicaList<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "replicas",
+                        Self::VT_REPLICAS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ReplicaListArgs<'a> {
+            pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+        }
+        impl<'a> Default for ReplicaListArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ReplicaListArgs { replicas: None }
+            }
+        }
+
+        pub struct ReplicaListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReplicaListBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_replicas(
+                &mut self,
+                replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ReplicaList::VT_REPLICAS,
+                    replicas,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ReplicaListBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ReplicaListBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ReplicaList<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ReplicaList<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ReplicaList");
+                ds.field("replicas", &self.replicas());
+                ds.finish()
+            }
+        }
+        pub enum NewTopicOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct NewTopic<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for NewTopic<'a> {
+            type Inner = NewTopic<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> NewTopic<'a> {
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+            pub const VT_NUM_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_REPLICATION_FACTOR: ::flatbuffers::VOffsetT = 8;
+            pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 10;
+            pub const VT_ASSIGNMENTS: ::flatbuffers::VOffsetT = 12;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                NewTopic { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args NewTopicArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<NewTopic<'bldr>> {
+                let mut builder = NewTopicBuilder::new(_fbb);
+                if let Some(x) = args.assignments {
+                    builder.add_assignments(x);
+                }
+                if let Some(x) = args.configs {
+                    builder.add_configs(x);
+                }
+                builder.add_num_partitions(args.num_partitions);
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                builder.add_replication_factor(args.replication_factor);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(NewTopic::VT_NAME, None)
+                }
+            }
+            #[inline]
+            pub fn num_partitions(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(NewTopic::VT_NUM_PARTITIONS, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn replication_factor(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(NewTopic::VT_REPLICATION_FACTOR, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn configs(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>(NewTopic::VT_CONFIGS, None)
+                }
+            }
+            #[inline]
+            pub fn assignments(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaList<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaList>>,
+                    >>(NewTopic::VT_ASSIGNMENTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for NewTopic<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "name",
+                        Self::VT_NAME,
+                        false,
+                    )?
+                    .visit_field::<i32>("num_partitions", Self::VT_NUM_PARTITIONS, false)?
+                    .visit_field::<i16>("replication_factor", Self::VT_REPLICATION_FACTOR, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>("configs", Self::VT_CONFIGS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaList>>,
+                    >>("assignments", Self::VT_ASSIGNMENTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct NewTopicArgs<'a> {
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub num_partitions: i32,
+            pub replication_factor: i16,
+            pub configs: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>,
+                >,
+            >,
+            pub assignments: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaList<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for NewTopicArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                NewTopicArgs {
+                    name: None,
+                    num_partitions: 0,
+                    replication_factor: 0,
+                    configs: None,
+                    assignments: None,
+                }
+            }
+        }
+
+        pub struct NewTopicBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NewTopicBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(NewTopic::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_num_partitions(&mut self, num_partitions: i32) {
+                self.fbb_
+                    .push_slot::<i32>(NewTopic::VT_NUM_PARTITIONS, num_partitions, 0);
+            }
+            #[inline]
+            pub fn add_replication_factor(&mut self, replication_factor: i16) {
+                self.fbb_
+                    .push_slot::<i16>(NewTopic::VT_REPLICATION_FACTOR, replication_factor, 0);
+            }
+            #[inline]
+            pub fn add_configs(
+                &mut self,
+                configs: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ConfigEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(NewTopic::VT_CONFIGS, configs);
+            }
+            #[inline]
+            pub fn add_assignments(
+                &mut self,
+                assignments: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ReplicaList<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    NewTopic::VT_ASSIGNMENTS,
+                    assignments,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> NewTopicBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                NewTopicBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<NewTopic<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for NewTopic<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("NewTopic");
+                ds.field("name", &self.name());
+                ds.field("num_partitions", &self.num_partitions());
+                ds.field("replication_factor", &self.replication_factor());
+                ds.field("configs", &self.configs());
+                ds.field("assignments", &self.assignments());
+                ds.finish()
+            }
+        }
+        pub enum CreateTopicsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct CreateTopicsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for CreateTopicsRequest<'a> {
+            type Inner = CreateTopicsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> CreateTopicsRequest<'a> {
+            pub const VT_TOPICS: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALIDATE_ONLY: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                CreateTopicsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args CreateTopicsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<CreateTopicsRequest<'bldr>> {
+                let mut builder = CreateTopicsRequestBuilder::new(_fbb);
+                if let Some(x) = args.topics {
+                    builder.add_topics(x);
+                }
+                builder.add_validate_only(args.validate_only);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topics(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NewTopic<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NewTopic>>,
+                    >>(CreateTopicsRequest::VT_TOPICS, None)
+                }
+            }
+            #[inline]
+            pub fn validate_only(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(CreateTopicsRequest::VT_VALIDATE_ONLY, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for CreateTopicsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<NewTopic>>,
+                    >>("topics", Self::VT_TOPICS, false)?
+                    .visit_field::<bool>("validate_only", Self::VT_VALIDATE_ONLY, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CreateTopicsRequestArgs<'a> {
+            pub topics: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<NewTopic<'a>>>,
+                >,
+            >,
+            pub validate_only: bool,
+        }
+        impl<'a> Default for CreateTopicsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CreateTopicsRequestArgs {
+                    topics: None,
+                    validate_only: false,
+                }
+            }
+        }
+
+        pub struct CreateTopicsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateTopicsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topics(
+                &mut self,
+                topics: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<NewTopic<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CreateTopicsRequest::VT_TOPICS,
+                    topics,
+                );
+            }
+            #[inline]
+            pub fn add_validate_only(&mut self, validate_only: bool) {
+                self.fbb_.push_slot::<bool>(
+                    CreateTopicsRequest::VT_VALIDATE_ONLY,
+                    validate_only,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> CreateTopicsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                CreateTopicsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<CreateTopicsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for CreateTopicsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("CreateTopicsRequest");
+                ds.field("topics", &self.topics());
+                ds.field("validate_only", &self.validate_only());
+                ds.finish()
+            }
+        }
+        pub enum DeleteTopicsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct DeleteTopicsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for DeleteTopicsRequest<'a> {
+            type Inner = DeleteTopicsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> DeleteTopicsRequest<'a> {
+            pub const VT_NAMES: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                DeleteTopicsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args DeleteTopicsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<DeleteTopicsRequest<'bldr>> {
+                let mut builder = DeleteTopicsRequestBuilder::new(_fbb);
+                if let Some(x) = args.names {
+                    builder.add_names(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn names(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
+                    >>(DeleteTopicsRequest::VT_NAMES, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for DeleteTopicsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>,
+                    >>("names", Self::VT_NAMES, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct DeleteTopicsRequestArgs<'a> {
+            pub names: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
+                >,
+            >,
+        }
+        impl<'a> Default for DeleteTopicsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                DeleteTopicsRequestArgs { names: None }
+            }
+        }
+
+        pub struct DeleteTopicsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeleteTopicsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_names(
+                &mut self,
+                names: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<&'b str>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    DeleteTopicsRequest::VT_NAMES,
+                    names,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> DeleteTopicsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                DeleteTopicsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<DeleteTopicsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for DeleteTopicsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("DeleteTopicsRequest");
+                ds.field("names", &self.names());
+                ds.finish()
+            }
+        }
+        pub enum PartitionCountOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct PartitionCount<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for PartitionCount<'a> {
+            type Inner = PartitionCount<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> PartitionCount<'a> {
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+            pub const VT_COUNT: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                PartitionCount { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args PartitionCountArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<PartitionCount<'bldr>> {
+                let mut builder = PartitionCountBuilder::new(_fbb);
+                builder.add_count(args.count);
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionCount::VT_NAME, None)
+                }
+            }
+            #[inline]
+            pub fn count(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(PartitionCount::VT_COUNT, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for PartitionCount<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "name",
+                        Self::VT_NAME,
+                        false,
+                    )?
+                    .visit_field::<i32>("count", Self::VT_COUNT, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct PartitionCountArgs<'a> {
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub count: i32,
+        }
+        impl<'a> Default for PartitionCountArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                PartitionCountArgs {
+                    name: None,
+                    count: 0,
+                }
+            }
+        }
+
+        pub struct PartitionCountBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionCountBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionCount::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_count(&mut self, count: i32) {
+                self.fbb_
+                    .push_slot::<i32>(PartitionCount::VT_COUNT, count, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> PartitionCountBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                PartitionCountBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionCount<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for PartitionCount<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("PartitionCount");
+                ds.field("name", &self.name());
+                ds.field("count", &self.count());
+                ds.finish()
+            }
+        }
+        pub enum CreatePartitionsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct CreatePartitionsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for CreatePartitionsRequest<'a> {
+            type Inner = CreatePartitionsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> CreatePartitionsRequest<'a> {
+            pub const VT_TOPICS: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALIDATE_ONLY: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                CreatePartitionsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args CreatePartitionsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<CreatePartitionsRequest<'bldr>> {
+                let mut builder = CreatePartitionsRequestBuilder::new(_fbb);
+                if let Some(x) = args.topics {
+                    builder.add_topics(x);
+                }
+                builder.add_validate_only(args.validate_only);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topics(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionCount<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionCount>>,
+                    >>(CreatePartitionsRequest::VT_TOPICS, None)
+                }
+            }
+            #[inline]
+            pub fn validate_only(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(CreatePartitionsRequest::VT_VALIDATE_ONLY, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for CreatePartitionsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionCount>>,
+                    >>("topics", Self::VT_TOPICS, false)?
+                    .visit_field::<bool>("validate_only", Self::VT_VALIDATE_ONLY, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CreatePartitionsRequestArgs<'a> {
+            pub topics: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionCount<'a>>>,
+                >,
+            >,
+            pub validate_only: bool,
+        }
+        impl<'a> Default for CreatePartitionsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CreatePartitionsRequestArgs {
+                    topics: None,
+                    validate_only: false,
+                }
+            }
+        }
+
+        pub struct CreatePartitionsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreatePartitionsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topics(
+                &mut self,
+                topics: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<PartitionCount<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    CreatePartitionsRequest::VT_TOPICS,
+                    topics,
+                );
+            }
+            #[inline]
+            pub fn add_validate_only(&mut self, validate_only: bool) {
+                self.fbb_.push_slot::<bool>(
+                    CreatePartitionsRequest::VT_VALIDATE_ONLY,
+                    validate_only,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> CreatePartitionsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                CreatePartitionsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<CreatePartitionsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for CreatePartitionsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("CreatePartitionsRequest");
+                ds.field("topics", &self.topics());
+                ds.field("validate_only", &self.validate_only());
+                ds.finish()
+            }
+        }
+        pub enum AlterTopicConfigRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterTopicConfigRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterTopicConfigRequest<'a> {
+            type Inner = AlterTopicConfigRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterTopicConfigRequest<'a> {
+            pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+            pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_VALIDATE_ONLY: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterTopicConfigRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterTopicConfigRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterTopicConfigRequest<'bldr>> {
+                let mut builder = AlterTopicConfigRequestBuilder::new(_fbb);
+                if let Some(x) = args.configs {
+                    builder.add_configs(x);
+                }
+                if let Some(x) = args.topic {
+                    builder.add_topic(x);
+                }
+                builder.add_validate_only(args.validate_only);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topic(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        AlterTopicConfigRequest::VT_TOPIC,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn configs(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>(AlterTopicConfigRequest::VT_CONFIGS, None)
+                }
+            }
+            #[inline]
+            pub fn validate_only(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(AlterTopicConfigRequest::VT_VALIDATE_ONLY, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterTopicConfigRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "topic",
+                        Self::VT_TOPIC,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>,
+                    >>("configs", Self::VT_CONFIGS, false)?
+                    .visit_field::<bool>("validate_only", Self::VT_VALIDATE_ONLY, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterTopicConfigRequestArgs<'a> {
+            pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub configs: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>,
+                >,
+            >,
+            pub validate_only: bool,
+        }
+        impl<'a> Default for AlterTopicConfigRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterTopicConfigRequestArgs {
+                    topic: None,
+                    configs: None,
+                    validate_only: false,
+                }
+            }
+        }
+
+        pub struct AlterTopicConfigRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterTopicConfigRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterTopicConfigRequest::VT_TOPIC,
+                    topic,
+                );
+            }
+            #[inline]
+            pub fn add_configs(
+                &mut self,
+                configs: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ConfigEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterTopicConfigRequest::VT_CONFIGS,
+                    configs,
+                );
+            }
+            #[inline]
+            pub fn add_validate_only(&mut self, validate_only: bool) {
+                self.fbb_.push_slot::<bool>(
+                    AlterTopicConfigRequest::VT_VALIDATE_ONLY,
+                    validate_only,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterTopicConfigRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterTopicConfigRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterTopicConfigRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterTopicConfigRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterTopicConfigRequest");
+                ds.field("topic", &self.topic());
+                ds.field("configs", &self.configs());
+                ds.field("validate_only", &self.validate_only());
+                ds.finish()
+            }
+        }
+        pub enum TopicResultOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct TopicResult<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for TopicResult<'a> {
+            type Inner = TopicResult<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> TopicResult<'a> {
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ERROR_MESSAGE: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                TopicResult { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args TopicResultArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<TopicResult<'bldr>> {
+                let mut builder = TopicResultBuilder::new(_fbb);
+                if let Some(x) = args.error_message {
+                    builder.add_error_message(x);
+                }
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(TopicResult::VT_NAME, None)
+                }
+            }
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(TopicResult::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn error_message(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        TopicResult::VT_ERROR_MESSAGE,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for TopicResult<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "name",
+                        Self::VT_NAME,
+                        false,
+                    )?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "error_message",
+                        Self::VT_ERROR_MESSAGE,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct TopicResultArgs<'a> {
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub error_code: i16,
+            pub error_message: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for TopicResultArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                TopicResultArgs {
+                    name: None,
+                    error_code: 0,
+                    error_message: None,
+                }
+            }
+        }
+
+        pub struct TopicResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TopicResultBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(TopicResult::VT_NAME, name);
+            }
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_
+                    .push_slot::<i16>(TopicResult::VT_ERROR_CODE, error_code, 0);
+            }
+            #[inline]
+            pub fn add_error_message(&mut self, error_message: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    TopicResult::VT_ERROR_MESSAGE,
+                    error_message,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> TopicResultBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                TopicResultBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<TopicResult<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for TopicResult<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("TopicResult");
+                ds.field("name", &self.name());
+                ds.field("error_code", &self.error_code());
+                ds.field("error_message", &self.error_message());
+                ds.finish()
+            }
+        }
+        pub enum AdminResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AdminResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AdminResponse<'a> {
+            type Inner = AdminResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AdminResponse<'a> {
+            pub const VT_RESULTS: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AdminResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AdminResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AdminResponse<'bldr>> {
+                let mut builder = AdminResponseBuilder::new(_fbb);
+                if let Some(x) = args.results {
+                    builder.add_results(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn results(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicResult<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicResult>>,
+                    >>(AdminResponse::VT_RESULTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AdminResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TopicResult>>,
+                    >>("results", Self::VT_RESULTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AdminResponseArgs<'a> {
+            pub results: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicResult<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for AdminResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AdminResponseArgs { results: None }
+            }
+        }
+
+        pub struct AdminResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AdminResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_results(
+                &mut self,
+                results: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<TopicResult<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AdminResponse::VT_RESULTS,
+                    results,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AdminResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AdminResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AdminResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AdminResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AdminResponse");
+                ds.field("results", &self.results());
+                ds.finish()
+            }
+        }
+        pub enum AlterPartitionRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterPartitionRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterPartitionRequest<'a> {
+            type Inner = AlterPartitionRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterPartitionRequest<'a> {
+            pub const VT_BROKER_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_BROKER_EPOCH: ::flatbuffers::VOffsetT = 6;
+            pub const VT_TOPIC_ID: ::flatbuffers::VOffsetT = 8;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 10;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 12;
+            pub const VT_PARTITION_EPOCH: ::flatbuffers::VOffsetT = 14;
+            pub const VT_ISR: ::flatbuffers::VOffsetT = 16;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterPartitionRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterPartitionRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterPartitionRequest<'bldr>> {
+                let mut builder = AlterPartitionRequestBuilder::new(_fbb);
+                builder.add_broker_epoch(args.broker_epoch);
+                if let Some(x) = args.isr {
+                    builder.add_isr(x);
+                }
+                builder.add_partition_epoch(args.partition_epoch);
+                builder.add_leader_epoch(args.leader_epoch);
+                builder.add_partition(args.partition);
+                if let Some(x) = args.topic_id {
+                    builder.add_topic_id(x);
+                }
+                builder.add_broker_id(args.broker_id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn broker_id(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionRequest::VT_BROKER_ID, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn broker_epoch(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(AlterPartitionRequest::VT_BROKER_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn topic_id(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                            AlterPartitionRequest::VT_TOPIC_ID,
+                            None,
+                        )
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionRequest::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionRequest::VT_LEADER_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn partition_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionRequest::VT_PARTITION_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn isr(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                            AlterPartitionRequest::VT_ISR,
+                            None,
+                        )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterPartitionRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i32>("broker_id", Self::VT_BROKER_ID, false)?
+                    .visit_field::<i64>("broker_epoch", Self::VT_BROKER_EPOCH, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "topic_id",
+                        Self::VT_TOPIC_ID,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<i32>("partition_epoch", Self::VT_PARTITION_EPOCH, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "isr",
+                        Self::VT_ISR,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterPartitionRequestArgs<'a> {
+            pub broker_id: i32,
+            pub broker_epoch: i64,
+            pub topic_id: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub partition: i32,
+            pub leader_epoch: i32,
+            pub partition_epoch: i32,
+            pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+        }
+        impl<'a> Default for AlterPartitionRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterPartitionRequestArgs {
+                    broker_id: 0,
+                    broker_epoch: 0,
+                    topic_id: None,
+                    partition: 0,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    isr: None,
+                }
+            }
+        }
+
+        pub struct AlterPartitionRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterPartitionRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_broker_id(&mut self, broker_id: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AlterPartitionRequest::VT_BROKER_ID, broker_id, 0);
+            }
+            #[inline]
+            pub fn add_broker_epoch(&mut self, broker_epoch: i64) {
+                self.fbb_
+                    .push_slot::<i64>(AlterPartitionRequest::VT_BROKER_EPOCH, broker_epoch, 0);
+            }
+            #[inline]
+            pub fn add_topic_id(
+                &mut self,
+                topic_id: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterPartitionRequest::VT_TOPIC_ID,
+                    topic_id,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AlterPartitionRequest::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AlterPartitionRequest::VT_LEADER_EPOCH, leader_epoch, 0);
+            }
+            #[inline]
+            pub fn add_partition_epoch(&mut self, partition_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    AlterPartitionRequest::VT_PARTITION_EPOCH,
+                    partition_epoch,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_isr(
+                &mut self,
+                isr: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterPartitionRequest::VT_ISR,
+                    isr,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterPartitionRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterPartitionRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterPartitionRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterPartitionRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterPartitionRequest");
+                ds.field("broker_id", &self.broker_id());
+                ds.field("broker_epoch", &self.broker_epoch());
+                ds.field("topic_id", &self.topic_id());
+                ds.field("partition", &self.partition());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("partition_epoch", &self.partition_epoch());
+                ds.field("isr", &self.isr());
+                ds.finish()
+            }
+        }
+        pub enum AlterPartitionResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterPartitionResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterPartitionResponse<'a> {
+            type Inner = AlterPartitionResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterPartitionResponse<'a> {
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_LEADER: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ISR: ::flatbuffers::VOffsetT = 8;
+            pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 10;
+            pub const VT_PARTITION_EPOCH: ::flatbuffers::VOffsetT = 12;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterPartitionResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterPartitionResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterPartitionResponse<'bldr>> {
+                let mut builder = AlterPartitionResponseBuilder::new(_fbb);
+                builder.add_partition_epoch(args.partition_epoch);
+                builder.add_leader_epoch(args.leader_epoch);
+                if let Some(x) = args.isr {
+                    builder.add_isr(x);
+                }
+                builder.add_leader(args.leader);
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(AlterPartitionResponse::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn leader(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionResponse::VT_LEADER, Some(-1))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn isr(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                            AlterPartitionResponse::VT_ISR,
+                            None,
+                        )
+                }
+            }
+            #[inline]
+            pub fn leader_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionResponse::VT_LEADER_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn partition_epoch(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AlterPartitionResponse::VT_PARTITION_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterPartitionResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<i32>("leader", Self::VT_LEADER, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "isr",
+                        Self::VT_ISR,
+                        false,
+                    )?
+                    .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+                    .visit_field::<i32>("partition_epoch", Self::VT_PARTITION_EPOCH, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterPartitionResponseArgs<'a> {
+            pub error_code: i16,
+            pub leader: i32,
+            pub isr: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+            pub leader_epoch: i32,
+            pub partition_epoch: i32,
+        }
+        impl<'a> Default for AlterPartitionResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterPartitionResponseArgs {
+                    error_code: 0,
+                    leader: -1,
+                    isr: None,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }
+            }
+        }
+
+        pub struct AlterPartitionResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterPartitionResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_
+                    .push_slot::<i16>(AlterPartitionResponse::VT_ERROR_CODE, error_code, 0);
+            }
+            #[inline]
+            pub fn add_leader(&mut self, leader: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AlterPartitionResponse::VT_LEADER, leader, -1);
+            }
+            #[inline]
+            pub fn add_isr(
+                &mut self,
+                isr: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterPartitionResponse::VT_ISR,
+                    isr,
+                );
+            }
+            #[inline]
+            pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    AlterPartitionResponse::VT_LEADER_EPOCH,
+                    leader_epoch,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_partition_epoch(&mut self, partition_epoch: i32) {
+                self.fbb_.push_slot::<i32>(
+                    AlterPartitionResponse::VT_PARTITION_EPOCH,
+                    partition_epoch,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterPartitionResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterPartitionResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterPartitionResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterPartitionResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterPartitionResponse");
+                ds.field("error_code", &self.error_code());
+                ds.field("leader", &self.leader());
+                ds.field("isr", &self.isr());
+                ds.field("leader_epoch", &self.leader_epoch());
+                ds.field("partition_epoch", &self.partition_epoch());
+                ds.finish()
+            }
+        }
+        pub enum AllocateProducerIdsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AllocateProducerIdsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AllocateProducerIdsRequest<'a> {
+            type Inner = AllocateProducerIdsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AllocateProducerIdsRequest<'a> {
+            pub const VT_BROKER_ID: ::flatbuffers::VOffsetT = 4;
+            pub const VT_BROKER_EPOCH: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AllocateProducerIdsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AllocateProducerIdsRequestArgs,
+            ) -> ::flatbuffers::WIPOffset<AllocateProducerIdsRequest<'bldr>> {
+                let mut builder = AllocateProducerIdsRequestBuilder::new(_fbb);
+                builder.add_broker_epoch(args.broker_epoch);
+                builder.add_broker_id(args.broker_id);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn broker_id(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AllocateProducerIdsRequest::VT_BROKER_ID, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn broker_epoch(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(AllocateProducerIdsRequest::VT_BROKER_EPOCH, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AllocateProducerIdsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i32>("broker_id", Self::VT_BROKER_ID, false)?
+                    .visit_field::<i64>("broker_epoch", Self::VT_BROKER_EPOCH, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AllocateProducerIdsRequestArgs {
+            pub broker_id: i32,
+            pub broker_epoch: i64,
+        }
+        impl<'a> Default for AllocateProducerIdsRequestArgs {
+            #[inline]
+            fn default() -> Self {
+                AllocateProducerIdsRequestArgs {
+                    broker_id: 0,
+                    broker_epoch: 0,
+                }
+            }
+        }
+
+        pub struct AllocateProducerIdsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AllocateProducerIdsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_broker_id(&mut self, broker_id: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AllocateProducerIdsRequest::VT_BROKER_ID, broker_id, 0);
+            }
+            #[inline]
+            pub fn add_broker_epoch(&mut self, broker_epoch: i64) {
+                self.fbb_.push_slot::<i64>(
+                    AllocateProducerIdsRequest::VT_BROKER_EPOCH,
+                    broker_epoch,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AllocateProducerIdsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AllocateProducerIdsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AllocateProducerIdsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AllocateProducerIdsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AllocateProducerIdsRequest");
+                ds.field("broker_id", &self.broker_id());
+                ds.field("broker_epoch", &self.broker_epoch());
+                ds.finish()
+            }
+        }
+        pub enum AllocateProducerIdsResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AllocateProducerIdsResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AllocateProducerIdsResponse<'a> {
+            type Inner = AllocateProducerIdsResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AllocateProducerIdsResponse<'a> {
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_START: ::flatbuffers::VOffsetT = 6;
+            pub const VT_LEN: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AllocateProducerIdsResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AllocateProducerIdsResponseArgs,
+            ) -> ::flatbuffers::WIPOffset<AllocateProducerIdsResponse<'bldr>> {
+                let mut builder = AllocateProducerIdsResponseBuilder::new(_fbb);
+                builder.add_start(args.start);
+                builder.add_len(args.len);
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(AllocateProducerIdsResponse::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn start(&self) -> i64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i64>(AllocateProducerIdsResponse::VT_START, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn len(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(AllocateProducerIdsResponse::VT_LEN, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AllocateProducerIdsResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<i64>("start", Self::VT_START, false)?
+                    .visit_field::<i32>("len", Self::VT_LEN, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AllocateProducerIdsResponseArgs {
+            pub error_code: i16,
+            pub start: i64,
+            pub len: i32,
+        }
+        impl<'a> Default for AllocateProducerIdsResponseArgs {
+            #[inline]
+            fn default() -> Self {
+                AllocateProducerIdsResponseArgs {
+                    error_code: 0,
+                    start: 0,
+                    len: 0,
+                }
+            }
+        }
+
+        pub struct AllocateProducerIdsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AllocateProducerIdsResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_.push_slot::<i16>(
+                    AllocateProducerIdsResponse::VT_ERROR_CODE,
+                    error_code,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_start(&mut self, start: i64) {
+                self.fbb_
+                    .push_slot::<i64>(AllocateProducerIdsResponse::VT_START, start, 0);
+            }
+            #[inline]
+            pub fn add_len(&mut self, len: i32) {
+                self.fbb_
+                    .push_slot::<i32>(AllocateProducerIdsResponse::VT_LEN, len, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AllocateProducerIdsResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AllocateProducerIdsResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AllocateProducerIdsResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AllocateProducerIdsResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AllocateProducerIdsResponse");
+                ds.field("error_code", &self.error_code());
+                ds.field("start", &self.start());
+                ds.field("len", &self.len());
                 ds.finish()
             }
         }
@@ -1705,6 +4065,151 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_create_topics_request(&self) -> Option<CreateTopicsRequest<'a>> {
+                if self.message_type() == Message::CreateTopicsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { CreateTopicsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_delete_topics_request(&self) -> Option<DeleteTopicsRequest<'a>> {
+                if self.message_type() == Message::DeleteTopicsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { DeleteTopicsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_create_partitions_request(
+                &self,
+            ) -> Option<CreatePartitionsRequest<'a>> {
+                if self.message_type() == Message::CreatePartitionsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { CreatePartitionsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_topic_config_request(
+                &self,
+            ) -> Option<AlterTopicConfigRequest<'a>> {
+                if self.message_type() == Message::AlterTopicConfigRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterTopicConfigRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_admin_response(&self) -> Option<AdminResponse<'a>> {
+                if self.message_type() == Message::AdminResponse {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AdminResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_partition_request(&self) -> Option<AlterPartitionRequest<'a>> {
+                if self.message_type() == Message::AlterPartitionRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterPartitionRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_partition_response(
+                &self,
+            ) -> Option<AlterPartitionResponse<'a>> {
+                if self.message_type() == Message::AlterPartitionResponse {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterPartitionResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_allocate_producer_ids_request(
+                &self,
+            ) -> Option<AllocateProducerIdsRequest<'a>> {
+                if self.message_type() == Message::AllocateProducerIdsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AllocateProducerIdsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_allocate_producer_ids_response(
+                &self,
+            ) -> Option<AllocateProducerIdsResponse<'a>> {
+                if self.message_type() == Message::AllocateProducerIdsResponse {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AllocateProducerIdsResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -1725,6 +4230,15 @@ pub mod skein {
           Message::BrokerHeartbeatResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<BrokerHeartbeatResponse>>("Message::BrokerHeartbeatResponse", pos),
           Message::FetchMetadataRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchMetadataRequest>>("Message::FetchMetadataRequest", pos),
           Message::FetchMetadataResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FetchMetadataResponse>>("Message::FetchMetadataResponse", pos),
+          Message::CreateTopicsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateTopicsRequest>>("Message::CreateTopicsRequest", pos),
+          Message::DeleteTopicsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteTopicsRequest>>("Message::DeleteTopicsRequest", pos),
+          Message::CreatePartitionsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreatePartitionsRequest>>("Message::CreatePartitionsRequest", pos),
+          Message::AlterTopicConfigRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterTopicConfigRequest>>("Message::AlterTopicConfigRequest", pos),
+          Message::AdminResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AdminResponse>>("Message::AdminResponse", pos),
+          Message::AlterPartitionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterPartitionRequest>>("Message::AlterPartitionRequest", pos),
+          Message::AlterPartitionResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterPartitionResponse>>("Message::AlterPartitionResponse", pos),
+          Message::AllocateProducerIdsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AllocateProducerIdsRequest>>("Message::AllocateProducerIdsRequest", pos),
+          Message::AllocateProducerIdsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AllocateProducerIdsResponse>>("Message::AllocateProducerIdsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -1864,6 +4378,96 @@ pub mod skein {
                     }
                     Message::FetchMetadataResponse => {
                         if let Some(x) = self.message_as_fetch_metadata_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::CreateTopicsRequest => {
+                        if let Some(x) = self.message_as_create_topics_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::DeleteTopicsRequest => {
+                        if let Some(x) = self.message_as_delete_topics_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::CreatePartitionsRequest => {
+                        if let Some(x) = self.message_as_create_partitions_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterTopicConfigRequest => {
+                        if let Some(x) = self.message_as_alter_topic_config_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AdminResponse => {
+                        if let Some(x) = self.message_as_admin_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterPartitionRequest => {
+                        if let Some(x) = self.message_as_alter_partition_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterPartitionResponse => {
+                        if let Some(x) = self.message_as_alter_partition_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AllocateProducerIdsRequest => {
+                        if let Some(x) = self.message_as_allocate_producer_ids_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AllocateProducerIdsResponse => {
+                        if let Some(x) = self.message_as_allocate_producer_ids_response() {
                             ds.field("message", &x)
                         } else {
                             ds.field(
