@@ -14,6 +14,8 @@
 mod client;
 mod peer;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
