@@ -15,11 +15,15 @@
 //!   Single-node mode is `ControllerConfig::single_node`: a one-voter group that leads at once.
 //! - [`transport`]: what a transport implements ([`RaftTransport`]) and the wire encoding of
 //!   a Raft message; incoming messages go to a node's [`Mailbox`].
+//! - [`rpc`]: the internal RPC over TCP: [`serve`] (a node's server: Raft frames to its
+//!   mailbox, requests to a [`RequestHandler`]), [`PeerTransport`] (a voter's outgoing Raft
+//!   messages) and [`RemoteClient`] (calls that find the active controller among the voters).
 //!
-//! Not yet: the network transport (internal RPC), flatbuffers records on the wire, broker
-//! registration and heartbeat RPCs, brokers following the metadata log, the broker's use of
-//! the controller (single-node mode inside `skein broker` included), and membership changes
-//! (the voter set is fixed when the group is born; a restart with other voters is refused).
+//! Not yet: the controller's request handler (answering the RPCs above), flatbuffers records
+//! on the wire, broker registration and heartbeat RPCs, brokers following the metadata log,
+//! the broker's use of the controller (single-node mode inside `skein broker` included), and
+//! membership changes (the voter set is fixed when the group is born; a restart with other
+//! voters is refused).
 
 pub mod codec;
 pub mod decide;
@@ -31,6 +35,7 @@ pub mod limits;
 pub mod node;
 pub mod placement;
 mod raft_log;
+pub mod rpc;
 #[cfg(test)]
 mod test_util;
 pub mod transport;
@@ -42,4 +47,5 @@ pub use node::{
     Role,
 };
 pub use raft::eraftpb::Message as RaftMessage;
+pub use rpc::{serve, PeerTransport, RemoteClient, RequestHandler, RpcError};
 pub use transport::{decode_message, encode_message, RaftTransport};

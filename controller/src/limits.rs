@@ -56,6 +56,49 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = SNAPSHOT_BYTES_MAX + (1 << 20);
 /// also how many bytes of snapshotted entries may stay on disk.
 pub const LOG_SEGMENT_BYTES_DEFAULT: u64 = 16 << 20;
 
+/// Largest internal RPC frame read or written (rpc/): a FetchMetadata answer and a Raft
+/// snapshot message carry the whole image, a few MiB for thousands of partitions, so this
+/// leaves room to grow. A larger Raft message is not sent (logged; a snapshot is reported
+/// undelivered). `read_frame` allocates only as bytes arrive, so the ceiling costs nothing.
+pub const INTERNAL_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Connecting to a voter: on a LAN a healthy peer answers in well under a millisecond; a
+/// dead host must not stall a call longer than a fraction of an election timeout.
+pub const RPC_CONNECT_TIMEOUT_MS: u64 = 500;
+/// A write that makes no progress for this long means the peer stopped reading: the
+/// connection is dropped. Long enough for a large image over a slow link.
+pub const RPC_WRITE_TIMEOUT_MS: u64 = 10_000;
+/// Raft's sender to a peer that refused a connection waits before trying again, doubling up
+/// to the max: a down voter is not hammered, and a restarted one is found within a second.
+/// Messages for it in the meantime are dropped (Raft retransmits).
+pub const PEER_RECONNECT_BACKOFF_MS_MIN: u64 = 50;
+pub const PEER_RECONNECT_BACKOFF_MS_MAX: u64 = 1000;
+/// Raft messages queued for one peer's sender; more are dropped. Above the appends raft-rs
+/// keeps in flight per follower (`MSG_INFLIGHT_MAX`) plus heartbeats and votes.
+pub const PEER_QUEUE_DEPTH_MAX: usize = 1024;
+/// Payload bytes queued for one peer (appends carry up to `MSG_ENTRIES_BYTES_MAX` each). One
+/// message is always accepted into an empty queue, so a snapshot larger than this still goes.
+pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
+/// Connections one RPC server holds: every broker's client plus every voter's Raft sender.
+/// Beyond this a new connection is closed at once.
+pub const SERVER_CONNECTIONS_MAX: usize = 4096;
+/// Requests handled at once per connection; beyond this the server stops reading from that
+/// connection (back-pressure). A broker has a heartbeat, a long-polling FetchMetadata and a
+/// few admin or ISR requests in flight; 64 is far above that.
+pub const SERVER_REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// A handler that has not answered after this long is abandoned (its request gets no reply;
+/// the caller times out). Above any long poll (`max_wait_ms`) a broker asks for.
+pub const SERVER_HANDLE_TIMEOUT_MS: u64 = 60_000;
+/// After an accept error (EMFILE, ENOBUFS) the server waits this long rather than spin.
+pub const SERVER_ACCEPT_RETRY_MS: u64 = 100;
+/// Calls waiting for an answer on one client connection; more fail at once as `Busy`.
+pub const CLIENT_CALLS_PENDING_MAX: usize = 256;
+/// One attempt of `RemoteClient::call` on one voter (plus the long-poll wait a FetchMetadata
+/// asks for): an active controller answers in milliseconds, so after this the call moves on.
+pub const RPC_ATTEMPT_TIMEOUT_MS: u64 = 1000;
+/// After every voter was tried once without success (mid-election: everyone answers
+/// NOT_CONTROLLER), wait this long before the next round, so a call does not spin.
+pub const RPC_ROUND_BACKOFF_MS: u64 = 30;
+
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT > 0);
 const _: () = assert!(HEARTBEAT_TICKS_DEFAULT < ELECTION_TICKS_DEFAULT);
 const _: () = assert!(TICK_INTERVAL_MS_DEFAULT >= TICK_INTERVAL_MS_MIN);
@@ -67,3 +110,9 @@ const _: () = assert!(SNAPSHOT_EVERY_BYTES_DEFAULT <= SNAPSHOT_BYTES_MAX as u64)
 const _: () = assert!(MSG_ENTRIES_BYTES_MAX < RAFT_MESSAGE_BYTES_MAX as u64);
 const _: () = assert!(MSG_ENTRIES_BYTES_MAX <= INBOX_BYTES_MAX as u64);
 const _: () = assert!(LOG_SEGMENT_BYTES_DEFAULT >= BATCH_BYTES_MAX as u64);
+const _: () = assert!(MSG_ENTRIES_BYTES_MAX < INTERNAL_FRAME_BYTES_MAX as u64);
+const _: () = assert!(PEER_QUEUE_DEPTH_MAX > MSG_INFLIGHT_MAX);
+const _: () = assert!(MSG_ENTRIES_BYTES_MAX <= PEER_QUEUE_BYTES_MAX as u64);
+const _: () = assert!(PEER_RECONNECT_BACKOFF_MS_MIN <= PEER_RECONNECT_BACKOFF_MS_MAX);
+const _: () = assert!(RPC_CONNECT_TIMEOUT_MS < RPC_ATTEMPT_TIMEOUT_MS);
+const _: () = assert!(RPC_ROUND_BACKOFF_MS < RPC_ATTEMPT_TIMEOUT_MS);

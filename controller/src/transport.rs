@@ -1,7 +1,7 @@
 //! What the controller needs from a transport (controller shard): a way to send raft-rs
 //! messages to other voters, and the wire encoding of a message (raft-rs's protobuf). Incoming
-//! messages go to the target node's `Mailbox`. The RPC transport itself comes later; tests use
-//! an in-memory one.
+//! messages go to the target node's `Mailbox`. `rpc::PeerTransport` is the TCP one; the node
+//! tests use an in-memory one.
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;

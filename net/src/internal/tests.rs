@@ -385,7 +385,9 @@ proptest! {
     }
 
     #[test]
-    fn damaged_frames_never_panic(index in 0usize..64, cut in 0usize..600, at in 0usize..600, bit in 0u8..8) {
+    fn damaged_frames_never_panic(
+        index in 0usize..64, cut in 0usize..600, at in 0usize..600, bit in 0u8..8,
+    ) {
         let mut messages = every_message();
         let message = messages.swap_remove(index % messages.len());
         let wire = encode_internal(&InternalFrame { correlation_id: 9, from_node: 1, message });

@@ -1,0 +1,147 @@
+//! The internal RPC transport over TCP (controller shard; everything here is `!Send` and lives
+//! on that shard's executor). One frame format for everything (`skein_net::internal`): a
+//! 4-byte size prefix and a flatbuffers `Frame`.
+//!
+//! - [`serve`]: the server side, on every controller voter: Raft frames go to the node's
+//!   mailbox, requests to a [`RequestHandler`], answered by correlation id.
+//! - [`PeerTransport`]: a voter's outgoing Raft messages, one connection per peer.
+//! - [`RemoteClient`]: a broker's (or a voter's) calls to the active controller, rotating
+//!   through the voters until one answers without NOT_CONTROLLER.
+//!
+//! Connections are one-way in purpose: a voter's Raft sender only writes, and a server only
+//! answers requests, so neither side needs to tell the two kinds of traffic apart by peer.
+
+mod client;
+mod peer;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use crate::ids::NodeId;
+use crate::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_WRITE_TIMEOUT_MS};
+
+pub use client::RemoteClient;
+pub use peer::PeerTransport;
+pub use server::{serve, RequestHandler};
+
+/// Why a call to another node failed. Each says which node, where, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error("node {node} is not among the known voters")]
+    UnknownNode { node: NodeId },
+    #[error("could not connect to node {node} at {addr}: {cause}")]
+    Connect {
+        node: NodeId,
+        addr: SocketAddr,
+        cause: String,
+    },
+    #[error("connection to node {node} at {addr} lost: {cause}")]
+    ConnectionLost {
+        node: NodeId,
+        addr: SocketAddr,
+        cause: String,
+    },
+    #[error("node {node} at {addr} did not answer within {waited_ms} ms")]
+    Timeout {
+        node: NodeId,
+        addr: SocketAddr,
+        waited_ms: u64,
+    },
+    #[error("node {node} at {addr} has {pending} calls pending, the limit")]
+    Busy {
+        node: NodeId,
+        addr: SocketAddr,
+        pending: usize,
+    },
+    #[error("node {node} at {addr} is not the active controller")]
+    NotController { node: NodeId, addr: SocketAddr },
+    /// `RemoteClient::call` ran out of time; `last` is the last attempt's failure.
+    #[error("no active controller answered within {waited_ms} ms (last: {last})")]
+    NoController { waited_ms: u64, last: Box<RpcError> },
+}
+
+/// `f`, or `None` once `limit` has passed.
+pub(crate) async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::Timer::new(limit).await;
+        None
+    })
+    .await
+}
+
+/// A TCP connection to `addr` with the transport's socket settings, or why not.
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect_timeout(addr, Duration::from_millis(RPC_CONNECT_TIMEOUT_MS))
+        .await
+        .map_err(|e| e.to_string())?;
+    configure(&stream).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Small frames (votes, heartbeats) go out at once, and a peer that stops reading is cut off.
+fn configure(stream: &TcpStream) -> glommio::Result<(), ()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(Duration::from_millis(RPC_WRITE_TIMEOUT_MS)))
+}
+
+/// Tasks that end with their owner: dropping the set cancels every task still running (a
+/// closed server takes its connections along, a closed connection its requests). A finished
+/// task removes itself, so the set holds only live tasks.
+pub(crate) struct TaskSet {
+    inner: Rc<RefCell<TaskSetInner>>,
+}
+
+#[derive(Default)]
+struct TaskSetInner {
+    next_id: u64,
+    tasks: BTreeMap<u64, JoinHandle<()>>,
+}
+
+impl TaskSet {
+    pub(crate) fn new() -> TaskSet {
+        TaskSet {
+            inner: Rc::new(RefCell::new(TaskSetInner::default())),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.borrow().tasks.len()
+    }
+
+    pub(crate) fn spawn(&self, f: impl Future<Output = ()> + 'static) {
+        let id = {
+            let mut inner = self.inner.borrow_mut();
+            inner.next_id += 1;
+            inner.next_id
+        };
+        let set: Weak<RefCell<TaskSetInner>> = Rc::downgrade(&self.inner);
+        // The task first runs after this one yields, so it is in the map before it can leave.
+        let handle = glommio::spawn_local(async move {
+            f.await;
+            if let Some(set) = set.upgrade() {
+                set.borrow_mut().tasks.remove(&id);
+            }
+        })
+        .detach();
+        self.inner.borrow_mut().tasks.insert(id, handle);
+    }
+}
+
+impl Drop for TaskSet {
+    fn drop(&mut self) {
+        let tasks = std::mem::take(&mut self.inner.borrow_mut().tasks);
+        for handle in tasks.values() {
+            handle.cancel();
+        }
+    }
+}
