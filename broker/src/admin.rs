@@ -1,22 +1,24 @@
-//! Topic administration (create, delete, add partitions, alter configs), executed one at a time
-//! on the metadata shard: change a copy of the metadata, persist it, publish it to every shard,
-//! then answer. The replicated controller takes this role over in the multi-node issue.
+//! Topic administration (create, delete, add partitions, alter configs). Requests are checked
+//! here against the broker's rules (names, configs, defaults), then forwarded from the
+//! controller shard to the active controller, which decides and commits; the answer is given
+//! once this node's metadata shows the change, so a client's next request sees it.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
-use uuid::Uuid;
+use skein_net::internal::{InternalMessage, NewTopicSpec};
 
-use crate::metadata::{
-    place_partitions, validate_topic_name, ClusterMetadata, PartitionMeta, TopicMeta,
-};
+use crate::metadata::{validate_topic_name, ClusterMetadata};
 use crate::settings::validate_topic_config;
-use crate::shard::ids::ShardId;
 use crate::shard::mesh::ControlCall;
 use crate::shard::Shard;
+
+/// How long an admin request waits for the active controller.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answered admin request waits for this node's metadata to show the change.
+const VISIBLE_WAIT: Duration = Duration::from_secs(5);
 
 /// A topic to create; -1 means "the broker default" as in CreateTopics.
 #[derive(Clone, Debug)]
@@ -25,7 +27,7 @@ pub struct NewTopic {
     pub num_partitions: i32,
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
-    /// Manual replica assignments were given (we place replicas ourselves on one node).
+    /// Manual replica assignments were given.
     pub has_assignments: bool,
 }
 
@@ -79,22 +81,6 @@ impl AdminReply {
     }
 }
 
-/// The authoritative metadata, on the metadata shard only.
-pub struct AdminState {
-    current: RefCell<ClusterMetadata>,
-    /// Admin ops run one at a time, so each sees the previous one's result.
-    lock: glommio::sync::Semaphore,
-}
-
-impl AdminState {
-    pub fn new(metadata: ClusterMetadata) -> Self {
-        AdminState {
-            current: RefCell::new(metadata),
-            lock: glommio::sync::Semaphore::new(1),
-        }
-    }
-}
-
 fn op_names(op: &AdminOp) -> Vec<String> {
     match op {
         AdminOp::CreateTopics { topics, .. } => topics.iter().map(|t| t.name.clone()).collect(),
@@ -104,9 +90,9 @@ fn op_names(op: &AdminOp) -> Vec<String> {
     }
 }
 
-/// Sends `op` to the metadata shard (or runs it here if this is it) and waits for the outcome.
+/// Sends `op` to the controller shard (or runs it here if this is it) and waits for the outcome.
 pub async fn submit(shard: &Shard, op: AdminOp) -> AdminReply {
-    if shard.admin.is_some() {
+    if shard.control.is_some() {
         return execute(shard, op).await;
     }
     let names = op_names(&op);
@@ -121,7 +107,7 @@ pub async fn submit(shard: &Shard, op: AdminOp) -> AdminReply {
         return AdminReply::all_failed(
             names,
             ResponseError::NotController,
-            "metadata shard unreachable",
+            "controller shard unreachable",
         );
     }
     match rx.await {
@@ -129,121 +115,76 @@ pub async fn submit(shard: &Shard, op: AdminOp) -> AdminReply {
         Err(_) => AdminReply::all_failed(
             names,
             ResponseError::NotController,
-            "metadata shard dropped the request",
+            "controller shard dropped the request",
         ),
     }
 }
 
-/// Runs an admin op on the metadata shard.
+/// Runs an admin op on the controller shard: local checks, then the active controller.
 pub async fn execute(shard: &Shard, op: AdminOp) -> AdminReply {
     let names = op_names(&op);
-    let Some(admin) = &shard.admin else {
+    let Some(plane) = &shard.control else {
         return AdminReply::all_failed(
             names,
             ResponseError::NotController,
-            "not the metadata shard",
+            "not the controller shard",
         );
     };
-    let Ok(_permit) = admin.lock.acquire_permit(1).await else {
-        return AdminReply::all_failed(
-            names,
-            ResponseError::NotController,
-            "metadata shard is stopping",
-        );
+    let Ok(_permit) = plane.admin_lock.acquire_permit(1).await else {
+        return AdminReply::all_failed(names, ResponseError::NotController, "node is stopping");
     };
-    let mut md = admin.current.borrow().clone();
-    let (results, changed) = apply_op(shard, &mut md, op);
-    if !changed {
-        return AdminReply { results };
-    }
-    md.revision += 1;
-    md.reindex();
-    let data_dir = shard.layout.data_dir.clone();
-    let to_write = md.clone();
-    let persisted = glommio::executor()
-        .spawn_blocking(move || crate::metadata_store::write_atomically(&data_dir, &to_write))
-        .await;
-    if let Err(e) = persisted {
-        tracing::error!(error = %e, "persisting metadata failed; the change is not applied");
-        return AdminReply::all_failed(names, ResponseError::KafkaStorageError, &e.to_string());
-    }
-    *admin.current.borrow_mut() = md.clone();
-    if let Err(e) = publish(shard, Arc::new(md)).await {
-        tracing::error!(error = %e, "publishing metadata failed");
-        return AdminReply::all_failed(names, ResponseError::KafkaStorageError, &e);
-    }
-    AdminReply { results }
-}
-
-/// Installs a snapshot on every shard and waits until each has opened or dropped its partitions.
-async fn publish(shard: &Shard, snapshot: Arc<ClusterMetadata>) -> Result<(), String> {
-    for i in 0..shard.shard_count() {
-        let target = ShardId(u16::try_from(i).map_err(|_| "too many shards".to_string())?);
-        if target == shard.id {
-            shard.apply_metadata(snapshot.clone()).await?;
-            continue;
-        }
-        let (reply, rx) = oneshot::channel();
-        shard
-            .mesh
-            .send_control(
-                target,
-                ControlCall::Apply {
-                    snapshot: snapshot.clone(),
-                    reply,
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        rx.await
-            .map_err(|_| format!("{target} dropped the metadata update"))??;
-    }
-    Ok(())
-}
-
-/// Applies `op` to `md`; returns per-item outcomes and whether anything changed.
-fn apply_op(
-    shard: &Shard,
-    md: &mut ClusterMetadata,
-    op: AdminOp,
-) -> (Vec<(String, ItemResult)>, bool) {
+    let md = shard.metadata();
     let settings = &shard.layout.broker;
-    let mut changed = false;
-    let mut results = Vec::new();
-    match op {
+    // Items refused here keep their slot; the rest go to the controller in one request.
+    let mut results: Vec<(String, Option<ItemResult>)> =
+        names.iter().map(|n| (n.clone(), None)).collect();
+    let request = match op {
         AdminOp::CreateTopics {
             topics,
             validate_only,
         } => {
-            let mut counts = md.partitions_per_shard(shard.shard_count());
-            for t in topics {
-                let r = create_topic(shard, md, &mut counts, &t, validate_only);
-                changed |= r.is_ok() && !validate_only;
-                results.push((t.name, r));
+            let live = i16::try_from(md.brokers.len()).unwrap_or(i16::MAX);
+            let mut specs = Vec::new();
+            for (i, t) in topics.into_iter().enumerate() {
+                match check_new_topic(settings, &md, &t, live) {
+                    Ok(spec) => specs.push(spec),
+                    Err(e) => results[i].1 = Some(Err(e)),
+                }
+            }
+            InternalMessage::CreateTopics {
+                topics: specs,
+                validate_only,
             }
         }
         AdminOp::DeleteTopics { names } => {
-            for name in names {
-                let r = if !settings.delete_topic_enable {
-                    Err((ResponseError::TopicDeletionDisabled, None))
-                } else if md.topics.remove(&name).is_some() {
-                    changed = true;
-                    Ok(())
-                } else {
-                    Err((ResponseError::UnknownTopicOrPartition, None))
+            if !settings.delete_topic_enable {
+                return AdminReply {
+                    results: names
+                        .into_iter()
+                        .map(|n| (n, Err((ResponseError::TopicDeletionDisabled, None))))
+                        .collect(),
                 };
-                results.push((name, r));
             }
+            InternalMessage::DeleteTopics { names }
         }
         AdminOp::CreatePartitions {
             topics,
             validate_only,
         } => {
-            let mut counts = md.partitions_per_shard(shard.shard_count());
-            for (name, total) in topics {
-                let r = add_partitions(shard, md, &mut counts, &name, total, validate_only);
-                changed |= r.is_ok() && !validate_only;
-                results.push((name, r));
+            let mut keep = Vec::new();
+            for (i, (name, total)) in topics.into_iter().enumerate() {
+                if i64::from(total) > crate::limits::PARTITIONS_PER_TOPIC_MAX {
+                    results[i].1 = Some(invalid(
+                        ResponseError::InvalidPartitions,
+                        "too many partitions",
+                    ));
+                } else {
+                    keep.push((name, total));
+                }
+            }
+            InternalMessage::CreatePartitions {
+                topics: keep,
+                validate_only,
             }
         }
         AdminOp::AlterTopicConfig {
@@ -251,40 +192,167 @@ fn apply_op(
             changes,
             replace_all,
             validate_only,
-        } => {
-            let r = alter_config(settings, md, &topic, changes, replace_all, validate_only);
-            changed |= r.is_ok() && !validate_only;
-            results.push((topic, r));
+        } => match merged_config(settings, &md, &topic, changes, replace_all) {
+            Ok(configs) => InternalMessage::AlterTopicConfig {
+                topic,
+                configs: configs.into_iter().collect(),
+                validate_only,
+            },
+            Err(e) => {
+                return AdminReply {
+                    results: vec![(topic, Err(e))],
+                }
+            }
+        },
+    };
+    let expected = match &request {
+        InternalMessage::CreateTopics { topics, .. } => topics.len(),
+        InternalMessage::DeleteTopics { names } => names.len(),
+        InternalMessage::CreatePartitions { topics, .. } => topics.len(),
+        _ => 1,
+    };
+    let validate_only = matches!(
+        &request,
+        InternalMessage::CreateTopics {
+            validate_only: true,
+            ..
+        } | InternalMessage::CreatePartitions {
+            validate_only: true,
+            ..
+        } | InternalMessage::AlterTopicConfig {
+            validate_only: true,
+            ..
+        }
+    );
+    let answers = if expected == 0 {
+        Vec::new()
+    } else {
+        let node_id = shard.layout.node_id.0;
+        match plane
+            .link
+            .call(node_id, request.clone(), CONTROLLER_TIMEOUT)
+            .await
+        {
+            Ok(InternalMessage::AdminResponse { results }) if results.len() == expected => results
+                .into_iter()
+                .map(|r| {
+                    let outcome = if r.error_code == 0 {
+                        Ok(())
+                    } else {
+                        let e = ResponseError::try_from_code(r.error_code)
+                            .unwrap_or(ResponseError::UnknownServerError);
+                        Err((e, r.error_message))
+                    };
+                    (r.name, outcome)
+                })
+                .collect(),
+            Ok(other) => {
+                tracing::error!(answer = ?other, "the controller answered an admin request oddly");
+                let names = results
+                    .iter()
+                    .filter(|r| r.1.is_none())
+                    .map(|r| r.0.clone());
+                names
+                    .map(|n| {
+                        (
+                            n,
+                            invalid(ResponseError::UnknownServerError, "bad controller answer"),
+                        )
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                let names = results
+                    .iter()
+                    .filter(|r| r.1.is_none())
+                    .map(|r| r.0.clone());
+                names
+                    .map(|n| (n, invalid(ResponseError::RequestTimedOut, e.to_string())))
+                    .collect()
+            }
+        }
+    };
+    let mut answers = answers.into_iter();
+    for slot in results.iter_mut().filter(|r| r.1.is_none()) {
+        slot.1 = Some(match answers.next() {
+            Some((_, outcome)) => outcome,
+            None => invalid(ResponseError::UnknownServerError, "no answer"),
+        });
+    }
+    if !validate_only {
+        let done: Vec<&String> = results
+            .iter()
+            .filter(|r| matches!(r.1, Some(Ok(()))))
+            .map(|r| &r.0)
+            .collect();
+        if !done.is_empty() {
+            wait_visible(shard, &request, &done).await;
         }
     }
-    (results, changed)
+    AdminReply {
+        results: results
+            .into_iter()
+            .map(|(n, r)| (n, r.unwrap_or(Ok(()))))
+            .collect(),
+    }
+}
+
+/// Waits until this node's metadata shows what the controller committed for `done`.
+async fn wait_visible(shard: &Shard, request: &InternalMessage, done: &[&String]) {
+    let start = Instant::now();
+    while start.elapsed() < VISIBLE_WAIT {
+        let md = shard.metadata();
+        let visible = done.iter().all(|name| {
+            let t = md.topics.get(name.as_str());
+            match request {
+                InternalMessage::CreateTopics { .. } => {
+                    t.is_some_and(|t| t.partitions.iter().all(|p| !p.is_offline()))
+                }
+                InternalMessage::DeleteTopics { .. } => t.is_none(),
+                InternalMessage::CreatePartitions { topics, .. } => {
+                    let want = topics.iter().find(|(n, _)| n == *name).map_or(0, |x| x.1);
+                    t.is_some_and(|t| t.partitions.len() >= usize::try_from(want).unwrap_or(0))
+                }
+                InternalMessage::AlterTopicConfig { configs, .. } => t.is_some_and(|t| {
+                    t.configs.len() == configs.len()
+                        && configs.iter().all(|(k, v)| t.configs.get(k) == Some(v))
+                }),
+                _ => true,
+            }
+        });
+        if visible {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::warn!(topics = ?done, "admin change committed but not yet visible here");
 }
 
 fn invalid(e: ResponseError, m: impl Into<String>) -> ItemResult {
     Err((e, Some(m.into())))
 }
 
-fn create_topic(
-    shard: &Shard,
-    md: &mut ClusterMetadata,
-    counts: &mut [usize],
+/// The broker's checks of a new topic, with -1 resolved to the broker defaults.
+fn check_new_topic(
+    settings: &crate::settings::BrokerSettings,
+    md: &ClusterMetadata,
     t: &NewTopic,
-    validate_only: bool,
-) -> ItemResult {
-    let settings = &shard.layout.broker;
+    live_brokers: i16,
+) -> Result<NewTopicSpec, (ResponseError, Option<String>)> {
+    let fail = |e: ResponseError, m: String| Err((e, Some(m)));
     if let Err(m) = validate_topic_name(&t.name) {
-        return invalid(ResponseError::InvalidTopicException, m);
+        return fail(ResponseError::InvalidTopicException, m);
     }
     if md.topics.contains_key(&t.name) {
-        return invalid(
+        return fail(
             ResponseError::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name),
         );
     }
     if t.has_assignments {
-        return invalid(
+        return fail(
             ResponseError::InvalidReplicaAssignment,
-            "manual replica assignment is not supported on a single-node cluster",
+            "manual replica assignment is not supported yet".to_string(),
         );
     }
     let partitions = if t.num_partitions == -1 {
@@ -293,118 +361,58 @@ fn create_topic(
         t.num_partitions
     };
     if partitions <= 0 || i64::from(partitions) > crate::limits::PARTITIONS_PER_TOPIC_MAX {
-        return invalid(
+        return fail(
             ResponseError::InvalidPartitions,
             format!("invalid partition count {partitions}"),
         );
     }
-    let rf = if t.replication_factor == -1 {
+    let mut rf = if t.replication_factor == -1 {
         settings.default_replication_factor
     } else {
         t.replication_factor
     };
-    let live_brokers = 1;
-    if rf <= 0 || rf > live_brokers {
-        return invalid(
+    if t.name == crate::group::offsets::OFFSETS_TOPIC && t.replication_factor == -1 {
+        rf = settings
+            .offsets_topic_replication_factor
+            .min(live_brokers.max(1));
+    }
+    if rf <= 0 || rf > live_brokers.max(1) {
+        return fail(
             ResponseError::InvalidReplicationFactor,
             format!("Replication factor: {rf} larger than available brokers: {live_brokers}."),
         );
     }
     for (k, v) in &t.configs {
         if let Err(m) = validate_topic_config(k, v) {
-            return invalid(ResponseError::InvalidConfig, m);
+            return fail(ResponseError::InvalidConfig, m);
         }
     }
-    if validate_only {
-        return Ok(());
-    }
-    let allowed = allowed_shards(shard, &t.name);
-    let placed = place_partitions(counts, &allowed, usize::try_from(partitions).unwrap_or(0));
-    md.topics.insert(
-        t.name.clone(),
-        TopicMeta {
-            name: t.name.clone(),
-            id: Uuid::new_v4(),
-            partitions: placed
-                .into_iter()
-                .map(|shard| PartitionMeta {
-                    shard,
-                    leader_epoch: 0,
-                })
-                .collect(),
-            configs: t.configs.clone(),
-            internal: t.name.starts_with("__"),
-        },
-    );
-    Ok(())
-}
-
-fn allowed_shards(shard: &Shard, topic: &str) -> Vec<ShardId> {
-    match shard.layout.placement.get(topic) {
-        Some(s) if !s.is_empty() => s.clone(),
-        _ => (0..shard.shard_count())
-            .filter_map(|i| u16::try_from(i).ok().map(ShardId))
+    Ok(NewTopicSpec {
+        name: t.name.clone(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        configs: t
+            .configs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    }
+        assignments: Vec::new(),
+    })
 }
 
-fn add_partitions(
-    shard: &Shard,
-    md: &mut ClusterMetadata,
-    counts: &mut [usize],
-    name: &str,
-    total: i32,
-    validate_only: bool,
-) -> ItemResult {
-    let allowed = allowed_shards(shard, name);
-    let Some(topic) = md.topics.get_mut(name) else {
-        return invalid(
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic {name} does not exist"),
-        );
-    };
-    let current = topic.partitions.len();
-    let Ok(total) = usize::try_from(total) else {
-        return invalid(
-            ResponseError::InvalidPartitions,
-            "partition count must be positive",
-        );
-    };
-    if total <= current {
-        return invalid(
-            ResponseError::InvalidPartitions,
-            format!("Topic currently has {current} partitions, which is higher than or equal to the requested {total}."),
-        );
-    }
-    if total as i64 > crate::limits::PARTITIONS_PER_TOPIC_MAX {
-        return invalid(ResponseError::InvalidPartitions, "too many partitions");
-    }
-    if validate_only {
-        return Ok(());
-    }
-    let placed = place_partitions(counts, &allowed, total - current);
-    topic
-        .partitions
-        .extend(placed.into_iter().map(|shard| PartitionMeta {
-            shard,
-            leader_epoch: 0,
-        }));
-    Ok(())
-}
-
-fn alter_config(
+/// A topic's override set after `changes` (IncrementalAlterConfigs) or `replace_all`.
+fn merged_config(
     settings: &crate::settings::BrokerSettings,
-    md: &mut ClusterMetadata,
+    md: &ClusterMetadata,
     name: &str,
     changes: Vec<ConfigChange>,
     replace_all: bool,
-    validate_only: bool,
-) -> ItemResult {
-    let Some(topic) = md.topics.get_mut(name) else {
-        return invalid(
+) -> Result<BTreeMap<String, String>, (ResponseError, Option<String>)> {
+    let Some(topic) = md.topics.get(name) else {
+        return Err((
             ResponseError::UnknownTopicOrPartition,
-            format!("topic {name} does not exist"),
-        );
+            Some(format!("topic {name} does not exist")),
+        ));
     };
     let mut configs = if replace_all {
         BTreeMap::new()
@@ -448,13 +456,10 @@ fn alter_config(
     }
     for (k, v) in &configs {
         if let Err(m) = validate_topic_config(k, v) {
-            return invalid(ResponseError::InvalidConfig, m);
+            return Err((ResponseError::InvalidConfig, Some(m)));
         }
     }
-    if !validate_only {
-        topic.configs = configs;
-    }
-    Ok(())
+    Ok(configs)
 }
 
 /// A list config's value before an APPEND or SUBTRACT: the override, else the default, as Kafka

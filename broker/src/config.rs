@@ -100,7 +100,9 @@ pub struct LayoutConfig {
     pub kafka_listener: SocketAddr,
     pub internal_listener: Option<SocketAddr>,
     pub metrics_listener: Option<SocketAddr>,
-    pub controller_voters: Vec<String>,
+    /// The controller quorum: (node id, internal listener address). Empty: single-node mode,
+    /// a one-voter controller inside this process.
+    pub controller_voters: Vec<(NodeId, SocketAddr)>,
     pub broker: BrokerSettings,
     /// Per-topic placement overrides: the topic's partitions go only to these shards.
     pub placement: BTreeMap<String, Vec<ShardId>>,
@@ -186,6 +188,22 @@ impl LayoutConfig {
             parse_addr("listeners.internal", raw.listeners.internal.as_deref())?;
         let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
         let broker = BrokerSettings::from_table(&raw.broker)?;
+        if broker.broker_heartbeat_interval_ms >= broker.broker_session_timeout_ms {
+            return Err(ConfigError::invalid(
+                "broker.\"broker.heartbeat.interval.ms\"",
+                "must be shorter than broker.session.timeout.ms",
+            ));
+        }
+        let controller_voters = parse_voters(&raw.controller.voters)?;
+        if controller_voters.iter().any(|(id, _)| id.0 == node_id)
+            && controller_voters.len() > 1
+            && internal_listener.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "listeners.internal",
+                "a controller voter of a multi-node cluster needs the internal listener",
+            ));
+        }
         if raw.node.advertised_host.is_some() && broker.advertised_listener.is_some() {
             return Err(ConfigError::invalid(
                 "broker.\"advertised.listeners\"",
@@ -230,7 +248,7 @@ impl LayoutConfig {
             kafka_listener,
             internal_listener,
             metrics_listener,
-            controller_voters: raw.controller.voters,
+            controller_voters,
             broker,
             placement,
         })
@@ -238,6 +256,24 @@ impl LayoutConfig {
 
     pub fn shard_count(&self) -> usize {
         self.shard_cpus.len()
+    }
+
+    /// Single-node mode: no quorum configured, or one made of this node alone.
+    pub fn is_single_node(&self) -> bool {
+        match self.controller_voters.as_slice() {
+            [] => true,
+            [(id, _)] => *id == self.node_id,
+            _ => false,
+        }
+    }
+
+    /// Whether this node runs a controller voter.
+    pub fn is_voter(&self) -> bool {
+        self.is_single_node()
+            || self
+                .controller_voters
+                .iter()
+                .any(|(id, _)| *id == self.node_id)
     }
 
     /// The host and port clients are told to connect to: `advertised.listeners` when set, else
@@ -257,6 +293,35 @@ impl LayoutConfig {
             None => self.kafka_listener.ip().to_string(),
         }
     }
+}
+
+/// `controller.voters`: "id@host:port" entries, ids positive and distinct.
+fn parse_voters(voters: &[String]) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
+    let mut out: Vec<(NodeId, SocketAddr)> = Vec::new();
+    for v in voters {
+        let bad = |m: String| ConfigError::invalid("controller.voters", m);
+        let (id, addr) = v
+            .split_once('@')
+            .ok_or_else(|| bad(format!("`{v}` is not id@host:port")))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| bad(format!("`{id}` in `{v}` is not a positive node id")))?;
+        let addr = parse_addr("controller.voters", Some(addr))?
+            .ok_or_else(|| bad(format!("`{v}` has no address")))?;
+        if out.iter().any(|(o, _)| o.0 == id) {
+            return Err(bad(format!("node {id} is listed twice")));
+        }
+        out.push((NodeId(id), addr));
+    }
+    if out.len() > 1 && out.len() % 2 == 0 {
+        return Err(ConfigError::invalid(
+            "controller.voters",
+            format!("{} voters: use 1, 3 or 5", out.len()),
+        ));
+    }
+    Ok(out)
 }
 
 fn parse_addr(key: &str, value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {

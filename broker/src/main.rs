@@ -3,12 +3,12 @@
 
 mod admin;
 mod clock;
+mod cluster;
 mod config;
 mod group;
 mod kafka;
 mod limits;
 mod metadata;
-mod metadata_store;
 mod partition;
 mod producer_ids;
 mod settings;
@@ -25,8 +25,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use glommio::{LocalExecutorBuilder, Placement};
 
+use cluster::placement::Placement as ReplicaPlacement;
+use cluster::ControllerBoot;
 use config::LayoutConfig;
-use metadata::{BrokerEndpoint, ClusterMetadata};
 use shard::ids::ShardId;
 use shard::mesh::MeshBoot;
 use shard::ShardBoot;
@@ -79,24 +80,18 @@ fn load_layout(path: Option<&Path>) -> anyhow::Result<LayoutConfig> {
 }
 
 fn print_layout(layout: &LayoutConfig) -> anyhow::Result<()> {
-    let path = metadata_store::path_in(&layout.data_dir);
-    if !path.exists() {
-        println!("no topics yet ({} does not exist)", path.display());
+    let placement = ReplicaPlacement::load(&layout.data_dir).map_err(anyhow::Error::msg)?;
+    let entries = placement.entries();
+    if entries.is_empty() {
+        println!("no partitions on this node yet");
         return Ok(());
     }
-    let md = metadata_store::load_or_init(&layout.data_dir, layout.node_id)?;
     println!("{:<8} {:<6} {:<10} partitions", "shard", "cpu", "count");
     for (i, cpu) in layout.shard_cpus.iter().enumerate() {
-        let owned: Vec<String> = md
-            .topics
-            .values()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, p)| p.shard.index() == i)
-                    .map(move |(n, _)| format!("{}-{n}", t.name))
-            })
+        let owned: Vec<String> = entries
+            .iter()
+            .filter(|(_, _, s)| s.index() == i)
+            .map(|(t, p, _)| format!("{t}-{p}"))
             .collect();
         println!(
             "{:<8} {:<6} {:<10} {}",
@@ -111,21 +106,25 @@ fn print_layout(layout: &LayoutConfig) -> anyhow::Result<()> {
 
 fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     raise_memlock_limit();
-    // Parsed so configs written for the full cluster load today; said loudly so nobody
-    // believes they are served.
-    if let Some(addr) = layout.internal_listener {
-        tracing::warn!(%addr, "listeners.internal is not served yet (controller RPC is not built)");
-    }
     if let Some(addr) = layout.metrics_listener {
         tracing::warn!(%addr, "listeners.metrics is not served yet (metrics are not built)");
     }
-    if layout.controller_voters.len() > 1 {
-        bail!("controller.voters: multi-node clusters are not built yet; use a single node");
+    std::fs::create_dir_all(&layout.data_dir)
+        .with_context(|| format!("creating {}", layout.data_dir.display()))?;
+    // Absolute from here on: io_uring opens relative paths against no directory (EBADF).
+    let mut layout = layout.clone();
+    layout.data_dir = std::fs::canonicalize(&layout.data_dir)
+        .with_context(|| format!("resolving {}", layout.data_dir.display()))?;
+    let layout = &layout;
+    if layout.data_dir.join("metadata.json").exists() {
+        bail!(
+            "{} holds data of a Skein version from before the replicated controller \
+             (metadata.json); it cannot be read by this version",
+            layout.data_dir.display()
+        );
     }
-    let mut md = metadata_store::load_or_init(&layout.data_dir, layout.node_id)
-        .with_context(|| format!("loading metadata from {}", layout.data_dir.display()))?;
-    remove_orphan_partition_dirs(&layout.data_dir, &md)?;
-    check_placement(layout, &md)?;
+    let placement = ReplicaPlacement::load(&layout.data_dir).map_err(anyhow::Error::msg)?;
+    check_placement(layout, &placement)?;
 
     // Resolve port 0 once so every shard binds the same port with SO_REUSEPORT. The reservation
     // socket is bound but never listens, so the kernel routes no connection to it.
@@ -144,39 +143,48 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         .context("listener address is not an IP address")?;
 
     let (host, port) = layout.advertised_endpoint(kafka_addr.port());
-    md.brokers = vec![BrokerEndpoint {
-        node_id: layout.node_id,
-        host,
-        port,
-        rack: None,
-    }];
-    let md = Arc::new(md);
     let layout = Arc::new(layout.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(shutdown.clone())?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let joined = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(draining.clone())?;
     let ready = Arc::new(AtomicUsize::new(0));
     let mesh = MeshBoot::new(layout.shard_count());
     let failed = Arc::new(AtomicBool::new(false));
+    let mut controller = Some(ControllerBoot {
+        placement,
+        host,
+        port,
+    });
 
     let mut handles = Vec::new();
     for (i, cpu) in layout.shard_cpus.iter().enumerate() {
+        let id = ShardId(u16::try_from(i).context("too many shards")?);
         let boot = ShardBoot {
-            id: ShardId(u16::try_from(i).context("too many shards")?),
+            id,
             layout: layout.clone(),
-            metadata: md.clone(),
             mesh: mesh.clone(),
             ready: ready.clone(),
             shutdown: shutdown.clone(),
+            draining: draining.clone(),
+            joined: joined.clone(),
+            controller: if id == layout.controller_shard {
+                controller.take()
+            } else {
+                None
+            },
             kafka_addr,
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("skein-shard-{i}"))
             .spawn({
                 let failed = failed.clone();
+                let shutdown = shutdown.clone();
                 move || async move {
                     let r = shard::run(boot).await;
                     if r.is_err() {
                         failed.store(true, Ordering::Release);
+                        shutdown.store(true, Ordering::Release);
                     }
                     r
                 }
@@ -185,7 +193,7 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         handles.push(handle);
     }
     while ready.load(Ordering::Acquire) < layout.shard_count() {
-        if failed.load(Ordering::Acquire) {
+        if failed.load(Ordering::Acquire) || shutdown.load(Ordering::Acquire) {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -216,45 +224,16 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every partition must sit on a shard this layout has (the shard count may not shrink under
+/// Every replica must sit on a shard this layout has (the shard count may not shrink under
 /// existing data without moving it).
-fn check_placement(layout: &LayoutConfig, md: &ClusterMetadata) -> anyhow::Result<()> {
-    for t in md.topics.values() {
-        for (i, p) in t.partitions.iter().enumerate() {
-            if p.shard.index() >= layout.shard_count() {
-                bail!(
-                    "partition {}-{i} lives on shard {} but `cores.shards` configures only {} shards",
-                    t.name,
-                    p.shard.0,
-                    layout.shard_count()
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Partition directories of deleted topics whose removal a crash interrupted: removed before
-/// any shard starts, so a re-created topic never sees old data.
-fn remove_orphan_partition_dirs(data_dir: &Path, md: &ClusterMetadata) -> anyhow::Result<()> {
-    for entry in
-        std::fs::read_dir(data_dir).with_context(|| format!("reading {}", data_dir.display()))?
-    {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some((topic, part)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let Ok(part) = part.parse::<i32>() else {
-            continue;
-        };
-        if md.partition(topic, part).is_none() {
-            tracing::warn!(dir = %entry.path().display(), "removing the log of a deleted partition");
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+fn check_placement(layout: &LayoutConfig, placement: &ReplicaPlacement) -> anyhow::Result<()> {
+    for (topic, partition, shard) in placement.entries() {
+        if shard.index() >= layout.shard_count() {
+            bail!(
+                "partition {topic}-{partition} lives on shard {} but `cores.shards` configures only {} shards",
+                shard.0,
+                layout.shard_count()
+            );
         }
     }
     Ok(())
@@ -272,7 +251,8 @@ fn raise_memlock_limit() {
     }
 }
 
-/// SIGINT/SIGTERM request a clean shutdown: shards stop accepting, flush and mark logs clean.
+/// SIGINT/SIGTERM request a clean shutdown: leaderships move away (controlled shutdown), then
+/// shards stop accepting, flush and mark logs clean.
 fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
     // SAFETY: sigset operations on a zeroed, local sigset_t; pthread_sigmask on this thread,
     // before the shard threads exist, so they inherit the mask and only the waiter sees signals.

@@ -1,24 +1,30 @@
-//! Cluster metadata: an immutable snapshot every shard holds and swaps whole when it changes
-//! (per-shard copy of a node-wide view), plus placement of partitions onto shards.
-//!
-//! The node's metadata shard (the controller shard) owns the authoritative copy and persists it
-//! through [`crate::metadata_store`]; the replicated controller takes that role later.
+//! Cluster metadata as this node serves it: an immutable snapshot every shard holds and swaps
+//! whole when it changes (per-shard copy of a node-wide view). It is the controller's image
+//! (brokers, topics, leaders, ISRs) plus where this node keeps each replica it hosts (its
+//! shard), built on the controller shard each time the image moves (`from_image`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
+use kafka_protocol::error::ResponseError;
+use skein_controller::image::{ClusterImage, NO_LEADER};
 use uuid::Uuid;
 
 use crate::shard::ids::{NodeId, ShardId};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PartitionMeta {
-    /// The shard that owns this partition's replica on this node.
-    pub shard: ShardId,
+    /// The shard that owns this partition's replica on this node; None where it hosts none.
+    pub shard: Option<ShardId>,
+    /// -1 while the partition is offline.
+    pub leader: i32,
     pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// Assignment order; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TopicMeta {
     pub name: String,
     pub id: Uuid,
@@ -26,7 +32,6 @@ pub struct TopicMeta {
     pub partitions: Vec<PartitionMeta>,
     /// Topic-level overrides only (Kafka config names); defaults come from the broker settings.
     pub configs: BTreeMap<String, String>,
-    #[serde(default)]
     pub internal: bool,
 }
 
@@ -46,16 +51,22 @@ pub struct PartitionOwner {
     pub revision: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// The listener name brokers register their client endpoint under.
+pub const CLIENT_LISTENER: &str = "PLAINTEXT";
+
+#[derive(Clone, Debug)]
 pub struct ClusterMetadata {
     pub cluster_id: String,
     pub node_id: NodeId,
-    /// Bumped by every change; shards ignore a snapshot older than the one they hold.
+    /// The controller's applied index this snapshot was built from; shards ignore an older one.
     pub revision: u64,
+    /// The active controller's node id, -1 while none is known.
+    pub controller_id: i32,
     pub topics: BTreeMap<String, TopicMeta>,
-    #[serde(skip)]
+    /// Live (unfenced) brokers, as Metadata lists them.
     pub brokers: Vec<BrokerEndpoint>,
-    #[serde(skip)]
+    /// Producer ids below this have been handed out (KIP-360 epoch bumps check it).
+    pub next_producer_id: i64,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 
@@ -65,13 +76,82 @@ impl ClusterMetadata {
             cluster_id,
             node_id,
             revision: 0,
+            controller_id: -1,
             topics: BTreeMap::new(),
             brokers: Vec::new(),
+            next_producer_id: 0,
             topic_names_by_id: HashMap::new(),
         }
     }
 
-    /// Rebuilds derived indexes; call after deserializing or changing topics.
+    /// This node's view of `image` (applied through `revision`); `shard_of` says where each
+    /// replica this node hosts lives.
+    pub fn from_image(
+        image: &ClusterImage,
+        revision: u64,
+        node_id: NodeId,
+        controller_id: i32,
+        mut shard_of: impl FnMut(Uuid, &str, i32) -> Option<ShardId>,
+    ) -> Self {
+        let mut md = ClusterMetadata::new(image.cluster_id.clone(), node_id);
+        md.revision = revision;
+        md.controller_id = controller_id;
+        md.next_producer_id = image.next_producer_id;
+        md.brokers = image
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let e = b
+                    .endpoints
+                    .iter()
+                    .find(|e| e.listener == CLIENT_LISTENER)
+                    .or(b.endpoints.first())?;
+                Some(BrokerEndpoint {
+                    node_id: NodeId(b.id),
+                    host: e.host.clone(),
+                    port: e.port,
+                    rack: b.rack.clone(),
+                })
+            })
+            .collect();
+        for t in image.topics.values() {
+            let partitions = t
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let index = i32::try_from(i).unwrap_or(i32::MAX);
+                    PartitionMeta {
+                        shard: if p.replicas.contains(&node_id.0) {
+                            shard_of(t.id, &t.name, index)
+                        } else {
+                            None
+                        },
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
+                    }
+                })
+                .collect();
+            md.topics.insert(
+                t.name.clone(),
+                TopicMeta {
+                    name: t.name.clone(),
+                    id: t.id,
+                    partitions,
+                    configs: t.configs.clone(),
+                    internal: t.name.starts_with("__"),
+                },
+            );
+        }
+        md.reindex();
+        md
+    }
+
+    /// Rebuilds derived indexes; call after changing topics.
     pub fn reindex(&mut self) {
         self.topic_names_by_id = self
             .topics
@@ -80,13 +160,23 @@ impl ClusterMetadata {
             .collect();
     }
 
-    pub fn owner(&self, topic: &str, partition: i32) -> Option<PartitionOwner> {
-        let t = self.topics.get(topic)?;
-        let p = t.partitions.get(usize::try_from(partition).ok()?)?;
-        Some(PartitionOwner {
-            shard: p.shard,
-            revision: self.revision,
-        })
+    /// Where clients' requests for a partition run: its shard here if this node leads it.
+    /// A partition led elsewhere (or offline) is NOT_LEADER_OR_FOLLOWER, so clients refresh.
+    pub fn owner(&self, topic: &str, partition: i32) -> Result<PartitionOwner, ResponseError> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        match p.shard {
+            Some(shard) if p.leader == self.node_id.0 => Ok(PartitionOwner {
+                shard,
+                revision: self.revision,
+            }),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
+    pub fn broker(&self, id: i32) -> Option<&BrokerEndpoint> {
+        self.brokers.iter().find(|b| b.node_id.0 == id)
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
@@ -101,18 +191,11 @@ impl ClusterMetadata {
             .partitions
             .get(usize::try_from(partition).ok()?)
     }
+}
 
-    /// Partitions each shard owns, for balanced placement.
-    pub fn partitions_per_shard(&self, shard_count: usize) -> Vec<usize> {
-        let mut counts = vec![0usize; shard_count];
-        for t in self.topics.values() {
-            for p in &t.partitions {
-                if let Some(c) = counts.get_mut(p.shard.index()) {
-                    *c += 1;
-                }
-            }
-        }
-        counts
+impl PartitionMeta {
+    pub fn is_offline(&self) -> bool {
+        self.leader == NO_LEADER
     }
 }
 
@@ -196,19 +279,43 @@ mod tests {
             TopicMeta {
                 name: "t".into(),
                 id: Uuid::nil(),
-                partitions: vec![PartitionMeta {
-                    shard: ShardId(1),
-                    leader_epoch: 0,
-                }],
+                partitions: vec![
+                    PartitionMeta {
+                        shard: Some(ShardId(1)),
+                        leader: 1,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                        replicas: vec![1, 2],
+                        isr: vec![1, 2],
+                    },
+                    PartitionMeta {
+                        shard: Some(ShardId(0)),
+                        leader: 2,
+                        leader_epoch: 3,
+                        partition_epoch: 4,
+                        replicas: vec![2, 1],
+                        isr: vec![2, 1],
+                    },
+                ],
                 configs: BTreeMap::new(),
                 internal: false,
             },
         );
         md.reindex();
-        assert_eq!(md.owner("t", 0).map(|o| o.shard), Some(ShardId(1)));
-        assert_eq!(md.owner("t", 1), None);
-        assert_eq!(md.owner("t", -1), None);
-        assert_eq!(md.owner("u", 0), None);
+        assert_eq!(md.owner("t", 0).map(|o| o.shard), Ok(ShardId(1)));
+        assert_eq!(md.owner("t", 1), Err(ResponseError::NotLeaderOrFollower));
+        assert_eq!(
+            md.owner("t", 2),
+            Err(ResponseError::UnknownTopicOrPartition)
+        );
+        assert_eq!(
+            md.owner("t", -1),
+            Err(ResponseError::UnknownTopicOrPartition)
+        );
+        assert_eq!(
+            md.owner("u", 0),
+            Err(ResponseError::UnknownTopicOrPartition)
+        );
         assert_eq!(
             md.topic_by_id(&Uuid::nil()).map(|t| t.name.as_str()),
             Some("t")

@@ -106,6 +106,10 @@ pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     pub log: PartitionLog,
+    /// This node's id, to tell whether it leads.
+    node_id: i32,
+    /// The leader as the metadata names it (-1: offline) and its epoch.
+    leader: Cell<i32>,
     leader_epoch: Cell<i32>,
     config: RefCell<EffectiveTopicConfig>,
     /// Fetches parked until new data arrives (long poll); woken on every append.
@@ -119,14 +123,16 @@ impl Partition {
         tp: TopicPartition,
         topic_id: Uuid,
         log: PartitionLog,
-        leader_epoch: i32,
+        node_id: i32,
         config: EffectiveTopicConfig,
     ) -> Self {
         Partition {
             tp,
             topic_id,
             log,
-            leader_epoch: Cell::new(leader_epoch),
+            node_id,
+            leader: Cell::new(-1),
+            leader_epoch: Cell::new(0),
             config: RefCell::new(config),
             waiters: RefCell::new(Vec::new()),
             groups: RefCell::new(GroupStore::new(GroupLimits::from_settings(
@@ -137,6 +143,24 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.get()
+    }
+
+    /// Installs the leader and epoch the metadata names. Waiting fetches are woken so they
+    /// answer with the new state rather than sleep out their wait.
+    pub fn set_leadership(&self, leader: i32, leader_epoch: i32) {
+        let changed = self.leader.replace(leader) != leader
+            || self.leader_epoch.replace(leader_epoch) != leader_epoch;
+        if changed {
+            if leader == self.node_id {
+                tracing::info!(partition = %self.tp, leader_epoch, "leading");
+            }
+            self.wake_waiters();
+        }
+    }
+
+    /// Whether this replica leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == self.node_id
     }
 
     pub fn config(&self) -> EffectiveTopicConfig {
@@ -156,6 +180,9 @@ impl Partition {
             let c = self.config.borrow();
             (c.max_message_bytes, c.min_insync_replicas, c.requires_keys)
         };
+        if !self.is_leader() {
+            return Err(ResponseError::NotLeaderOrFollower.into());
+        }
         // Validated once here (length, magic, CRC); the log trusts the proof and does not redo it.
         let validated = ValidatedBatches::validate(records).map_err(produce_error)?;
         let records = validated.bytes();
@@ -217,6 +244,9 @@ impl Partition {
 
     /// Reads for a consumer: whole batches below the high watermark.
     pub async fn read(&self, spec: ReadSpec) -> PartitionRead<LogChunk> {
+        if !self.is_leader() {
+            return PartitionRead::error(ResponseError::NotLeaderOrFollower);
+        }
         if spec.current_leader_epoch >= 0 {
             let epoch = self.leader_epoch.get();
             if spec.current_leader_epoch < epoch {

@@ -60,7 +60,25 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), ResponseError> {
     }
 }
 
-/// The `__consumer_offsets` partition of `group` and the shard that owns it.
+/// The broker leading `group`'s `__consumer_offsets` partition (its coordinator).
+pub async fn coordinator_of(shard: &Shard, group: &str) -> Result<i32, ResponseError> {
+    ensure_offsets_topic(shard).await?;
+    let md = shard.metadata();
+    let partitions = md
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len());
+    if partitions == 0 {
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    match md.partition(OFFSETS_TOPIC, partition_for(group, partitions)) {
+        Some(p) if !p.is_offline() => Ok(p.leader),
+        _ => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// The `__consumer_offsets` partition of `group` and the shard that owns it, where this node
+/// leads it.
 pub async fn locate(
     shard: &Shard,
     group: &str,
@@ -75,9 +93,11 @@ pub async fn locate(
         return Err(ResponseError::CoordinatorNotAvailable);
     }
     let p = partition_for(group, partitions);
+    // Coordinated by the leader of the group's partition: elsewhere the client is told to
+    // look again (FindCoordinator names that leader).
     let owner = md
         .owner(OFFSETS_TOPIC, p)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        .map_err(|_| ResponseError::NotCoordinator)?;
     Ok((TopicPartition::new(OFFSETS_TOPIC, p), owner.shard))
 }
 
@@ -98,7 +118,10 @@ where
     let (tp, owner) = locate(shard, group).await?;
     shard
         .invoke_on(owner, move |shard| async move {
-            let p = shard.partition(&tp).ok_or(ResponseError::NotCoordinator)?;
+            let p = shard
+                .partition(&tp)
+                .filter(|p| p.is_leader())
+                .ok_or(ResponseError::NotCoordinator)?;
             if p.groups.borrow().loading {
                 return Err(ResponseError::CoordinatorLoadInProgress);
             }

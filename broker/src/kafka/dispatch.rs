@@ -27,6 +27,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 16),
     // v7+ adds the max-timestamp lookup (-3), not built yet.
     (ApiKey::ListOffsets, 1, 6),
+    // v0/v1 carry no current leader epoch to fence a stale caller with.
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
@@ -104,6 +106,9 @@ pub async fn dispatch(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, r).await)
         }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            handlers::offset_for_leader_epoch::handle(&ctx, r).await,
+        ),
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, r).await)
         }

@@ -17,12 +17,12 @@ use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::Receivers;
 use skein_storage::{PartitionLog, TailCache};
 
-use crate::admin::AdminState;
+use crate::cluster::ControlPlane;
 use crate::config::LayoutConfig;
 use crate::group::state::GroupLimits;
 use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
-use crate::producer_ids::{BlockStore, ProducerIds};
+use crate::producer_ids::ProducerIds;
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
@@ -31,15 +31,22 @@ use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
 const GROUP_TICK: Duration = Duration::from_millis(50);
 
 /// What every shard's thread receives at start-up (all `Send`).
-#[derive(Clone)]
 pub struct ShardBoot {
     pub id: ShardId,
     pub layout: Arc<LayoutConfig>,
-    pub metadata: Arc<ClusterMetadata>,
     pub mesh: MeshBoot,
     /// Shards that have opened their partitions and bound the listener.
     pub ready: Arc<AtomicUsize>,
+    /// Set when the node should stop: the controller shard sets it after the controlled
+    /// shutdown (or when the node cannot go on).
     pub shutdown: Arc<AtomicBool>,
+    /// Set by a stop signal: the controller shard hands leaderships away first.
+    pub draining: Arc<AtomicBool>,
+    /// Set by the controller shard once this node is a live member with metadata installed;
+    /// shards serve clients only from then on.
+    pub joined: Arc<AtomicBool>,
+    /// The controller shard's start-up state (None on the other shards).
+    pub controller: Option<crate::cluster::ControllerBoot>,
     /// The resolved Kafka listener address (port 0 already replaced).
     pub kafka_addr: std::net::SocketAddr,
 }
@@ -51,8 +58,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     tail_cache: Rc<TailCache>,
     pub mesh: ShardMesh,
-    /// Present only on the metadata (controller) shard.
-    pub admin: Option<AdminState>,
+    /// Present only on the controller shard: this node's cluster membership.
+    pub control: Option<Rc<ControlPlane>>,
     /// This shard's block of producer ids (and, on the metadata shard, the allocator).
     pub producer_ids: ProducerIds,
     stopping: Cell<bool>,
@@ -68,13 +75,8 @@ pub enum ShardError {
         addr: std::net::SocketAddr,
         source: glommio::GlommioError<()>,
     },
-    #[error("{shard}: opening partitions failed: {message}")]
-    Open { shard: ShardId, message: String },
-    #[error("{shard}: loading the producer id allocator failed: {source}")]
-    ProducerIds {
-        shard: ShardId,
-        source: crate::producer_ids::ProducerIdError,
-    },
+    #[error("{shard}: {message}")]
+    Cluster { shard: ShardId, message: String },
 }
 
 /// Runs one shard until shutdown is requested.
@@ -105,16 +107,13 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     );
     let peers = mesh::await_peer_map(&boot.mesh.peer_of_shard).await;
 
-    let is_metadata_shard = shard_id == boot.layout.controller_shard;
-    let producer_id_store = if is_metadata_shard {
-        let store =
-            BlockStore::load(&boot.layout.data_dir).map_err(|source| ShardError::ProducerIds {
-                shard: shard_id,
-                source,
-            })?;
-        Some(store)
-    } else {
-        None
+    let cluster_failed = |message: String| ShardError::Cluster {
+        shard: shard_id,
+        message,
+    };
+    let started = match boot.controller {
+        Some(c) => Some(c.start(&boot.layout).await.map_err(cluster_failed)?),
+        None => None,
     };
     let shard = Rc::new(Shard {
         id: shard_id,
@@ -128,19 +127,35 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
             boot.layout.broker.tail_cache_bytes_per_shard,
         )),
         mesh: ShardMesh::new(data_tx, control_tx, peers),
-        admin: is_metadata_shard.then(|| AdminState::new((*boot.metadata).clone())),
-        producer_ids: ProducerIds::new(producer_id_store),
+        control: started.as_ref().map(|s| s.plane.clone()),
+        producer_ids: ProducerIds::new(),
         stopping: Cell::new(false),
     });
-    shard
-        .apply_metadata(boot.metadata.clone())
-        .await
-        .map_err(|message| ShardError::Open {
-            shard: shard_id,
-            message,
-        })?;
 
     serve_mesh(&shard, data_rx, control_rx);
+    let membership = match &started {
+        Some(started) => {
+            let task = glommio::spawn_local(crate::cluster::run(
+                shard.clone(),
+                started.plane.clone(),
+                started.joined.clone(),
+                boot.draining.clone(),
+                boot.shutdown.clone(),
+            ));
+            // Serve clients only as a live member, with the cluster's metadata installed.
+            while !started.joined.get() && !boot.shutdown.load(Ordering::Acquire) {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            boot.joined.store(true, Ordering::Release);
+            Some(task)
+        }
+        None => {
+            while !boot.joined.load(Ordering::Acquire) && !boot.shutdown.load(Ordering::Acquire) {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            None
+        }
+    };
     let listener =
         glommio::net::TcpListener::bind(boot.kafka_addr).map_err(|source| ShardError::Bind {
             shard: shard_id,
@@ -153,7 +168,17 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
 
     shard.housekeeping(&boot.shutdown).await;
     accept_task.cancel().await;
+    if let Some(task) = membership {
+        task.await;
+    }
     shard.close_all().await;
+    if let Some(started) = started {
+        let fatal = started.plane.fatal.borrow().clone();
+        started.stop().await;
+        if let Some(message) = fatal {
+            return Err(cluster_failed(message));
+        }
+    }
     Ok(())
 }
 
@@ -219,7 +244,7 @@ impl Shard {
             .filter(|(tp, p)| {
                 let t = snapshot.topics.get(&*tp.topic);
                 match (t, snapshot.partition(&tp.topic, tp.partition)) {
-                    (Some(t), Some(pm)) => t.id != p.topic_id || pm.shard != self.id,
+                    (Some(t), Some(pm)) => t.id != p.topic_id || pm.shard != Some(self.id),
                     _ => true,
                 }
             })
@@ -234,7 +259,7 @@ impl Shard {
         for topic in snapshot.topics.values() {
             let config = EffectiveTopicConfig::resolve(&self.layout.broker, &topic.configs);
             for (index, pm) in topic.partitions.iter().enumerate() {
-                if pm.shard != self.id {
+                if pm.shard != Some(self.id) {
                     continue;
                 }
                 let partition =
@@ -247,6 +272,7 @@ impl Shard {
                             p.set_config(config.clone())
                                 .map_err(|e| format!("{tp}: {e}"))?;
                         }
+                        p.set_leadership(pm.leader, pm.leader_epoch);
                     }
                     None => {
                         let dir = self.partition_dir(&tp);
@@ -262,9 +288,10 @@ impl Shard {
                             tp.clone(),
                             topic.id,
                             log,
-                            pm.leader_epoch,
+                            self.layout.node_id.0,
                             config.clone(),
                         );
+                        p.set_leadership(pm.leader, pm.leader_epoch);
                         let p = Rc::new(p);
                         if is_offsets {
                             // Visible while it loads, so group requests learn to retry

@@ -41,9 +41,10 @@ enum Owner {
 }
 
 impl Shard {
-    fn owner_of(&self, tp: &TopicPartition) -> Option<Owner> {
+    /// Where a client request for `tp` runs: the shard of this node's replica, if it leads.
+    fn owner_of(&self, tp: &TopicPartition) -> Result<Owner, ResponseError> {
         let o = self.metadata().owner(&tp.topic, tp.partition)?;
-        Some(if o.shard == self.id {
+        Ok(if o.shard == self.id {
             Owner::Here
         } else {
             Owner::There(o.shard)
@@ -57,9 +58,9 @@ impl Shard {
         acks: Acks,
     ) -> Result<ProduceOutcome, ProduceFailure> {
         match self.owner_of(&tp) {
-            None => Err(ResponseError::UnknownTopicOrPartition.into()),
-            Some(Owner::Here) => self.produce_local(&tp, records, acks).await,
-            Some(Owner::There(shard)) => {
+            Err(e) => Err(e.into()),
+            Ok(Owner::Here) => self.produce_local(&tp, records, acks).await,
+            Ok(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
                 self.call(
                     shard,
@@ -95,12 +96,12 @@ impl Shard {
 
     pub async fn read(&self, tp: TopicPartition, spec: ReadSpec) -> PartitionRead<FetchChunk> {
         match self.owner_of(&tp) {
-            None => PartitionRead::error(ResponseError::UnknownTopicOrPartition),
-            Some(Owner::Here) => {
+            Err(e) => PartitionRead::error(e),
+            Ok(Owner::Here) => {
                 let r = self.read_local(&tp, spec).await;
                 r.map_chunks(FetchChunk::Local)
             }
-            Some(Owner::There(shard)) => {
+            Ok(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
                 match self
                     .call(shard, DataCall::Read { tp, spec, reply }, rx)
@@ -125,9 +126,9 @@ impl Shard {
         let mut by_shard: Vec<(ShardId, Vec<(TopicPartition, i64)>)> = Vec::new();
         for (tp, offset) in watches {
             let shard = match self.owner_of(&tp) {
-                Some(Owner::Here) => self.id,
-                Some(Owner::There(s)) => s,
-                None => return,
+                Ok(Owner::Here) => self.id,
+                Ok(Owner::There(s)) => s,
+                Err(_) => return,
             };
             match by_shard.iter_mut().find(|(s, _)| *s == shard) {
                 Some((_, v)) => v.push((tp, offset)),
@@ -193,12 +194,12 @@ impl Shard {
         current_leader_epoch: i32,
     ) -> Result<OffsetLookup, ResponseError> {
         match self.owner_of(&tp) {
-            None => Err(ResponseError::UnknownTopicOrPartition),
-            Some(Owner::Here) => {
+            Err(e) => Err(e),
+            Ok(Owner::Here) => {
                 self.list_offset_local(&tp, timestamp, current_leader_epoch)
                     .await
             }
-            Some(Owner::There(shard)) => {
+            Ok(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
                 let call = DataCall::ListOffset {
                     tp,
@@ -221,6 +222,7 @@ impl Shard {
     ) -> Result<OffsetLookup, ResponseError> {
         let p = self
             .partition(tp)
+            .filter(|p| p.is_leader())
             .ok_or(ResponseError::NotLeaderOrFollower)?;
         let leader_epoch = p.leader_epoch();
         if current_leader_epoch >= 0 && current_leader_epoch < leader_epoch {

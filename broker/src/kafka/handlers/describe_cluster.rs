@@ -10,7 +10,7 @@ pub fn handle(ctx: &RequestCtx, _req: DescribeClusterRequest) -> DescribeCluster
     let md = ctx.shard.metadata();
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = StrBytes::from_string(md.cluster_id.clone());
-    resp.controller_id = BrokerId(md.node_id.0);
+    resp.controller_id = BrokerId(md.controller_id);
     resp.cluster_authorized_operations = i32::MIN;
     resp.brokers = md
         .brokers

@@ -1,5 +1,5 @@
-//! FindCoordinator: groups are coordinated by this node (the shard that owns the group's
-//! `__consumer_offsets` partition does the work). Transaction coordinators do not exist: asking
+//! FindCoordinator: a group is coordinated by the leader of its `__consumer_offsets`
+//! partition (on that node, by the shard that owns the partition). Transaction coordinators do not exist: asking
 //! for one gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
 
 use kafka_protocol::error::ResponseError;
@@ -21,8 +21,6 @@ struct Found {
 }
 
 async fn find(ctx: &RequestCtx, key: &str, key_type: i8) -> Found {
-    let md = ctx.shard.metadata();
-    let me = md.brokers.first().cloned();
     let failed = |e: ResponseError, m: &str| Found {
         error: Some(e),
         message: Some(m.to_string()),
@@ -41,10 +39,12 @@ async fn find(ctx: &RequestCtx, key: &str, key_type: i8) -> Found {
     if key.is_empty() {
         return failed(ResponseError::InvalidGroupId, "empty group id");
     }
-    if let Err(e) = coordinator::locate(&ctx.shard, key).await {
-        return failed(e, "the offsets topic is not available");
-    }
-    match me {
+    let leader = match coordinator::coordinator_of(&ctx.shard, key).await {
+        Ok(leader) => leader,
+        Err(e) => return failed(e, "the offsets topic is not available"),
+    };
+    let md = ctx.shard.metadata();
+    match md.broker(leader).cloned() {
         Some(b) => Found {
             error: None,
             message: None,
@@ -52,7 +52,10 @@ async fn find(ctx: &RequestCtx, key: &str, key_type: i8) -> Found {
             host: b.host,
             port: i32::from(b.port),
         },
-        None => failed(ResponseError::CoordinatorNotAvailable, "no broker endpoint"),
+        None => failed(
+            ResponseError::CoordinatorNotAvailable,
+            "the coordinator's broker is not available",
+        ),
     }
 }
 

@@ -47,12 +47,11 @@ async fn answer(
 fn to_error_code(e: &ProducerIdError) -> ResponseError {
     match e {
         // Retriable for the client: Kafka answers so while a new id block is not ready yet.
-        ProducerIdError::Io { .. }
-        | ProducerIdError::Corrupt { .. }
-        | ProducerIdError::NotMetadataShard(_)
+        ProducerIdError::Unavailable(_)
+        | ProducerIdError::Refused(_)
+        | ProducerIdError::NotControllerShard(_)
         | ProducerIdError::Unreachable(_)
         | ProducerIdError::Stopping => ResponseError::CoordinatorLoadInProgress,
-        ProducerIdError::Exhausted => ResponseError::UnknownServerError,
     }
 }
 

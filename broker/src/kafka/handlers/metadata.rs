@@ -103,7 +103,7 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
         resp.cluster_id = Some(StrBytes::from_string(md.cluster_id.clone()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(md.node_id.0);
+        resp.controller_id = BrokerId(md.controller_id);
     }
     if (8..=10).contains(&version) {
         resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
@@ -182,7 +182,6 @@ fn topic_entry(
             AUTHORIZED_OPERATIONS_OMITTED
         };
     }
-    let leader = BrokerId(md.node_id.0);
     t.partitions = topic
         .partitions
         .iter()
@@ -190,12 +189,24 @@ fn topic_entry(
         .map(|(i, p)| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = i32::try_from(i).unwrap_or(i32::MAX);
-            mp.leader_id = leader;
+            mp.leader_id = BrokerId(p.leader);
+            if p.is_offline() {
+                mp.error_code = ResponseError::LeaderNotAvailable.code();
+            }
             if version >= 7 {
                 mp.leader_epoch = p.leader_epoch;
             }
-            mp.replica_nodes = vec![leader];
-            mp.isr_nodes = vec![leader];
+            mp.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+            mp.isr_nodes = p.isr.iter().map(|r| BrokerId(*r)).collect();
+            if version >= 5 {
+                // Replicas on brokers that are not live (fenced or gone).
+                mp.offline_replicas = p
+                    .replicas
+                    .iter()
+                    .filter(|r| md.broker(**r).is_none())
+                    .map(|r| BrokerId(*r))
+                    .collect();
+            }
             mp
         })
         .collect();
