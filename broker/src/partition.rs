@@ -148,8 +148,10 @@ impl Partition {
     /// Installs the leader and epoch the metadata names. Waiting fetches are woken so they
     /// answer with the new state rather than sleep out their wait.
     pub fn set_leadership(&self, leader: i32, leader_epoch: i32) {
-        let changed = self.leader.replace(leader) != leader
-            || self.leader_epoch.replace(leader_epoch) != leader_epoch;
+        // Both cells are always written (no short-circuit: a new leader comes with a new epoch).
+        let leader_changed = self.leader.replace(leader) != leader;
+        let epoch_changed = self.leader_epoch.replace(leader_epoch) != leader_epoch;
+        let changed = leader_changed || epoch_changed;
         if changed {
             if leader == self.node_id {
                 tracing::info!(partition = %self.tp, leader_epoch, "leading");
