@@ -11,6 +11,7 @@
 //! record       := tag u8 | body_len u32 | body          (a body must be consumed exactly)
 //! image        := version u8 (1) | count u32 | broker{count} | count u32 | topic{count}
 //!                 | count u32 | (name string, id uuid){count} | next_producer_id i64
+//!                 | cluster_id string                          (version 2; 1 had no cluster id)
 //! entry        := version u8 (1) | entry_type u8 | term u64 | index u64 | context bytes | data bytes
 //! string/bytes := len u32 | len bytes (strings UTF-8)    uuid := 16 bytes
 //! bool         := u8 0 or 1                               option := bool, then the value if 1
@@ -26,6 +27,7 @@
 //!  8 RemoveTopic      id uuid
 //!  9 Config           topic_id uuid | key string | value option<string>
 //! 10 ProducerIds      broker i32 | next_block_start i64
+//! 11 ClusterId        id string
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
@@ -46,7 +48,7 @@ mod wire;
 pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
-pub const IMAGE_VERSION: u8 = 1;
+pub const IMAGE_VERSION: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +112,7 @@ const TAG_PARTITION_CHANGE: u8 = 7;
 const TAG_REMOVE_TOPIC: u8 = 8;
 const TAG_CONFIG: u8 = 9;
 const TAG_PRODUCER_IDS: u8 = 10;
+const TAG_CLUSTER_ID: u8 = 11;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -198,6 +201,7 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
             w.i32(*broker);
             w.i64(*next_block_start);
         }
+        MetadataRecord::ClusterId { id } => w.string("cluster id", id),
     }
     w.patch_len("record body", len_at);
 }
@@ -217,6 +221,7 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
         MetadataRecord::RemoveTopic { .. } => (TAG_REMOVE_TOPIC, "RemoveTopic"),
         MetadataRecord::Config { .. } => (TAG_CONFIG, "Config"),
         MetadataRecord::ProducerIds { .. } => (TAG_PRODUCER_IDS, "ProducerIds"),
+        MetadataRecord::ClusterId { .. } => (TAG_CLUSTER_ID, "ClusterId"),
     }
 }
 
@@ -272,6 +277,9 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
         TAG_PRODUCER_IDS => MetadataRecord::ProducerIds {
             broker: b.i32("broker id")?,
             next_block_start: b.i64("next producer id block")?,
+        },
+        TAG_CLUSTER_ID => MetadataRecord::ClusterId {
+            id: b.string("cluster id")?,
         },
         _ => {
             return Err(DecodeError::UnknownTag {
@@ -415,6 +423,7 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
         w.uuid(id);
     }
     w.i64(image.next_producer_id);
+    w.string("cluster id", &image.cluster_id);
     w.finish()
 }
 
@@ -454,6 +463,7 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
         image.topic_ids.insert(name, r.uuid("topic id")?);
     }
     image.next_producer_id = r.i64("next producer id")?;
+    image.cluster_id = r.string("cluster id")?;
     r.finish("image")?;
     Ok(image)
 }

@@ -22,8 +22,12 @@ impl Heartbeats {
     }
 
     /// On becoming the active controller: every known broker gets a full session from now.
+    /// Heartbeats already recorded in this term (they can arrive before the controller's
+    /// first check) are kept: a restart of the clock never shortens one.
     pub fn start_grace(&mut self, brokers: impl IntoIterator<Item = BrokerId>, now: Instant) {
-        self.last = brokers.into_iter().map(|b| (b, now)).collect();
+        for b in brokers {
+            self.last.insert(b, now);
+        }
     }
 
     pub fn record(&mut self, broker: BrokerId, now: Instant) {
@@ -71,7 +75,11 @@ mod tests {
         h.start_grace([1, 2], t);
         assert!(h.expired(t + Duration::from_millis(1400)).is_empty());
         assert_eq!(h.expired(t + session), vec![1, 2]);
+        // A broker heard before the grace began keeps its record.
+        h.record(3, t);
+        h.start_grace([1], t);
+        assert!(h.is_alive(3, t + Duration::from_millis(1000)));
         h.forget(2);
-        assert_eq!(h.expired(t + session), vec![1]);
+        assert_eq!(h.expired(t + session), vec![1, 3]);
     }
 }

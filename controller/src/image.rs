@@ -102,6 +102,11 @@ pub enum MetadataRecord {
         broker: BrokerId,
         next_block_start: i64,
     },
+    /// The cluster's id (Kafka's 22-character cluster id), written once by the first active
+    /// controller; later ones are ignored.
+    ClusterId {
+        id: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,6 +115,8 @@ pub struct ClusterImage {
     pub topics: BTreeMap<Uuid, TopicState>,
     pub topic_ids: BTreeMap<String, Uuid>,
     pub next_producer_id: i64,
+    /// Empty until the first active controller names the cluster.
+    pub cluster_id: String,
 }
 
 impl ClusterImage {
@@ -228,6 +235,11 @@ impl ClusterImage {
                 next_block_start, ..
             } => {
                 self.next_producer_id = self.next_producer_id.max(*next_block_start);
+            }
+            MetadataRecord::ClusterId { id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = id.clone();
+                }
             }
         }
     }

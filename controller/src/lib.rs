@@ -36,6 +36,7 @@ pub mod node;
 pub mod placement;
 mod raft_log;
 pub mod rpc;
+pub mod service;
 #[cfg(test)]
 mod test_util;
 pub mod transport;

@@ -116,6 +116,7 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
                 next_block_start,
             }
         }),
+        arb_name().prop_map(|id| MetadataRecord::ClusterId { id }),
     ]
 }
 
@@ -153,6 +154,7 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
                     .collect(),
                 topic_ids,
                 next_producer_id,
+                cluster_id: format!("c{next_producer_id}"),
             },
         )
 }

@@ -476,6 +476,10 @@ impl Driver {
         st.ticks = self.ticks;
         if !Rc::ptr_eq(&sh.image, &self.image) {
             sh.image = Rc::clone(&self.image);
+            // Whoever waits for a newer image (brokers long-polling for metadata) looks again.
+            for w in sh.image_waiters.drain(..) {
+                let _ = w.send(());
+            }
         }
     }
 }

@@ -210,6 +210,8 @@ pub(crate) struct Shared {
     stop_requested: bool,
     status: NodeStatus,
     image: Rc<ClusterImage>,
+    /// Woken (and emptied) whenever a new image is published.
+    image_waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// Payload bytes a queued message holds (entries and snapshot data, plus a header).
@@ -346,6 +348,7 @@ impl ControllerNode {
                 stopped: None,
             },
             image: Rc::new(ClusterImage::default()),
+            image_waiters: Vec::new(),
         }));
         let id = config.node_id;
         let driver =
@@ -429,6 +432,37 @@ impl ControllerNode {
     /// The image as of the last applied entry; an immutable snapshot, swapped whole.
     pub fn image(&self) -> Rc<ClusterImage> {
         Rc::clone(&self.mailbox.shared.borrow().image)
+    }
+
+    /// Resolves when an image newer than applied index `after` is published, or after `timeout`
+    /// (or once the node stops), with the image then current and its applied index.
+    pub async fn wait_for_image(&self, after: u64, timeout: Duration) -> (Rc<ClusterImage>, u64) {
+        let current = || {
+            let sh = self.mailbox.shared.borrow();
+            (
+                Rc::clone(&sh.image),
+                sh.status.applied_index,
+                sh.status.stopped.is_some(),
+            )
+        };
+        let (image, applied, stopped) = current();
+        if applied > after || stopped {
+            return (image, applied);
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut sh = self.mailbox.shared.borrow_mut();
+            // Senders whose waiter gave up are dropped here, so the list stays bounded.
+            sh.image_waiters.retain(|w| !w.is_canceled());
+            sh.image_waiters.push(tx);
+        }
+        let _ = futures_lite::future::or(async { rx.await.is_ok() }, async {
+            glommio::timer::sleep(timeout).await;
+            false
+        })
+        .await;
+        let (image, applied, _) = current();
+        (image, applied)
     }
 
     pub fn status(&self) -> NodeStatus {
