@@ -80,6 +80,6 @@ mod tests {
         h.start_grace([1], t);
         assert!(h.is_alive(3, t + Duration::from_millis(1000)));
         h.forget(2);
-        assert_eq!(h.expired(t + session), vec![1]);
+        assert_eq!(h.expired(t + session), vec![1, 3]);
     }
 }

@@ -19,11 +19,14 @@
 //!   mailbox, requests to a [`RequestHandler`]), [`PeerTransport`] (a voter's outgoing Raft
 //!   messages) and [`RemoteClient`] (calls that find the active controller among the voters).
 //!
-//! Not yet: the controller's request handler (answering the RPCs above), flatbuffers records
-//! on the wire, broker registration and heartbeat RPCs, brokers following the metadata log,
-//! the broker's use of the controller (single-node mode inside `skein broker` included), and
-//! membership changes (the voter set is fixed when the group is born; a restart with other
-//! voters is refused).
+//! - [`service`]: [`service::ControllerService`], a voter as brokers see it: it answers the
+//!   RPCs above (registration, heartbeats, metadata fetches, forwarded admin requests, ISR
+//!   changes, producer id blocks) and, while active, fences silent brokers and elects
+//!   preferred leaders.
+//!
+//! Not yet: flatbuffers records on the wire, the broker's use of the controller (single-node
+//! mode inside `skein broker` included; on branch `cluster-broker`), and membership changes
+//! (the voter set is fixed when the group is born; a restart with other voters is refused).
 
 pub mod codec;
 pub mod decide;

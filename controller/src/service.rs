@@ -782,3 +782,162 @@ fn new_cluster_id() -> String {
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{run, temp_dir};
+
+    /// One voter alone: nothing to send.
+    struct Alone;
+    impl RaftTransport for Alone {
+        fn send(&self, _msg: raft::eraftpb::Message) {}
+    }
+
+    fn register(id: i32, incarnation: u8) -> InternalMessage {
+        InternalMessage::RegisterBroker {
+            broker_id: id,
+            incarnation: [incarnation; 16],
+            endpoints: vec![skein_net::internal::Endpoint {
+                listener: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9000 + u16::try_from(id).unwrap(),
+            }],
+            rack: None,
+        }
+    }
+
+    fn heartbeat(id: i32, epoch: i64) -> InternalMessage {
+        InternalMessage::Heartbeat {
+            broker_id: id,
+            broker_epoch: epoch,
+            metadata_offset: i64::MAX,
+            want_fence: false,
+            want_shutdown: false,
+        }
+    }
+
+    #[test]
+    fn brokers_register_get_unfenced_and_are_fenced_when_silent() {
+        let dir = temp_dir();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let settings = ServiceSettings {
+                session_timeout: Duration::from_millis(300),
+                auto_leader_rebalance: false,
+                leader_imbalance_check_interval: Duration::from_secs(300),
+            };
+            let config = ControllerConfig::single_node(crate::NodeId(1), path);
+            let s = ControllerService::start(config, Rc::new(Alone), settings)
+                .await
+                .unwrap();
+            while !s.is_active() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+            let mut epochs = Vec::new();
+            for id in [1, 2] {
+                match s.handle(id, register(id, 1)).await {
+                    InternalMessage::RegisterBrokerResponse {
+                        error_code: 0,
+                        broker_epoch,
+                    } => epochs.push(broker_epoch),
+                    other => panic!("registration: {other:?}"),
+                }
+            }
+            for (id, epoch) in [(1, epochs[0]), (2, epochs[1])] {
+                match s.handle(id, heartbeat(id, epoch)).await {
+                    InternalMessage::HeartbeatResponse { error_code, .. } => {
+                        assert_eq!(error_code, 0)
+                    }
+                    other => panic!("heartbeat: {other:?}"),
+                }
+            }
+            let image = s.node().image();
+            assert!(image.brokers.values().all(|b| !b.fenced));
+            // Another process claiming live, unfenced id 2 is refused.
+            match s.handle(2, register(2, 9)).await {
+                InternalMessage::RegisterBrokerResponse { error_code, .. } => {
+                    assert_eq!(error_code, codes::DUPLICATE_BROKER_REGISTRATION)
+                }
+                other => panic!("duplicate: {other:?}"),
+            }
+
+            // The active controller names the cluster on its first check.
+            let named = Instant::now();
+            while s.node().image().cluster_id.is_empty() {
+                assert!(
+                    named.elapsed() < Duration::from_secs(2),
+                    "cluster never named"
+                );
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(s.node().image().cluster_id.len(), 22);
+            // A stale epoch is refused.
+            match s.handle(1, heartbeat(1, epochs[0] - 1)).await {
+                InternalMessage::HeartbeatResponse { error_code, .. } => {
+                    assert_eq!(error_code, codes::STALE_BROKER_EPOCH)
+                }
+                other => panic!("stale heartbeat: {other:?}"),
+            }
+            let create = InternalMessage::CreateTopics {
+                topics: vec![NewTopicSpec {
+                    name: "t".into(),
+                    num_partitions: 4,
+                    replication_factor: 2,
+                    configs: Vec::new(),
+                    assignments: Vec::new(),
+                }],
+                validate_only: false,
+            };
+            match s.handle(1, create.clone()).await {
+                InternalMessage::AdminResponse { results } => assert_eq!(results[0].error_code, 0),
+                other => panic!("create: {other:?}"),
+            }
+            match s.handle(1, create).await {
+                InternalMessage::AdminResponse { results } => {
+                    assert_eq!(results[0].error_code, codes::TOPIC_ALREADY_EXISTS)
+                }
+                other => panic!("create again: {other:?}"),
+            }
+            // Broker 1 keeps heartbeating, broker 2 goes silent: it is fenced and leads nothing.
+            let start = Instant::now();
+            loop {
+                let _ = s.handle(1, heartbeat(1, epochs[0])).await;
+                let image = s.node().image();
+                if image.brokers.get(&2).is_some_and(|b| b.fenced) {
+                    let t = image.topic("t").unwrap();
+                    assert!(t
+                        .partitions
+                        .iter()
+                        .all(|p| p.leader == 1 && p.isr == vec![1]));
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "broker 2 never fenced"
+                );
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            // Metadata fetches long-poll: an up-to-date caller waits, a behind one gets the image.
+            match s
+                .handle(
+                    1,
+                    InternalMessage::FetchMetadata {
+                        broker_id: 1,
+                        from_offset: -1,
+                        max_wait_ms: 1000,
+                    },
+                )
+                .await
+            {
+                InternalMessage::FetchMetadataResponse { offset, image, .. } => {
+                    assert!(offset > 0);
+                    let decoded = codec::decode_image(&image).unwrap();
+                    assert_eq!(decoded, *s.node().image());
+                }
+                other => panic!("fetch: {other:?}"),
+            }
+            s.shutdown().await.unwrap();
+        });
+    }
+}
