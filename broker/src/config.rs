@@ -315,7 +315,7 @@ fn parse_voters(voters: &[String]) -> Result<Vec<(NodeId, SocketAddr)>, ConfigEr
         }
         out.push((NodeId(id), addr));
     }
-    if out.len() > 1 && out.len() % 2 == 0 {
+    if out.len() > 1 && out.len().is_multiple_of(2) {
         return Err(ConfigError::invalid(
             "controller.voters",
             format!("{} voters: use 1, 3 or 5", out.len()),

@@ -486,10 +486,10 @@ async fn membership(shard: Rc<Shard>, plane: Rc<ControlPlane>, draining: Arc<Ato
                 plane.broker_epoch.set(-1);
                 continue;
             }
-            Some(InternalMessage::HeartbeatResponse { is_fenced, .. }) => {
-                if is_fenced != !plane.unfenced.get() {
-                    tracing::debug!(is_fenced, "heartbeat");
-                }
+            Some(InternalMessage::HeartbeatResponse { is_fenced, .. })
+                if is_fenced == plane.unfenced.get() =>
+            {
+                tracing::debug!(is_fenced, "heartbeat: fencing state changed");
             }
             _ => {}
         }
