@@ -11,6 +11,8 @@ mod limits;
 mod metadata;
 mod partition;
 mod producer_ids;
+mod replica;
+mod replication;
 mod settings;
 mod shard;
 mod topic_config;

@@ -2,6 +2,7 @@
 //! (leader epoch, waiting fetches, effective topic config). Lives on exactly one shard.
 
 use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -12,8 +13,14 @@ use uuid::Uuid;
 
 use crate::group::state::GroupLimits;
 use crate::group::store::GroupStore;
+use crate::replica::{IsrProposal, ReplicaSet};
 use crate::shard::ids::TopicPartition;
 use crate::topic_config::EffectiveTopicConfig;
+
+/// The leader the metadata has not named yet.
+const NO_LEADER_YET: i32 = -1;
+/// How long a group coordinator write waits for the ISR (Kafka's offsets.commit.timeout.ms).
+const COORDINATOR_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a produce to one partition failed, with Produce v8+'s per-record detail.
 #[derive(Debug)]
@@ -60,6 +67,16 @@ pub struct ReadSpec {
     pub max_bytes: usize,
     /// -1 when the client does not know the leader epoch.
     pub current_leader_epoch: i32,
+    /// The fetching follower's broker id; -1 for a consumer.
+    pub replica_id: i32,
+    /// The epoch of the follower's last fetched batch (-1: unknown); checked for divergence.
+    pub last_fetched_epoch: i32,
+}
+
+impl ReadSpec {
+    pub fn is_replica(&self) -> bool {
+        self.replica_id >= 0
+    }
 }
 
 /// One partition's part of a Fetch answer; `C` is a stored chunk (local) or `Bytes` (remote).
@@ -69,6 +86,8 @@ pub struct PartitionRead<C> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a follower whose log diverged: the largest epoch both share, and where it ends here.
+    pub diverging_epoch: Option<(i32, i64)>,
     pub chunks: Vec<C>,
 }
 
@@ -79,6 +98,7 @@ impl<C> PartitionRead<C> {
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
+            diverging_epoch: None,
             chunks: Vec::new(),
         }
     }
@@ -90,6 +110,7 @@ impl<C> PartitionRead<C> {
             high_watermark: self.high_watermark,
             last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log_start_offset,
+            diverging_epoch: self.diverging_epoch,
             chunks: self.chunks.into_iter().map(f).collect(),
         }
     }
@@ -111,11 +132,26 @@ pub struct Partition {
     /// The leader as the metadata names it (-1: offline) and its epoch.
     leader: Cell<i32>,
     leader_epoch: Cell<i32>,
+    /// Replicas, ISR and (while leading) the followers' progress.
+    replicas: RefCell<ReplicaSet>,
+    /// The end of what this replica has written (an append counts once its write completed, and
+    /// with the fsync policy once it is synced): what it may report as its own.
+    local_end: Cell<i64>,
     config: RefCell<EffectiveTopicConfig>,
-    /// Fetches parked until new data arrives (long poll); woken on every append.
+    /// Fetches parked until new data arrives (long poll); woken on every append and HW move.
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// acks=all produces waiting for the high watermark (or a leadership change).
+    hw_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Groups and committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
     pub groups: RefCell<GroupStore>,
+}
+
+/// Where a replica stands after a metadata change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Unchanged,
+    BecameLeader,
+    BecameFollower,
 }
 
 impl Partition {
@@ -126,15 +162,19 @@ impl Partition {
         node_id: i32,
         config: EffectiveTopicConfig,
     ) -> Self {
+        let local_end = log.log_end_offset();
         Partition {
             tp,
             topic_id,
             log,
             node_id,
-            leader: Cell::new(-1),
-            leader_epoch: Cell::new(0),
+            leader: Cell::new(NO_LEADER_YET),
+            leader_epoch: Cell::new(-1),
+            replicas: RefCell::new(ReplicaSet::new(vec![node_id], vec![node_id], -1)),
+            local_end: Cell::new(local_end),
             config: RefCell::new(config),
             waiters: RefCell::new(Vec::new()),
+            hw_waiters: RefCell::new(Vec::new()),
             groups: RefCell::new(GroupStore::new(GroupLimits::from_settings(
                 &Default::default(),
             ))),
@@ -145,19 +185,49 @@ impl Partition {
         self.leader_epoch.get()
     }
 
-    /// Installs the leader and epoch the metadata names. Waiting fetches are woken so they
-    /// answer with the new state rather than sleep out their wait.
-    pub fn set_leadership(&self, leader: i32, leader_epoch: i32) {
-        // Both cells are always written (no short-circuit: a new leader comes with a new epoch).
+    pub fn leader(&self) -> i32 {
+        self.leader.get()
+    }
+
+    /// Installs the leader, epoch, replicas and ISR the metadata names. Waiting fetches and
+    /// produces are woken so they answer with the new state rather than sleep out their wait.
+    pub fn set_assignment(
+        &self,
+        leader: i32,
+        leader_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        partition_epoch: i32,
+    ) -> Transition {
+        let was_leader = self.is_leader();
         let leader_changed = self.leader.replace(leader) != leader;
         let epoch_changed = self.leader_epoch.replace(leader_epoch) != leader_epoch;
-        let changed = leader_changed || epoch_changed;
-        if changed {
-            if leader == self.node_id {
-                tracing::info!(partition = %self.tp, leader_epoch, "leading");
-            }
+        self.replicas
+            .borrow_mut()
+            .update(replicas, isr, partition_epoch);
+        let now_leader = self.is_leader();
+        let transition = if (leader_changed || epoch_changed) && now_leader {
+            // Everything before this point was written under older epochs; followers must have
+            // it all before they count as in sync.
+            self.replicas
+                .borrow_mut()
+                .start_leading(self.log.log_end_offset(), Instant::now());
+            tracing::info!(partition = %self.tp, leader_epoch, "leading");
+            Transition::BecameLeader
+        } else if was_leader && !now_leader {
+            tracing::info!(partition = %self.tp, leader, leader_epoch, "following");
+            Transition::BecameFollower
+        } else if leader_changed && !now_leader {
+            Transition::BecameFollower
+        } else {
+            Transition::Unchanged
+        };
+        if leader_changed || epoch_changed {
             self.wake_waiters();
+            self.wake_hw_waiters();
         }
+        self.maybe_advance_high_watermark();
+        transition
     }
 
     /// Whether this replica leads the partition now.
@@ -175,12 +245,17 @@ impl Partition {
         Ok(())
     }
 
-    /// Validates and appends a produce request's records (leader side). Single node: the ISR is
-    /// this replica, so the high watermark follows the durable log end.
-    pub async fn produce(&self, records: Bytes, acks: Acks) -> Result<AppendInfo, ProduceFailure> {
-        let (max_message_bytes, min_insync, requires_keys) = {
+    /// Validates and appends a produce request's records (leader side); with acks=all, waits
+    /// until every ISR member has them (the high watermark passes them) or `timeout` passes.
+    pub async fn produce(
+        &self,
+        records: Bytes,
+        acks: Acks,
+        timeout: Duration,
+    ) -> Result<AppendInfo, ProduceFailure> {
+        let (max_message_bytes, requires_keys) = {
             let c = self.config.borrow();
-            (c.max_message_bytes, c.min_insync_replicas, c.requires_keys)
+            (c.max_message_bytes, c.requires_keys)
         };
         if !self.is_leader() {
             return Err(ResponseError::NotLeaderOrFollower.into());
@@ -205,26 +280,87 @@ impl Partition {
                 });
             }
         }
-        // The ISR of a single node is one replica.
-        const ISR_SIZE: usize = 1;
-        if acks == Acks::All && ISR_SIZE < min_insync {
-            return Err(ResponseError::NotEnoughReplicas.into());
+        if acks == Acks::All {
+            let (isr, min_insync) = self.isr_size_and_minimum();
+            if isr < min_insync {
+                return Err(ProduceFailure {
+                    error: ResponseError::NotEnoughReplicas,
+                    message: Some(format!(
+                        "The size of the current ISR {isr} is insufficient to satisfy the \
+                         min.isr requirement of {min_insync} for partition {}",
+                        self.tp
+                    )),
+                    record_errors: Vec::new(),
+                });
+            }
         }
+        let epoch = self.leader_epoch.get();
         // An idempotent producer's refusals carry the log's explanation, as Kafka's do.
-        self.append_inner(validated).await.map_err(|e| {
+        let info = self.append_inner(validated).await.map_err(|e| {
             let message = e.is_producer_refusal().then(|| e.to_string());
             ProduceFailure {
                 error: produce_error(e),
                 message,
                 record_errors: Vec::new(),
             }
-        })
+        })?;
+        if acks == Acks::All {
+            self.await_replicated(info.last_offset + 1, epoch, timeout)
+                .await?;
+        }
+        Ok(info)
     }
 
-    /// Appends batches the broker built or already validated, and moves the high watermark.
-    /// A retried idempotent batch appends nothing and answers with the original's offsets.
+    /// The ISR size and the `min.insync.replicas` that acks=all needs.
+    fn isr_size_and_minimum(&self) -> (usize, usize) {
+        let r = self.replicas.borrow();
+        let min = self
+            .config
+            .borrow()
+            .min_insync_replicas_for(r.replicas.len());
+        (r.isr.len(), min)
+    }
+
+    /// Waits until the high watermark reaches `end` under leader epoch `epoch`.
+    async fn await_replicated(
+        &self,
+        end: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> Result<(), ResponseError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.is_leader() || self.leader_epoch.get() != epoch {
+                // Another leader may or may not keep this write: the producer must retry.
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            if self.log.high_watermark() >= end {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ResponseError::RequestTimedOut);
+            }
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut w = self.hw_waiters.borrow_mut();
+                w.retain(|w| !w.is_canceled());
+                w.push(tx);
+            }
+            let sleep = Box::pin(glommio::timer::sleep(deadline - now));
+            futures_util::future::select(rx, sleep).await;
+        }
+    }
+
+    /// Appends batches the broker built (group coordinator records) and waits, like an acks=all
+    /// produce, until the ISR has them. A retried idempotent batch appends nothing and answers
+    /// with the original's offsets.
     pub async fn append(&self, validated: ValidatedBatches) -> Result<AppendInfo, ResponseError> {
-        self.append_inner(validated).await.map_err(produce_error)
+        let epoch = self.leader_epoch.get();
+        let info = self.append_inner(validated).await.map_err(produce_error)?;
+        self.await_replicated(info.last_offset + 1, epoch, COORDINATOR_WRITE_TIMEOUT)
+            .await?;
+        Ok(info)
     }
 
     async fn append_inner(&self, validated: ValidatedBatches) -> Result<AppendInfo, StorageError> {
@@ -232,19 +368,38 @@ impl Partition {
             .log
             .append_validated(validated, self.leader_epoch.get())
             .await?;
-        // Appends complete in offset order; the HW covers what is durably written (a
-        // duplicate resolves only once its original is).
-        let high_watermark = self.log.high_watermark().max(info.last_offset + 1);
-        self.log.set_high_watermark(high_watermark);
+        // Appends complete in offset order: once this one is written, so is all before it.
+        self.local_end
+            .set(self.local_end.get().max(info.last_offset + 1));
         if info.duplicate {
             tracing::debug!(partition = %self.tp, base_offset = info.first_offset, "retried producer batch answered with its original offsets");
         } else {
+            // Followers long-polling for new data.
             self.wake_waiters();
         }
+        self.maybe_advance_high_watermark();
         Ok(info)
     }
 
-    /// Reads for a consumer: whole batches below the high watermark.
+    /// Leader: moves the high watermark to what every ISR member has, and wakes whoever waits
+    /// on it. Never moves it back.
+    fn maybe_advance_high_watermark(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let candidate = self
+            .replicas
+            .borrow()
+            .high_watermark(self.node_id, self.local_end.get());
+        if candidate > self.log.high_watermark() {
+            self.log.set_high_watermark(candidate);
+            self.wake_waiters();
+            self.wake_hw_waiters();
+        }
+    }
+
+    /// Reads for a consumer (whole batches below the high watermark) or for a follower (up to
+    /// the log end, after checking that its log has not diverged from this one).
     pub async fn read(&self, spec: ReadSpec) -> PartitionRead<LogChunk> {
         if !self.is_leader() {
             return PartitionRead::error(ResponseError::NotLeaderOrFollower);
@@ -258,26 +413,53 @@ impl Partition {
                 return PartitionRead::error(ResponseError::UnknownLeaderEpoch);
             }
         }
-        let high_watermark = self.log.high_watermark();
         let log_start_offset = self.log.log_start_offset();
         let mut out = PartitionRead {
             error: None,
-            high_watermark,
-            last_stable_offset: high_watermark,
+            high_watermark: self.log.high_watermark(),
+            last_stable_offset: self.log.high_watermark(),
             log_start_offset,
+            diverging_epoch: None,
             chunks: Vec::new(),
         };
-        if spec.fetch_offset == high_watermark {
+        let limit = if spec.is_replica() {
+            if !self.replicas.borrow().replicas.contains(&spec.replica_id) {
+                out.error = Some(ResponseError::NotLeaderOrFollower);
+                return out;
+            }
+            if let Some(diverging) = self.divergence(&spec) {
+                out.diverging_epoch = Some(diverging);
+                return out;
+            }
+            let end = self.log.log_end_offset();
+            if spec.fetch_offset > end || spec.fetch_offset < log_start_offset {
+                out.error = Some(ResponseError::OffsetOutOfRange);
+                return out;
+            }
+            self.replicas.borrow_mut().record_fetch(
+                spec.replica_id,
+                spec.fetch_offset,
+                end,
+                Instant::now(),
+            );
+            self.maybe_advance_high_watermark();
+            out.high_watermark = self.log.high_watermark();
+            out.last_stable_offset = out.high_watermark;
+            end
+        } else {
+            out.high_watermark
+        };
+        if spec.fetch_offset == limit {
             return out;
         }
         // Past the HW is out of range for a consumer, even where the log has data.
-        if spec.fetch_offset > high_watermark {
+        if spec.fetch_offset > limit {
             out.error = Some(ResponseError::OffsetOutOfRange);
             return out;
         }
         match self
             .log
-            .read(spec.fetch_offset, spec.max_bytes, high_watermark)
+            .read(spec.fetch_offset, spec.max_bytes, limit)
             .await
         {
             Ok(read) => out.chunks = read.chunks,
@@ -292,9 +474,95 @@ impl Partition {
         out
     }
 
-    /// True when a consumer at `fetch_offset` has something to read (or an error to see).
-    pub fn has_data_for(&self, fetch_offset: i64) -> bool {
-        fetch_offset != self.log.high_watermark()
+    /// Kafka's divergence check for a follower fetch: the follower's last epoch must end here at
+    /// or after its fetch offset; if not, the largest shared epoch and its end come back, and
+    /// the follower truncates to it.
+    fn divergence(&self, spec: &ReadSpec) -> Option<(i32, i64)> {
+        if spec.last_fetched_epoch < 0 {
+            return None;
+        }
+        match self.log.end_offset_for_epoch(spec.last_fetched_epoch) {
+            Some((epoch, end))
+                if epoch.0 == spec.last_fetched_epoch && end >= spec.fetch_offset =>
+            {
+                None
+            }
+            Some((epoch, end)) => Some((epoch.0, end)),
+            // Nothing at or below that epoch here: the follower keeps nothing past our start.
+            None => Some((-1, self.log.log_start_offset())),
+        }
+    }
+
+    /// An ISR change this leader should propose now: a caught-up follower to add, or members
+    /// that fell behind for longer than `lag` to drop. Marks the proposal in flight.
+    pub fn isr_proposal(&self, lag: Duration) -> Option<IsrProposal> {
+        if !self.is_leader() {
+            return None;
+        }
+        let mut r = self.replicas.borrow_mut();
+        let proposal = r
+            .expansion(self.node_id, self.log.high_watermark())
+            .or_else(|| r.shrink(self.node_id, Instant::now(), lag))?;
+        r.proposal_in_flight = true;
+        Some(proposal)
+    }
+
+    /// The controller's answer to a proposal (None: refused or lost; the next check retries).
+    pub fn isr_proposal_done(&self, accepted: Option<(Vec<i32>, i32)>) {
+        let replicas = {
+            let mut r = self.replicas.borrow_mut();
+            r.proposal_in_flight = false;
+            r.replicas.clone()
+        };
+        if let Some((isr, partition_epoch)) = accepted {
+            self.replicas
+                .borrow_mut()
+                .update(&replicas, &isr, partition_epoch);
+            self.maybe_advance_high_watermark();
+        }
+    }
+
+    /// Follower: appends the leader's batches unchanged and takes the leader's high watermark
+    /// as far as this log reaches.
+    pub async fn append_from_leader(
+        &self,
+        batches: Bytes,
+        leader_high_watermark: i64,
+    ) -> Result<(), StorageError> {
+        if !batches.is_empty() {
+            let info = self.log.append_replica(batches).await?;
+            self.local_end
+                .set(self.local_end.get().max(info.last_offset + 1));
+        }
+        let hw = leader_high_watermark.min(self.log.log_end_offset());
+        if hw > self.log.high_watermark() {
+            self.log.set_high_watermark(hw);
+        }
+        Ok(())
+    }
+
+    /// Follower: removes everything from `offset` on (a diverged tail).
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.truncate_to(offset).await?;
+        self.local_end.set(self.log.log_end_offset());
+        Ok(())
+    }
+
+    /// Follower behind the leader's log start: empties the log and restarts it there.
+    pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.truncate_fully_and_start_at(offset).await?;
+        self.local_end.set(self.log.log_end_offset());
+        Ok(())
+    }
+
+    /// True when a reader at `fetch_offset` has something to read (or an error to see): past
+    /// the high watermark for a consumer, past the log end for a follower.
+    pub fn has_data_for(&self, fetch_offset: i64, replica: bool) -> bool {
+        if replica {
+            fetch_offset != self.log.log_end_offset()
+        } else {
+            fetch_offset != self.log.high_watermark()
+        }
     }
 
     /// Resolves when new data is appended (or the partition goes away).
@@ -308,6 +576,13 @@ impl Partition {
 
     fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+
+    fn wake_hw_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.hw_waiters.borrow_mut());
         for w in waiters {
             let _ = w.send(());
         }

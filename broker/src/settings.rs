@@ -198,6 +198,35 @@ impl ConfigSource {
     }
 }
 
+/// How followers copy their leaders (Kafka's broker config names and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// `replica.lag.time.max.ms`: an in-sync follower that has not caught up for this long
+    /// leaves the ISR. (A crashed follower leaves it sooner: fencing removes it.)
+    pub lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition in one follower fetch.
+    pub fetch_max_bytes: usize,
+    /// `replica.fetch.response.max.bytes`: one follower fetch in all; it bounds what catch-up
+    /// of a long-dead replica takes from the leader per round trip.
+    pub fetch_response_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`: how long a follower fetch waits at the leader for data.
+    pub fetch_wait_max_ms: u64,
+    /// `replica.fetch.backoff.ms`: the pause after a failed follower fetch.
+    pub fetch_backoff_ms: u64,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            lag_time_max_ms: 30_000,
+            fetch_max_bytes: 1_048_576,
+            fetch_response_max_bytes: 10_485_760,
+            fetch_wait_max_ms: 500,
+            fetch_backoff_ms: 100,
+        }
+    }
+}
+
 /// The classic group protocol's broker settings (Kafka's names and defaults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSettings {
@@ -245,6 +274,8 @@ pub struct BrokerSettings {
     pub broker_session_timeout_ms: u64,
     pub auto_leader_rebalance_enable: bool,
     pub leader_imbalance_check_interval_seconds: u64,
+    /// Replication (Kafka's names and defaults).
+    pub replication: ReplicationSettings,
     /// Broker-level defaults of topic configs, keyed by the topic config name.
     pub topic_defaults: BTreeMap<&'static str, String>,
 }
@@ -273,6 +304,7 @@ impl Default for BrokerSettings {
             broker_session_timeout_ms: 1_500,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
+            replication: ReplicationSettings::default(),
             topic_defaults: BTreeMap::new(),
         }
     }
@@ -330,6 +362,24 @@ impl BrokerSettings {
                 "leader.imbalance.check.interval.seconds" => {
                     s.leader_imbalance_check_interval_seconds =
                         parse_ranged(&text, 1, 86_400).map_err(bad)?
+                }
+                "replica.lag.time.max.ms" => {
+                    s.replication.lag_time_max_ms =
+                        parse_ranged(&text, 100, 86_400_000).map_err(bad)?
+                }
+                "replica.fetch.max.bytes" => {
+                    s.replication.fetch_max_bytes =
+                        parse_ranged(&text, 1024, i32::MAX.into()).map_err(bad)?
+                }
+                "replica.fetch.response.max.bytes" => {
+                    s.replication.fetch_response_max_bytes =
+                        parse_ranged(&text, 1024, i32::MAX.into()).map_err(bad)?
+                }
+                "replica.fetch.wait.max.ms" => {
+                    s.replication.fetch_wait_max_ms = parse_ranged(&text, 1, 60_000).map_err(bad)?
+                }
+                "replica.fetch.backoff.ms" => {
+                    s.replication.fetch_backoff_ms = parse_ranged(&text, 1, 60_000).map_err(bad)?
                 }
                 "offsets.topic.segment.bytes" => {
                     s.offsets_topic_segment_bytes =

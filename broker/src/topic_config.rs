@@ -58,6 +58,21 @@ impl EffectiveTopicConfig {
         c
     }
 
+    /// `min.insync.replicas` for a partition of `replication_factor` replicas. Where neither the
+    /// topic nor the broker sets it, Skein's default is 2 for RF >= 3 (one replica may fail
+    /// without acks=all writes stopping or depending on a single copy) and 1 below.
+    pub fn min_insync_replicas_for(&self, replication_factor: usize) -> usize {
+        let defaulted = self
+            .entries
+            .iter()
+            .any(|e| e.name == "min.insync.replicas" && e.source == ConfigSource::Default);
+        if defaulted && replication_factor >= 3 {
+            2
+        } else {
+            self.min_insync_replicas
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries
             .iter()

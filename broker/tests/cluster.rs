@@ -254,7 +254,6 @@ fn killed_leader_fails_over_within_2s() {
 }
 
 #[test]
-#[ignore = "needs replication (#6): a restarted replica rejoins the ISR only by catching up"]
 fn restarted_broker_regains_preferred_leadership() {
     // Kafka moves leadership back to the preferred replica from its periodic imbalance check
     // (every 300 s by default); 1 s here, so that it happens within the wait.
@@ -478,4 +477,109 @@ fn failover_timing() {
         times[times.len() / 2],
         times[times.len() - 1]
     );
+}
+
+/// acks=all records written to RF 3 partitions survive the kill -9 of their leader: the new
+/// leader (from the old ISR) serves every one of them at its acknowledged offset, and nothing
+/// else.
+#[test]
+fn acknowledged_records_survive_their_leaders_kill() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    const PARTITIONS: usize = 3;
+    const RECORDS: usize = 3_000;
+    let mut cluster = three_voters();
+    let before = create_topic(&mut cluster, "durable", PARTITIONS);
+    let bootstrap = cluster.bootstrap();
+    let producer: rdkafka::producer::FutureProducer = common::clients::client_config_at(
+        &bootstrap,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+        ],
+    )
+    .create()
+    .expect("producer");
+    let payloads: Vec<String> = (0..RECORDS).map(|i| format!("durable-{i}")).collect();
+    let records = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            FutureRecord::to("durable")
+                .partition(i32::try_from(i % PARTITIONS).expect("partition"))
+                .payload(v.as_bytes())
+        })
+        .collect();
+    let acked = common::clients::expect_delivered(common::clients::produce_all(&producer, records));
+    drop(producer);
+
+    let controller = cluster.active_controller();
+    let victim = busiest_leader(&before, controller);
+    kill_and_await_failover(&mut cluster, "durable", &before, victim);
+
+    let consumer: BaseConsumer = common::clients::client_config_at(
+        &bootstrap,
+        &[
+            ("group.id", "skein-test-assign-only"),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+        ],
+    )
+    .create()
+    .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(
+                "durable",
+                i32::try_from(p).expect("partition"),
+                Offset::Beginning,
+            )
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen: std::collections::HashMap<(i32, i64), String> = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < RECORDS && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                if let Some(old) = seen.insert((m.partition(), m.offset()), value) {
+                    panic!(
+                        "offset {} of partition {} read twice ({old})",
+                        m.offset(),
+                        m.partition()
+                    );
+                }
+            }
+            Some(Err(e)) => println!("consumer: {e} (retrying)"),
+            None => {}
+        }
+    }
+    let mut lost = Vec::new();
+    for (i, (partition, offset)) in acked.iter().enumerate() {
+        match seen.get(&(*partition, *offset)) {
+            Some(v) if *v == payloads[i] => {}
+            other => lost.push(format!(
+                "{} at {partition}/{offset}: {other:?}",
+                payloads[i]
+            )),
+        }
+    }
+    println!(
+        "killed leader {victim}: {} acknowledged, {} read back, {} lost",
+        acked.len(),
+        seen.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost acknowledged records: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(seen.len(), RECORDS, "records beyond the acknowledged ones");
 }

@@ -46,6 +46,8 @@ pub enum DataCall {
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
+        /// How long an acks=all produce waits for the ISR.
+        timeout: std::time::Duration,
         reply: oneshot::Sender<Result<ProduceOutcome, ProduceFailure>>,
     },
     /// Stored chunks cross as `Bytes` (DMA buffers are not `Send`: a disk read is copied once).
@@ -56,7 +58,7 @@ pub enum DataCall {
     },
     /// Resolves when any watched partition has data past its offset, or at the deadline.
     WaitForData {
-        watches: Vec<(TopicPartition, i64)>,
+        watches: Vec<super::route::Watch>,
         deadline: Instant,
         reply: oneshot::Sender<()>,
     },

@@ -20,8 +20,9 @@ use skein_storage::{PartitionLog, TailCache};
 use crate::cluster::ControlPlane;
 use crate::config::LayoutConfig;
 use crate::group::state::GroupLimits;
+use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
-use crate::partition::Partition;
+use crate::partition::{Partition, Transition};
 use crate::producer_ids::ProducerIds;
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
@@ -164,10 +165,12 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         })?;
     let accept_task =
         glommio::spawn_local(crate::kafka::server::accept_loop(shard.clone(), listener));
+    let replication = glommio::spawn_local(crate::replication::run(shard.clone()));
     boot.ready.fetch_add(1, Ordering::AcqRel);
 
     shard.housekeeping(&boot.shutdown).await;
     accept_task.cancel().await;
+    replication.cancel().await;
     if let Some(task) = membership {
         task.await;
     }
@@ -213,6 +216,11 @@ impl Shard {
 
     pub fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
         self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// Every partition replica this shard owns.
+    pub fn partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -272,7 +280,21 @@ impl Shard {
                             p.set_config(config.clone())
                                 .map_err(|e| format!("{tp}: {e}"))?;
                         }
-                        p.set_leadership(pm.leader, pm.leader_epoch);
+                        let transition = p.set_assignment(
+                            pm.leader,
+                            pm.leader_epoch,
+                            &pm.replicas,
+                            &pm.isr,
+                            pm.partition_epoch,
+                        );
+                        let is_offsets = topic.name == crate::group::offsets::OFFSETS_TOPIC;
+                        if is_offsets && transition == Transition::BecameLeader {
+                            // A follower's copy of the groups is not kept live; the new
+                            // coordinator rebuilds them from the log it now leads.
+                            self.load_groups(&p)
+                                .await
+                                .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
+                        }
                     }
                     None => {
                         let dir = self.partition_dir(&tp);
@@ -280,9 +302,15 @@ impl Shard {
                             PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
                                 .await
                                 .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
-                        // A single node is the whole ISR of its partitions: everything its log
-                        // recovered was acknowledged or may be, so the HW is the log end.
-                        log.set_high_watermark(log.log_end_offset());
+                        // A sole replica is the whole ISR: everything its log recovered was
+                        // acknowledged or may be, so the HW is the log end. With followers the
+                        // checkpointed HW stands until they report what they have.
+                        if pm.replicas.len() <= 1 {
+                            let end = log.log_end_offset();
+                            if end > log.high_watermark() {
+                                log.set_high_watermark(end);
+                            }
+                        }
                         let is_offsets = topic.name == crate::group::offsets::OFFSETS_TOPIC;
                         let p = Partition::new(
                             tp.clone(),
@@ -291,19 +319,17 @@ impl Shard {
                             self.layout.node_id.0,
                             config.clone(),
                         );
-                        p.set_leadership(pm.leader, pm.leader_epoch);
+                        p.set_assignment(
+                            pm.leader,
+                            pm.leader_epoch,
+                            &pm.replicas,
+                            &pm.isr,
+                            pm.partition_epoch,
+                        );
                         let p = Rc::new(p);
                         if is_offsets {
-                            // Visible while it loads, so group requests learn to retry
-                            // (COORDINATOR_LOAD_IN_PROGRESS) rather than look elsewhere.
-                            {
-                                let mut groups = p.groups.borrow_mut();
-                                groups.limits =
-                                    GroupLimits::from_settings(&self.layout.broker.group);
-                                groups.loading = true;
-                            }
                             self.partitions.borrow_mut().insert(tp.clone(), p.clone());
-                            replay_groups(&p)
+                            self.load_groups(&p)
                                 .await
                                 .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
                         } else {
@@ -315,6 +341,18 @@ impl Shard {
         }
         *self.metadata.borrow_mut() = snapshot;
         Ok(())
+    }
+
+    /// Rebuilds an offsets partition's groups from its log. The partition is visible while it
+    /// loads, so group requests learn to retry (COORDINATOR_LOAD_IN_PROGRESS) rather than look
+    /// elsewhere.
+    async fn load_groups(&self, p: &Rc<Partition>) -> Result<(), String> {
+        {
+            let mut groups = p.groups.borrow_mut();
+            *groups = GroupStore::new(GroupLimits::from_settings(&self.layout.broker.group));
+            groups.loading = true;
+        }
+        replay_groups(p).await
     }
 
     /// Deletes a partition's log once in-flight requests have let go of it.

@@ -3,7 +3,7 @@
 //! The owner looks the partition up again before it touches the log.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -31,6 +31,15 @@ impl AsRef<[u8]> for FetchChunk {
     }
 }
 
+/// A long-polling fetch waits for `tp` to have data past `offset`: past the high watermark for
+/// a consumer, past the log end for a follower (`replica`).
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub replica: bool,
+}
+
 /// ListOffsets' special timestamps.
 pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
@@ -56,10 +65,11 @@ impl Shard {
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
+        timeout: Duration,
     ) -> Result<ProduceOutcome, ProduceFailure> {
         match self.owner_of(&tp) {
             Err(e) => Err(e.into()),
-            Ok(Owner::Here) => self.produce_local(&tp, records, acks).await,
+            Ok(Owner::Here) => self.produce_local(&tp, records, acks, timeout).await,
             Ok(Owner::There(shard)) => {
                 let (reply, rx) = oneshot::channel();
                 self.call(
@@ -68,6 +78,7 @@ impl Shard {
                         tp,
                         records,
                         acks,
+                        timeout,
                         reply,
                     },
                     rx,
@@ -83,11 +94,12 @@ impl Shard {
         tp: &TopicPartition,
         records: Bytes,
         acks: Acks,
+        timeout: Duration,
     ) -> Result<ProduceOutcome, ProduceFailure> {
         let p = self
             .partition(tp)
             .ok_or(ResponseError::NotLeaderOrFollower)?;
-        let info = p.produce(records, acks).await?;
+        let info = p.produce(records, acks, timeout).await?;
         Ok(ProduceOutcome {
             base_offset: info.first_offset,
             log_start_offset: p.log.log_start_offset(),
@@ -122,17 +134,18 @@ impl Shard {
     }
 
     /// Waits until any watched partition has data past its offset, or the deadline passes.
-    pub async fn wait_for_data(&self, watches: Vec<(TopicPartition, i64)>, deadline: Instant) {
-        let mut by_shard: Vec<(ShardId, Vec<(TopicPartition, i64)>)> = Vec::new();
-        for (tp, offset) in watches {
-            let shard = match self.owner_of(&tp) {
+    pub async fn wait_for_data(&self, watches: Vec<Watch>, deadline: Instant) {
+        let mut by_shard: Vec<(ShardId, Vec<Watch>)> = Vec::new();
+        for watch in watches {
+            let tp = &watch.tp;
+            let shard = match self.owner_of(tp) {
                 Ok(Owner::Here) => self.id,
                 Ok(Owner::There(s)) => s,
                 Err(_) => return,
             };
             match by_shard.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, v)) => v.push((tp, offset)),
-                None => by_shard.push((shard, vec![(tp, offset)])),
+                Some((_, v)) => v.push(watch),
+                None => by_shard.push((shard, vec![watch])),
             }
         }
         let mut waits: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>> =
@@ -169,11 +182,13 @@ impl Shard {
         futures_util::future::select(Box::pin(any), timeout).await;
     }
 
-    async fn wait_local(&self, watches: Vec<(TopicPartition, i64)>, deadline: Instant) {
+    async fn wait_local(&self, watches: Vec<Watch>, deadline: Instant) {
         let mut receivers = Vec::new();
-        for (tp, offset) in &watches {
-            match self.partition(tp) {
-                Some(p) if !p.has_data_for(*offset) => receivers.push(p.wait_for_append()),
+        for w in &watches {
+            match self.partition(&w.tp) {
+                Some(p) if !p.has_data_for(w.offset, w.replica) => {
+                    receivers.push(p.wait_for_append())
+                }
                 // Data already there, or the partition moved: let the fetch re-read now.
                 _ => return,
             }
@@ -303,9 +318,10 @@ pub async fn serve_data_call(shard: Rc<Shard>, call: DataCall) {
             tp,
             records,
             acks,
+            timeout,
             reply,
         } => {
-            let r = shard.produce_local(&tp, records, acks).await;
+            let r = shard.produce_local(&tp, records, acks, timeout).await;
             let _ = reply.send(r);
         }
         DataCall::Read { tp, spec, reply } => {

@@ -183,8 +183,17 @@ impl Broker {
     }
 
     /// SIGSTOP: the process stays, but neither answers nor heartbeats until [`Broker::sigcont`].
+    /// SIGSTOP, and waits until every thread of the process is stopped (the signal is
+    /// delivered asynchronously: a thread on another CPU may still answer a request).
     pub fn sigstop(&mut self) {
         self.signal(libc::SIGSTOP);
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !all_threads_stopped(pid) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn sigcont(&mut self) {
@@ -473,4 +482,18 @@ pub fn try_raw_connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<T
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in /proc/<pid>/task/*/stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true; // gone
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }

@@ -9,14 +9,16 @@ use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::protocol::StrBytes;
-use skein_net::{encode_fetch_response, FetchPartitionDesc, FetchResponseDesc, FetchTopicDesc};
+use skein_net::{
+    encode_fetch_response, EpochEndOffset, FetchPartitionDesc, FetchResponseDesc, FetchTopicDesc,
+};
 use uuid::Uuid;
 
 use crate::kafka::dispatch::{Reply, RequestCtx};
 use crate::limits::FETCH_MAX_WAIT_MS_MAX;
 use crate::partition::{PartitionRead, ReadSpec};
 use crate::shard::ids::TopicPartition;
-use crate::shard::route::FetchChunk;
+use crate::shard::route::{FetchChunk, Watch};
 
 struct Wanted {
     /// `None` when the topic (name or id) is unknown.
@@ -45,6 +47,12 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
         };
         return frame(ctx, desc);
     }
+    // A follower names itself: in the request up to v14, in ReplicaState from v15.
+    let replica_id = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     let md = ctx.shard.metadata();
     let topics: Vec<TopicWanted> = req
         .topics
@@ -72,6 +80,12 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
                             fetch_offset: p.fetch_offset,
                             max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                             current_leader_epoch: p.current_leader_epoch,
+                            replica_id,
+                            last_fetched_epoch: if version >= 12 {
+                                p.last_fetched_epoch
+                            } else {
+                                -1
+                            },
                         },
                     })
                     .collect(),
@@ -96,15 +110,23 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
     loop {
         let reads = read_all(ctx, &topics).await;
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
-        let any_error = reads.iter().any(|r| r.error.is_some());
+        let any_error = reads
+            .iter()
+            .any(|r| r.error.is_some() || r.diverging_epoch.is_some());
         if total >= min_bytes || any_error || Instant::now() >= deadline || ctx.shard.is_stopping()
         {
             return respond(ctx, topics, reads, max_bytes);
         }
-        let watches: Vec<(TopicPartition, i64)> = topics
+        let watches: Vec<Watch> = topics
             .iter()
             .flat_map(|t| t.parts.iter())
-            .filter_map(|w| w.tp.clone().map(|tp| (tp, w.spec.fetch_offset)))
+            .filter_map(|w| {
+                w.tp.clone().map(|tp| Watch {
+                    tp,
+                    offset: w.spec.fetch_offset,
+                    replica: w.spec.is_replica(),
+                })
+            })
             .collect();
         if watches.is_empty() {
             return respond(ctx, topics, reads, max_bytes);
@@ -165,7 +187,12 @@ fn respond(
                 high_watermark: r.high_watermark,
                 last_stable_offset: r.last_stable_offset,
                 log_start_offset: r.log_start_offset,
-                diverging_epoch: None,
+                diverging_epoch: r.diverging_epoch.map(|(leader_epoch, end_offset)| {
+                    EpochEndOffset {
+                        leader_epoch,
+                        end_offset,
+                    }
+                }),
                 current_leader: None,
                 snapshot_id: None,
                 aborted_transactions: None,

@@ -1,6 +1,8 @@
 //! Produce: each partition's records go to the owning shard in parallel; the answer lists the
 //! partitions in request order. acks=0 gets no answer at all.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
@@ -17,6 +19,7 @@ use crate::shard::mesh::ProduceOutcome;
 pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResponse> {
     let version = ctx.version();
     let acks = Acks::from_wire(req.acks);
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let transactional = req.transactional_id.is_some();
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut work = Vec::new();
@@ -36,7 +39,9 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
                     return Err(ResponseError::TransactionalIdAuthorizationFailed.into());
                 }
                 match p.records {
-                    Some(records) if !records.is_empty() => shard.produce(tp, records, acks).await,
+                    Some(records) if !records.is_empty() => {
+                        shard.produce(tp, records, acks, timeout).await
+                    }
                     _ => Err(ResponseError::InvalidRecord.into()),
                 }
             });
