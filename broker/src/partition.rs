@@ -452,9 +452,12 @@ impl Partition {
         if spec.fetch_offset == limit {
             return out;
         }
-        // Past the HW is out of range for a consumer, even where the log has data.
         if spec.fetch_offset > limit {
-            out.error = Some(ResponseError::OffsetOutOfRange);
+            // Between the HW and the log end a consumer just waits (Kafka's answer): a new
+            // leader's HW can trail what the old one showed until its followers report in.
+            if spec.fetch_offset > self.log.log_end_offset() {
+                out.error = Some(ResponseError::OffsetOutOfRange);
+            }
             return out;
         }
         match self
@@ -561,7 +564,8 @@ impl Partition {
         if replica {
             fetch_offset != self.log.log_end_offset()
         } else {
-            fetch_offset != self.log.high_watermark()
+            // Between the HW and the log end there is nothing to read yet and nothing wrong.
+            fetch_offset < self.log.high_watermark() || fetch_offset > self.log.log_end_offset()
         }
     }
 
