@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{closed, wall_clock_ms, AppendInfo, Inner, LeaderEpoch, LogState, PartitionLog};
 use crate::batch::{self, BatchesSummary, RecordBatchHeader, ValidatedBatches};
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::{CleanupPolicy, FlushPolicy, LogConfig};
 use crate::dma;
 use crate::error::{Result, StorageError};
 use crate::limits::FALLOCATE_STEP_BYTES;
@@ -130,8 +130,10 @@ impl PartitionLog {
     }
 
     /// Follower append: keeps the leader's offsets and leader epochs byte for byte. The first
-    /// batch must start at the log end offset and batches must be contiguous. Ordered by call
-    /// order like `append`. Producer state follows the batches without checks, as Kafka's.
+    /// batch must start at the log end offset and batches must be contiguous; on a compacted
+    /// log a batch may start past it instead (the leader's cleaner removed whole batches, as in
+    /// Kafka), never before. Ordered by call order like `append`. Producer state follows the
+    /// batches without checks, as Kafka's.
     pub fn append_replica(&self, batches: Bytes) -> impl Future<Output = Result<AppendInfo>> + '_ {
         let staged = self.stage_replica(batches);
         async move { self.inner.finish_append(staged?).await }
@@ -139,8 +141,9 @@ impl PartitionLog {
 
     fn stage_replica(&self, batches: Bytes) -> Result<Staged> {
         let mut expected = self.log_end_offset();
+        let gaps_allowed = self.inner.config.borrow().cleanup_policy != CleanupPolicy::Delete;
         let summary = batch::validate_batches_replica(&batches, |_, h: &RecordBatchHeader| {
-            if h.base_offset > expected {
+            if h.base_offset > expected && !gaps_allowed {
                 return Err(StorageError::OffsetGap {
                     expected_offset: expected,
                     batch_base_offset: h.base_offset,
@@ -178,7 +181,12 @@ impl Inner {
         if st.closed {
             return Err(closed());
         }
-        let first_offset = st.log_end_offset;
+        // A follower's batches keep their offsets (past the log end only across a compaction
+        // gap, which `stage_replica` allowed); a leader's start at the log end.
+        let first_offset = match leader_epoch {
+            Some(_) => st.log_end_offset,
+            None => summary.first_offset.max(st.log_end_offset),
+        };
         if let Some(e) = leader_epoch {
             if let Some(latest) = st.leader_epochs.latest_epoch() {
                 if e < latest {
@@ -201,14 +209,17 @@ impl Inner {
                     return Ok(Staged::duplicate(batch, pending, st.log_start_offset));
                 }
             }
-        } else if summary.first_offset != first_offset {
+        } else if summary.first_offset < st.log_end_offset {
             // The follower check ran against an older log end offset (a concurrent append).
             return Err(StorageError::OffsetOverlap {
                 expected_offset: first_offset,
                 batch_base_offset: summary.first_offset,
             });
         }
-        let last_offset = first_offset + summary.offset_count - 1;
+        let last_offset = match leader_epoch {
+            Some(_) => first_offset + summary.offset_count - 1,
+            None => summary.last_offset,
+        };
         maybe_roll(
             &mut st,
             &self.dir,

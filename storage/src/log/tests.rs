@@ -9,7 +9,7 @@ use glommio::LocalExecutorBuilder;
 
 use super::*;
 use crate::batch::build_batch;
-use crate::config::FlushPolicy;
+use crate::config::{CleanupPolicy, FlushPolicy};
 
 pub(crate) fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     LocalExecutorBuilder::default().make().unwrap().run(f());
@@ -274,6 +274,46 @@ fn replica_append_keeps_offsets_and_refuses_gaps_and_overlaps() {
         assert_eq!(log.end_offset_for_epoch(6), Some((LeaderEpoch(6), 7)));
         assert_eq!(log.leader_epoch_start_offset(6), Some(5));
     });
+}
+
+#[test]
+fn compacted_replica_append_crosses_the_leaders_cleaned_gaps() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = open(&path, config_compacted()).await;
+        let b0 = stamped(build_batch(0, 2, 1, b"a"), 0, 4);
+        let info = log.append_replica(Bytes::from(b0)).await.unwrap();
+        assert_eq!(info.last_offset, 1);
+        // The leader's cleaner removed offsets 2..=9; the next batches arrive past the log end,
+        // with another gap between them.
+        let b1 = stamped(build_batch(0, 1, 2, b"b"), 10, 4);
+        let b2 = stamped(build_batch(0, 2, 3, b"c"), 20, 5);
+        let mut both = b1.clone();
+        both.extend_from_slice(&b2);
+        let info = log.append_replica(Bytes::from(both)).await.unwrap();
+        assert_eq!((info.first_offset, info.last_offset), (10, 21));
+        assert_eq!(log.log_end_offset(), 22);
+        // Reads in the gap start at the next batch, from cache and after a reopen from disk.
+        assert_eq!(read_all(&log, 5).await.len(), b1.len() + b2.len());
+        assert_eq!(read_all(&log, 15).await, b2);
+        let overlap = stamped(build_batch(0, 1, 3, b"d"), 21, 5);
+        assert!(matches!(
+            log.append_replica(Bytes::from(overlap)).await,
+            Err(StorageError::OffsetOverlap { .. })
+        ));
+        log.close().await.unwrap();
+        let log = open(&path, config_compacted()).await;
+        assert_eq!(log.log_end_offset(), 22);
+        assert_eq!(read_all(&log, 15).await, b2);
+    });
+}
+
+fn config_compacted() -> LogConfig {
+    LogConfig {
+        cleanup_policy: CleanupPolicy::Compact,
+        ..small_config()
+    }
 }
 
 #[test]
