@@ -10,7 +10,8 @@
 #   --cluster  reserved for a 3-node run (not implemented yet)
 #
 # Environment:
-#   SKEIN_BIN                  broker binary (default target/release/skein, built when missing)
+#   SKEIN_BIN                  broker binary (default release/skein in $CARGO_TARGET_DIR or
+#                              target/, built when missing)
 #   LIBRDKAFKA_TEST_TIMEOUT    seconds per test before it is killed (default 300)
 #   LIBRDKAFKA_TEST_ARGS       extra test-runner flags (default -L: skip mock-cluster-only tests)
 #   TEST_DEBUG                 passed through: librdkafka debug contexts, e.g. broker,protocol

@@ -34,13 +34,23 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------------------
+# Cargo's target dir: CARGO_TARGET_DIR (relative to the repository root, where cargo runs) or
+# target/.
+skein_cargo_target_dir() {
+    case ${CARGO_TARGET_DIR:-} in
+    "") echo "$SKEIN_ROOT/target" ;;
+    /*) echo "$CARGO_TARGET_DIR" ;;
+    *) echo "$SKEIN_ROOT/$CARGO_TARGET_DIR" ;;
+    esac
+}
+
 # The broker binary. SKEIN_BIN overrides; the default is built when missing.
 skein_resolve_bin() {
     if [ -n "${SKEIN_BIN:-}" ]; then
         [ -x "$SKEIN_BIN" ] || die "SKEIN_BIN=$SKEIN_BIN is not an executable file"
         return
     fi
-    SKEIN_BIN="$SKEIN_ROOT/target/release/skein"
+    SKEIN_BIN="$(skein_cargo_target_dir)/release/skein"
     # Always asked: cargo does nothing when the binary is current, and a stale binary would
     # test old code.
     log "building $SKEIN_BIN (cargo build --release -p skein-broker)"
@@ -146,17 +156,28 @@ rdkafka_sys_version() {
         "$SKEIN_ROOT/Cargo.lock"
 }
 
+# Prints the first of its arguments that exists (an unmatched glob stays a literal pattern).
+_first_existing() {
+    local path
+    for path in "$@"; do
+        if [ -e "$path" ]; then
+            echo "$path"
+            return
+        fi
+    done
+}
+
 # Prints the registry's librdkafka directory, running `cargo fetch` first when it is absent.
 rdkafka_registry_src() {
     local ver dir cargo_home
     ver=$(rdkafka_sys_version)
     [ -n "$ver" ] || die "rdkafka-sys not found in Cargo.lock"
     cargo_home=${CARGO_HOME:-$HOME/.cargo}
-    dir=$(ls -d "$cargo_home"/registry/src/*/"rdkafka-sys-$ver"/librdkafka 2>/dev/null | head -n 1 || true)
+    dir=$(_first_existing "$cargo_home"/registry/src/*/"rdkafka-sys-$ver"/librdkafka)
     if [ -z "$dir" ]; then
         log "cargo fetch (rdkafka-sys-$ver not in the registry yet)"
         (cd "$SKEIN_ROOT" && cargo fetch) >&2 || die "cargo fetch failed"
-        dir=$(ls -d "$cargo_home"/registry/src/*/"rdkafka-sys-$ver"/librdkafka 2>/dev/null | head -n 1 || true)
+        dir=$(_first_existing "$cargo_home"/registry/src/*/"rdkafka-sys-$ver"/librdkafka)
     fi
     if [ -z "$dir" ] || [ ! -f "$dir/configure" ]; then die "no librdkafka in rdkafka-sys-$ver"; fi
     echo "$dir"
@@ -204,10 +225,13 @@ rdkafka_build() {
 }
 
 # Prints a directory holding a current librdkafka.so.1: the one the rdkafka-sys build script
-# left under target/*/build/, else the one rdkafka_build makes.
+# left under the cargo target dir's */build/, else the one rdkafka_build makes.
 rdkafka_lib_dir() {
-    local so
-    so=$(ls -t "$SKEIN_ROOT"/target/*/build/rdkafka-sys-*/out/src/librdkafka.so.1 2>/dev/null | head -n 1 || true)
+    local so target_dir
+    target_dir=$(skein_cargo_target_dir)
+    # The newest: ls -t sorts by mtime (these paths have no odd characters).
+    # shellcheck disable=SC2012
+    so=$(ls -t "$target_dir"/*/build/rdkafka-sys-*/out/src/librdkafka.so.1 2>/dev/null | head -n 1 || true)
     if [ -z "$so" ]; then
         rdkafka_build libs >&2
         so="$RDKAFKA_BUILD_DIR/src/librdkafka.so.1"
