@@ -6,13 +6,14 @@
 set -euo pipefail
 
 # Debian packages:
-#   kcat                        smoke.sh (run against the current librdkafka, see smoke.sh)
+#   kcat                        smoke.sh, librdkafka-tests.sh --cluster (readiness check)
 #   gcc g++ make pkg-config     building librdkafka and its test-runner (C and C++ tests)
 #   zlib1g-dev libzstd-dev      gzip and zstd in that build (lz4 and snappy are built in)
 #   python3 python3-pip         confluent-kafka / kafka-python, librdkafka's lds-gen.py
 #   perl                        mklove's configure uses it
+#   patch                       the test-runner build (scripts/lib/librdkafka-test-rf.patch)
 #   (no libssl/libsasl/libcurl: the librdkafka build uses --disable-ssl --disable-gssapi --disable-curl)
-APT_PACKAGES=(kcat gcc g++ make pkg-config zlib1g-dev libzstd-dev python3 python3-pip perl)
+APT_PACKAGES=(kcat gcc g++ make pkg-config zlib1g-dev libzstd-dev python3 python3-pip perl patch)
 
 # Python clients, pinned. confluent-kafka 2.12.1 bundles librdkafka 2.12.1, the same version
 # that rdkafka-sys vendors.

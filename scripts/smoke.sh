@@ -6,7 +6,8 @@
 #
 #   scripts/smoke.sh            (needs scripts/install-deps.sh to have run)
 #
-# Environment: SKEIN_BIN (default target/release/skein, built when missing).
+# Environment: SKEIN_BIN (default release/skein in $CARGO_TARGET_DIR or target/; built when
+# missing).
 # The last line printed is "N passed, M failed"; the exit status is non-zero when any failed.
 set -euo pipefail
 SCRIPT_NAME=smoke

@@ -15,3 +15,6 @@ bash scripts/librdkafka-tests.sh 0018 0019 0026 0030 0090 0094 0102
 # 0113 in full takes ~10 min (it passes: see scripts/LIBRDKAFKA_TESTS.md); CI runs its
 # subscribe/unsubscribe subtests (b-e, each with and without close).
 SUBTESTS="close consumer" bash scripts/librdkafka-tests.sh 0113
+# The same suite against a 3-node cluster with RF 3 topics (issue 6): 0001 0012 0030 0090,
+# about a minute.
+bash scripts/librdkafka-tests.sh --cluster
