@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -69,7 +69,7 @@ pub async fn run(shard: Rc<Shard>) {
                 fetchers.insert(leader, (task, done));
             }
             if let Some(proposal) = p.isr_proposal(lag) {
-                glommio::spawn_local(propose(shard.clone(), p.clone(), proposal)).detach();
+                glommio::spawn_local(propose(shard.clone(), Rc::downgrade(p), proposal)).detach();
             }
         }
         glommio::timer::sleep(CHECK_INTERVAL).await;
@@ -80,17 +80,22 @@ pub async fn run(shard: Rc<Shard>) {
 }
 
 /// Sends an ISR change to the controller (through the controller shard) and installs its answer.
-async fn propose(shard: Rc<Shard>, p: Rc<Partition>, proposal: IsrProposal) {
+/// Holds the partition weakly: a replica being closed or deleted must not wait for the answer.
+async fn propose(shard: Rc<Shard>, p: Weak<Partition>, proposal: IsrProposal) {
+    let Some(partition) = p.upgrade() else {
+        return;
+    };
     let node_id = shard.layout.node_id.0;
     let request = InternalMessage::AlterPartition {
         broker_id: node_id,
         broker_epoch: -1,
-        topic_id: *p.topic_id.as_bytes(),
-        partition: p.tp.partition,
-        leader_epoch: p.leader_epoch(),
+        topic_id: *partition.topic_id.as_bytes(),
+        partition: partition.tp.partition,
+        leader_epoch: partition.leader_epoch(),
         partition_epoch: proposal.partition_epoch,
         isr: proposal.isr.clone(),
     };
+    drop(partition);
     let target = shard.layout.controller_shard;
     let answer = shard
         .invoke_on(target, move |s| async move {
@@ -107,6 +112,9 @@ async fn propose(shard: Rc<Shard>, p: Rc<Partition>, proposal: IsrProposal) {
         })
         .await
         .flatten();
+    let Some(p) = p.upgrade() else {
+        return;
+    };
     match answer {
         Some(InternalMessage::AlterPartitionResponse {
             error_code: 0,

@@ -583,3 +583,32 @@ fn acknowledged_records_survive_their_leaders_kill() {
     );
     assert_eq!(seen.len(), RECORDS, "records beyond the acknowledged ones");
 }
+
+/// SIGTERM to every node at once (a whole-cluster shutdown): each hands off what it can and
+/// exits promptly, even once the controller quorum is gone under it.
+#[test]
+fn whole_cluster_stops_promptly_on_sigterm() {
+    /// Controlled shutdown gives up after 5 s; closing logs takes well under a second.
+    const STOP_MAX: Duration = Duration::from_secs(8);
+    let mut cluster = three_voters();
+    create_topic(&mut cluster, "stopping", FAILOVER_PARTITIONS);
+    let ids = cluster.node_ids();
+    let start = Instant::now();
+    for id in &ids {
+        cluster.node(*id).terminate();
+    }
+    let mut stuck = Vec::new();
+    for id in &ids {
+        let left = STOP_MAX.saturating_sub(start.elapsed());
+        if !cluster.node(*id).wait_exit(left) {
+            stuck.push(*id);
+        }
+    }
+    println!("whole cluster stopped in {:?}; stuck: {stuck:?}", start.elapsed());
+    if !stuck.is_empty() {
+        for id in &stuck {
+            println!("--- node {id} log tail\n{}", cluster.node(*id).log_tail(30));
+        }
+        panic!("nodes {stuck:?} still running {STOP_MAX:?} after SIGTERM");
+    }
+}

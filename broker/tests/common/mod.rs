@@ -243,6 +243,30 @@ impl Broker {
         self.spawn_again();
     }
 
+    /// SIGTERM without waiting (to stop several brokers at once); see [`Broker::wait_exit`].
+    pub fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Waits up to `timeout` for the process to exit; true if it did (or was not running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !matches!(child.try_wait(), Ok(None)) {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, and SIGKILL if the broker is still there after [`STOP_TIMEOUT`].
     pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
