@@ -296,6 +296,11 @@ impl FaultRun {
     /// report and returns it. The run stays alive so that a failed assertion on the verdict
     /// still prints every node's log (the cluster does when it is dropped in a panic).
     pub fn finish(&mut self) -> Verdict {
+        self.finish_with_log().0
+    }
+
+    /// [`FaultRun::finish`], also returning the workload's log for a test's own measurements.
+    pub fn finish_with_log(&mut self) -> (Verdict, workload::WorkloadLog) {
         std::thread::sleep(self.schedule.settle);
         self.say("stopping the workload");
         let log = self.stop_workload();
@@ -319,7 +324,7 @@ impl FaultRun {
         let replicas = self.read_replicas(&topic);
         verify::check_replicas(&mut verdict, &replicas);
         println!("{}", verdict.report());
-        verdict
+        (verdict, log)
     }
 
     /// SIGTERMs every running node at once (so that each one's controlled shutdown still finds

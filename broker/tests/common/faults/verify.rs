@@ -125,8 +125,12 @@ pub fn check_progress(verdict: &mut Verdict, log: &WorkloadLog) {
             "the idempotent producer hit a fatal error: {fatal}"
         ));
     }
-    if let Some(at) = first_ack_gap(log) {
-        verdict.note(format!("longest gap between two acknowledgements: {at:?}"));
+    let end = log.deliveries.iter().map(|d| d.reported_at).max();
+    if let Some((partition, gap)) = end.and_then(|end| longest_ack_gap(log, Duration::ZERO, end)) {
+        verdict.note(format!(
+            "longest gap between two acknowledgements of one partition: {gap:?} (partition \
+             {partition})"
+        ));
     }
 }
 
@@ -150,22 +154,34 @@ fn failure_reasons(log: &WorkloadLog) -> String {
         .join(", ")
 }
 
-/// The longest time between two consecutive acknowledgements (by report time).
-pub fn first_ack_gap(log: &WorkloadLog) -> Option<Duration> {
-    ack_gaps(log, Duration::ZERO, Duration::MAX)
-        .into_iter()
-        .max()
-}
-
-/// Gaps between consecutive acknowledgement reports that end within [from, to].
-pub fn ack_gaps(log: &WorkloadLog, from: Duration, to: Duration) -> Vec<Duration> {
-    let mut times: Vec<Duration> = log.acknowledged().map(|(d, _)| d.reported_at).collect();
-    times.sort_unstable();
-    times
-        .windows(2)
-        .filter(|w| w[1] >= from && w[1] <= to)
-        .map(|w| w[1] - w[0])
-        .collect()
+/// The longest time a partition went without an acknowledgement within [from, to], and which
+/// partition: per partition, because a dead leader stalls only the partitions it led while the
+/// others keep acknowledging. A partition acknowledged before `from` and not again by `to`
+/// counts as stalled until `to`.
+pub fn longest_ack_gap(log: &WorkloadLog, from: Duration, to: Duration) -> Option<(i32, Duration)> {
+    let mut times: BTreeMap<i32, Vec<Duration>> = BTreeMap::new();
+    for (d, _) in log.acknowledged() {
+        times.entry(d.partition).or_default().push(d.reported_at);
+    }
+    let mut longest: Option<(i32, Duration)> = None;
+    for (partition, mut acks) in times {
+        acks.sort_unstable();
+        let mut gaps: Vec<Duration> = acks
+            .windows(2)
+            .filter(|w| w[1] >= from && w[0] <= to)
+            .map(|w| w[1] - w[0])
+            .collect();
+        // The last acknowledgement of all, within the window: stalled from there until `to`.
+        if let Some(last) = acks.last().filter(|last| **last <= to) {
+            gaps.push(to - *last);
+        }
+        if let Some(gap) = gaps.into_iter().max() {
+            if longest.is_none_or(|(_, l)| gap > l) {
+                longest = Some((partition, gap));
+            }
+        }
+    }
+    longest
 }
 
 /// Checks 1 to 3 on the final read: every acknowledged record at its acknowledged offset (1);
