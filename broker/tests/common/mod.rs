@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod cluster;
+pub mod faults;
 pub mod proxy;
 
 use std::fs::{self, File, OpenOptions};
@@ -198,6 +199,20 @@ impl Broker {
 
     pub fn sigcont(&mut self) {
         self.signal(libc::SIGCONT);
+    }
+
+    /// SIGTERM without waiting, so that a caller can stop several brokers at once and then
+    /// [`Broker::stop`] each (a second SIGTERM is harmless: the broker blocks it).
+    pub fn sigterm(&mut self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// The process id while a process runs (a SIGSTOPped one counts), for tools outside the
+    /// test that act on it (cgroups, firewall rules).
+    pub fn pid(&mut self) -> Option<u32> {
+        self.is_running()
+            .then(|| self.child.as_ref().map(Child::id))
+            .flatten()
     }
 
     fn signal(&mut self, signal: libc::c_int) {
