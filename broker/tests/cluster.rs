@@ -595,7 +595,7 @@ fn whole_cluster_stops_promptly_on_sigterm() {
     let ids = cluster.node_ids();
     let start = Instant::now();
     for id in &ids {
-        cluster.node(*id).terminate();
+        cluster.node(*id).sigterm();
     }
     let mut stuck = Vec::new();
     for id in &ids {
@@ -604,7 +604,10 @@ fn whole_cluster_stops_promptly_on_sigterm() {
             stuck.push(*id);
         }
     }
-    println!("whole cluster stopped in {:?}; stuck: {stuck:?}", start.elapsed());
+    println!(
+        "whole cluster stopped in {:?}; stuck: {stuck:?}",
+        start.elapsed()
+    );
     if !stuck.is_empty() {
         for id in &stuck {
             println!("--- node {id} log tail\n{}", cluster.node(*id).log_tail(30));

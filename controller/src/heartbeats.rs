@@ -21,12 +21,14 @@ impl Heartbeats {
         }
     }
 
-    /// On becoming the active controller: every known broker gets a full session from now.
+    /// On becoming the active controller: every known broker gets a session from `now`.
     /// Heartbeats already recorded in this term (they can arrive before the controller's
     /// first check) are kept: a restart of the clock never shortens one.
     pub fn start_grace(&mut self, brokers: impl IntoIterator<Item = BrokerId>, now: Instant) {
         for b in brokers {
-            self.last.insert(b, now);
+            // A heartbeat that already reached this controller counts; never move it back.
+            let t = self.last.entry(b).or_insert(now);
+            *t = (*t).max(now);
         }
     }
 

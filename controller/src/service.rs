@@ -73,6 +73,11 @@ pub struct ControllerService {
     was_active: Cell<bool>,
     last_preferred: Cell<Instant>,
     checker: RefCell<Option<glommio::Task<()>>>,
+    /// How much of a session a new active controller counts as already spent: the old one was
+    /// silent for at least an election timeout before this voter could win, so a broker's
+    /// last word to it is at least that old too (at most half a session, so that live brokers
+    /// always have time to find the new controller).
+    grace_credit: Duration,
 }
 
 impl ControllerService {
@@ -82,6 +87,9 @@ impl ControllerService {
         transport: Rc<dyn RaftTransport>,
         settings: ServiceSettings,
     ) -> Result<Rc<ControllerService>> {
+        let election_timeout =
+            config.tick_interval * u32::try_from(config.election_ticks).unwrap_or(u32::MAX);
+        let grace_credit = election_timeout.min(settings.session_timeout / 2);
         let node = ControllerNode::start(config, transport).await?;
         let service = Rc::new(ControllerService {
             node,
@@ -91,6 +99,7 @@ impl ControllerService {
             was_active: Cell::new(false),
             last_preferred: Cell::new(Instant::now()),
             checker: RefCell::new(None),
+            grace_credit,
         });
         let weak = Rc::downgrade(&service);
         *service.checker.borrow_mut() = Some(glommio::spawn_local(check_loop(weak)));
@@ -569,12 +578,14 @@ impl ControllerService {
         let now = Instant::now();
         if !self.was_active.get() {
             self.was_active.set(true);
-            // A new active controller heard nobody yet: everyone gets a full session.
+            // A new active controller heard nobody yet: everyone gets a session, less the
+            // election it took to get here (see `grace_credit`).
             let image = self.node.image();
             // Fenced ones too: a process that may still be alive must not be replaced by a
             // duplicate before it had a session to be heard.
             let known: Vec<BrokerId> = image.brokers.keys().copied().collect();
-            self.heartbeats.borrow_mut().start_grace(known, now);
+            let heard = now.checked_sub(self.grace_credit).unwrap_or(now);
+            self.heartbeats.borrow_mut().start_grace(known, heard);
             self.last_preferred.set(now);
             tracing::info!(
                 term = self.node.status().raft_term,

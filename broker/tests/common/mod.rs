@@ -258,12 +258,6 @@ impl Broker {
         self.spawn_again();
     }
 
-    /// SIGTERM without waiting (to stop several brokers at once); see [`Broker::wait_exit`].
-    pub fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
-        self.signal(libc::SIGCONT);
-    }
-
     /// Waits up to `timeout` for the process to exit; true if it did (or was not running).
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let Some(child) = self.child.as_mut() else {
