@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use skein_controller::rpc::with_timeout;
 use skein_net::internal::InternalMessage;
 use skein_net::{decode_response, encode_request, read_frame, CorrelationId, RequestHeader};
 use skein_storage::StorageError;
@@ -413,14 +414,6 @@ async fn leader_addr(shard: &Shard, leader: i32) -> Result<SocketAddr, String> {
 
 fn clamp_i32(v: usize) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-async fn with_timeout<T>(limit: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
-    let sleep = Box::pin(glommio::timer::sleep(limit));
-    match futures_util::future::select(Box::pin(f), sleep).await {
-        futures_util::future::Either::Left((v, _)) => Some(v),
-        futures_util::future::Either::Right(_) => None,
-    }
 }
 
 #[cfg(test)]

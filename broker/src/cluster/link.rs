@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use skein_controller::rpc::RemoteClient;
+use skein_controller::rpc::{with_timeout, RemoteClient};
 use skein_controller::service::{codes, ControllerService};
 use skein_net::internal::InternalMessage;
 
@@ -44,11 +44,15 @@ impl ControllerLink {
             let left = timeout.saturating_sub(start.elapsed());
             if let Some(local) = &self.local {
                 if is_fetch || local.is_active() {
-                    let answer = local.handle(node_id, request.clone()).await;
-                    if answer.error_code() != Some(codes::NOT_CONTROLLER) {
-                        return Ok(answer);
+                    // Bounded too: a decision waits for a quorum that may be gone for good
+                    // (the other voters stopped), and a stopping broker must not wait forever.
+                    match with_timeout(left, local.handle(node_id, request.clone())).await {
+                        Some(answer) if answer.error_code() != Some(codes::NOT_CONTROLLER) => {
+                            return Ok(answer)
+                        }
+                        Some(_) => last = "the local controller lost its leadership".to_string(),
+                        None => last = "the local controller did not decide in time".to_string(),
                     }
-                    last = "the local controller lost its leadership".to_string();
                 }
             }
             if let Some(remote) = &self.remote {

@@ -71,7 +71,7 @@ pub enum RpcError {
 }
 
 /// `f`, or `None` once `limit` has passed.
-pub(crate) async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
+pub async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(f.await) }, async {
         glommio::timer::Timer::new(limit).await;
         None
