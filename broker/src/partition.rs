@@ -544,8 +544,12 @@ impl Partition {
         Ok(())
     }
 
-    /// Follower: removes everything from `offset` on (a diverged tail).
+    /// Follower: removes everything from `offset` on (a diverged tail). Never on a leader: its
+    /// log is the one the others follow.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        if self.is_leader() {
+            return Ok(());
+        }
         self.log.truncate_to(offset).await?;
         self.local_end.set(self.log.log_end_offset());
         Ok(())
@@ -553,6 +557,9 @@ impl Partition {
 
     /// Follower behind the leader's log start: empties the log and restarts it there.
     pub async fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        if self.is_leader() {
+            return Ok(());
+        }
         self.log.truncate_fully_and_start_at(offset).await?;
         self.local_end.set(self.log.log_end_offset());
         Ok(())

@@ -163,6 +163,12 @@ async fn follow(shard: Rc<Shard>, leader: i32) {
             glommio::timer::sleep(backoff).await;
             continue;
         }
+        // The epoch each partition was fetched under: an answer is applied only if the
+        // partition still follows this leader in that epoch (another fetcher may own it now).
+        let epochs: HashMap<crate::shard::ids::TopicPartition, i32> = ready
+            .iter()
+            .map(|p| (p.tp.clone(), p.leader_epoch()))
+            .collect();
         let result = fetch_once(
             &shard,
             leader,
@@ -186,6 +192,10 @@ async fn follow(shard: Rc<Shard>, leader: i32) {
             }
         };
         for (p, data) in answers {
+            let current = p.leader() == leader && epochs.get(&p.tp) == Some(&p.leader_epoch());
+            if !current {
+                continue;
+            }
             if let Err(e) = apply(&p, data).await {
                 tracing::debug!(partition = %p.tp, leader, error = %e, "replica fetch answer not applied; pausing the partition");
                 paused.insert(p.tp.clone(), Instant::now() + backoff);

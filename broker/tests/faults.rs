@@ -245,8 +245,13 @@ fn produce_interruption_timing() {
     for kill in 0..kills {
         let ids = run.cluster.node_ids();
         let victim = ids[usize::try_from(rng.next() % ids.len() as u64).expect("index")];
+        let role = if run.cluster.active_controller() == victim {
+            " (the active controller)"
+        } else {
+            ""
+        };
         kill_times.push(run.workload().elapsed());
-        run.mark(&format!("kill {kill}: kill -9 node {victim}"));
+        run.mark(&format!("kill {kill}: kill -9 node {victim}{role}"));
         run.cluster.node(victim).kill9();
         run.await_moved_off(victim);
         run.cluster.start_again(victim);
