@@ -55,6 +55,19 @@ impl ControllerLink {
                     }
                 }
             }
+            if let (Some(local), Some(remote)) = (&self.local, &self.remote) {
+                // A voter knows the Raft leader from its own log: ask it first rather than
+                // rotate through the voters (one of which may hang without refusing).
+                let leader = local.node().leader_id().filter(|l| l.0 != node_id);
+                if let Some(leader) = leader.filter(|_| !is_fetch) {
+                    let attempt = left.min(Duration::from_millis(500));
+                    if let Ok(answer) = remote.call_node(leader, request.clone(), attempt).await {
+                        if answer.error_code() != Some(codes::NOT_CONTROLLER) {
+                            return Ok(answer);
+                        }
+                    }
+                }
+            }
             if let Some(remote) = &self.remote {
                 // Short attempts, so a local voter that wins the election is asked soon.
                 let attempt = if self.local.is_some() {

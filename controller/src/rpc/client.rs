@@ -120,6 +120,10 @@ impl RemoteClient {
             };
             attempts += 1;
             index = hint.unwrap_or((index + 1) % self.voters.len());
+            // The next call starts past a voter that failed: a hung one (SIGSTOP, a dead
+            // switch port) would otherwise eat every short call's whole budget, and a broker
+            // would never reach the new controller to heartbeat.
+            self.active.set(index);
             if attempts % self.voters.len() == 0 {
                 // A full round without an active controller (an election, most likely).
                 let pause = Duration::from_millis(RPC_ROUND_BACKOFF_MS)
