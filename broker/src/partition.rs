@@ -139,9 +139,9 @@ pub struct Partition {
     local_end: Cell<i64>,
     config: RefCell<EffectiveTopicConfig>,
     /// Fetches parked until new data arrives (long poll); woken on every append and HW move.
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    waiters: Waiters,
     /// acks=all produces waiting for the high watermark (or a leadership change).
-    hw_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    hw_waiters: Waiters,
     /// Groups and committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
     pub groups: RefCell<GroupStore>,
 }
@@ -173,8 +173,8 @@ impl Partition {
             replicas: RefCell::new(ReplicaSet::new(vec![node_id], vec![node_id], -1)),
             local_end: Cell::new(local_end),
             config: RefCell::new(config),
-            waiters: RefCell::new(Vec::new()),
-            hw_waiters: RefCell::new(Vec::new()),
+            waiters: Waiters::default(),
+            hw_waiters: Waiters::default(),
             groups: RefCell::new(GroupStore::new(GroupLimits::from_settings(
                 &Default::default(),
             ))),
@@ -223,8 +223,8 @@ impl Partition {
             Transition::Unchanged
         };
         if leader_changed || epoch_changed {
-            self.wake_waiters();
-            self.wake_hw_waiters();
+            self.waiters.wake_all();
+            self.hw_waiters.wake_all();
         }
         self.maybe_advance_high_watermark();
         transition
@@ -341,12 +341,7 @@ impl Partition {
             if now >= deadline {
                 return Err(ResponseError::RequestTimedOut);
             }
-            let (tx, rx) = oneshot::channel();
-            {
-                let mut w = self.hw_waiters.borrow_mut();
-                w.retain(|w| !w.is_canceled());
-                w.push(tx);
-            }
+            let rx = self.hw_waiters.register();
             let sleep = Box::pin(glommio::timer::sleep(deadline - now));
             futures_util::future::select(rx, sleep).await;
         }
@@ -375,7 +370,7 @@ impl Partition {
             tracing::debug!(partition = %self.tp, base_offset = info.first_offset, "retried producer batch answered with its original offsets");
         } else {
             // Followers long-polling for new data.
-            self.wake_waiters();
+            self.waiters.wake_all();
         }
         self.maybe_advance_high_watermark();
         Ok(info)
@@ -393,8 +388,8 @@ impl Partition {
             .high_watermark(self.node_id, self.local_end.get());
         if candidate > self.log.high_watermark() {
             self.log.set_high_watermark(candidate);
-            self.wake_waiters();
-            self.wake_hw_waiters();
+            self.waiters.wake_all();
+            self.hw_waiters.wake_all();
         }
     }
 
@@ -578,22 +573,27 @@ impl Partition {
 
     /// Resolves when new data is appended (or the partition goes away).
     pub fn wait_for_append(&self) -> oneshot::Receiver<()> {
+        self.waiters.register()
+    }
+}
+
+/// Tasks parked until something changes; each wait is a oneshot that `wake_all` fires.
+#[derive(Default)]
+struct Waiters(RefCell<Vec<oneshot::Sender<()>>>);
+
+impl Waiters {
+    /// A receiver that resolves on the next `wake_all` (or when the list is dropped).
+    fn register(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let mut waiters = self.waiters.borrow_mut();
+        let mut waiters = self.0.borrow_mut();
+        // Waits given up (timed out, request gone) would otherwise pile up between wakes.
         waiters.retain(|w| !w.is_canceled());
         waiters.push(tx);
         rx
     }
 
-    fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            let _ = w.send(());
-        }
-    }
-
-    fn wake_hw_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.hw_waiters.borrow_mut());
+    fn wake_all(&self) {
+        let waiters = std::mem::take(&mut *self.0.borrow_mut());
         for w in waiters {
             let _ = w.send(());
         }

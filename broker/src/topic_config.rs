@@ -19,6 +19,8 @@ pub struct EffectiveTopicConfig {
     pub entries: Vec<ConfigEntry>,
     pub max_message_bytes: usize,
     pub min_insync_replicas: usize,
+    /// Neither the topic nor the broker sets `min.insync.replicas` (Skein's RF-based default).
+    min_insync_replicas_defaulted: bool,
     /// `cleanup.policy` includes compact: every record needs a key.
     pub requires_keys: bool,
 }
@@ -49,12 +51,18 @@ impl EffectiveTopicConfig {
             entries,
             max_message_bytes: 0,
             min_insync_replicas: 1,
+            min_insync_replicas_defaulted: false,
             requires_keys: false,
         };
         let requires_keys = c.cleanup_policies().any(|p| p == "compact");
         c.requires_keys = requires_keys;
         c.max_message_bytes = c.int("max.message.bytes", 1_048_588).max(0) as usize;
         c.min_insync_replicas = c.int("min.insync.replicas", 1).max(1) as usize;
+        // Resolved once here: an acks=all produce asks for every batch.
+        c.min_insync_replicas_defaulted = c
+            .entries
+            .iter()
+            .any(|e| e.name == "min.insync.replicas" && e.source == ConfigSource::Default);
         c
     }
 
@@ -62,11 +70,7 @@ impl EffectiveTopicConfig {
     /// topic nor the broker sets it, Skein's default is 2 for RF >= 3 (one replica may fail
     /// without acks=all writes stopping or depending on a single copy) and 1 below.
     pub fn min_insync_replicas_for(&self, replication_factor: usize) -> usize {
-        let defaulted = self
-            .entries
-            .iter()
-            .any(|e| e.name == "min.insync.replicas" && e.source == ConfigSource::Default);
-        if defaulted && replication_factor >= 3 {
+        if self.min_insync_replicas_defaulted && replication_factor >= 3 {
             2
         } else {
             self.min_insync_replicas

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use super::offsets::{encode_key, encode_value, partition_for, CommittedOffset, O
 use super::state::{GroupState, JoinRequest, JoinResult, Reply, SyncResult, SyncStep};
 use super::store::{group_record, subscribed_topics, Record};
 use crate::admin::{self, AdminOp, NewTopic};
+use crate::metadata::ClusterMetadata;
 use crate::partition::Partition;
 use crate::shard::ids::{ShardId, TopicPartition};
 use crate::shard::Shard;
@@ -62,16 +64,8 @@ pub async fn ensure_offsets_topic(shard: &Shard) -> Result<(), ResponseError> {
 
 /// The broker leading `group`'s `__consumer_offsets` partition (its coordinator).
 pub async fn coordinator_of(shard: &Shard, group: &str) -> Result<i32, ResponseError> {
-    ensure_offsets_topic(shard).await?;
-    let md = shard.metadata();
-    let partitions = md
-        .topics
-        .get(OFFSETS_TOPIC)
-        .map_or(0, |t| t.partitions.len());
-    if partitions == 0 {
-        return Err(ResponseError::CoordinatorNotAvailable);
-    }
-    match md.partition(OFFSETS_TOPIC, partition_for(group, partitions)) {
+    let (md, p) = offsets_partition_of(shard, group).await?;
+    match md.partition(OFFSETS_TOPIC, p) {
         Some(p) if !p.is_offline() => Ok(p.leader),
         _ => Err(ResponseError::CoordinatorNotAvailable),
     }
@@ -83,6 +77,21 @@ pub async fn locate(
     shard: &Shard,
     group: &str,
 ) -> Result<(TopicPartition, ShardId), ResponseError> {
+    let (md, p) = offsets_partition_of(shard, group).await?;
+    // Coordinated by the leader of the group's partition: elsewhere the client is told to
+    // look again (FindCoordinator names that leader).
+    let owner = md
+        .owner(OFFSETS_TOPIC, p)
+        .map_err(|_| ResponseError::NotCoordinator)?;
+    Ok((TopicPartition::new(OFFSETS_TOPIC, p), owner.shard))
+}
+
+/// `group`'s partition of `__consumer_offsets` (created first if needed), with the metadata
+/// it was read from.
+async fn offsets_partition_of(
+    shard: &Shard,
+    group: &str,
+) -> Result<(Arc<ClusterMetadata>, i32), ResponseError> {
     ensure_offsets_topic(shard).await?;
     let md = shard.metadata();
     let partitions = md
@@ -93,12 +102,7 @@ pub async fn locate(
         return Err(ResponseError::CoordinatorNotAvailable);
     }
     let p = partition_for(group, partitions);
-    // Coordinated by the leader of the group's partition: elsewhere the client is told to
-    // look again (FindCoordinator names that leader).
-    let owner = md
-        .owner(OFFSETS_TOPIC, p)
-        .map_err(|_| ResponseError::NotCoordinator)?;
-    Ok((TopicPartition::new(OFFSETS_TOPIC, p), owner.shard))
+    Ok((md, p))
 }
 
 /// Runs `f` on the shard coordinating `group`, with its partition, once it is loaded.

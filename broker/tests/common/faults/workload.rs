@@ -160,28 +160,10 @@ impl Workload {
             acknowledged: AtomicUsize::new(0),
             marks: Mutex::new(Vec::new()),
         });
-        let spawn = |name: &str| std::thread::Builder::new().name(name.to_string());
-        let producer = {
-            let (shared, bootstrap, topic) =
-                (shared.clone(), bootstrap.to_string(), topic.to_string());
-            spawn("faults-producer")
-                .spawn(move || produce(&shared, &bootstrap, &topic, partitions))
-                .expect("spawn the producer thread")
-        };
-        let consumer = {
-            let (shared, bootstrap, topic) =
-                (shared.clone(), bootstrap.to_string(), topic.to_string());
-            spawn("faults-consumer")
-                .spawn(move || consume(&shared, &bootstrap, &topic, partitions))
-                .expect("spawn the consumer thread")
-        };
-        let watcher = {
-            let (shared, bootstrap, topic) =
-                (shared.clone(), bootstrap.to_string(), topic.to_string());
-            spawn("faults-watermarks")
-                .spawn(move || watch_watermarks(&shared, &bootstrap, &topic, partitions))
-                .expect("spawn the watermark thread")
-        };
+        let (b, t, n) = (bootstrap, topic, partitions);
+        let producer = spawn_worker("faults-producer", &shared, b, t, n, produce);
+        let consumer = spawn_worker("faults-consumer", &shared, b, t, n, consume);
+        let watcher = spawn_worker("faults-watermarks", &shared, b, t, n, watch_watermarks);
         Workload {
             shared,
             producer: Some(producer),
@@ -487,6 +469,25 @@ fn consume(shared: &Arc<Shared>, bootstrap: &str, topic: &str, partitions: i32) 
             .unwrap_or_else(|e| e.into_inner()),
     );
     (consumed, errors, watermarks)
+}
+
+/// The signature every workload thread runs with.
+type Work<T> = fn(&Arc<Shared>, &str, &str, i32) -> T;
+
+/// Starts one workload thread named `name`, running `work` against `topic` at `bootstrap`.
+fn spawn_worker<T: Send + 'static>(
+    name: &str,
+    shared: &Arc<Shared>,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    work: Work<T>,
+) -> JoinHandle<T> {
+    let (shared, bootstrap, topic) = (shared.clone(), bootstrap.to_string(), topic.to_string());
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || work(&shared, &bootstrap, &topic, partitions))
+        .unwrap_or_else(|e| panic!("spawn the {name} thread: {e}"))
 }
 
 /// The watcher thread: ListOffsets for every partition every [`WATERMARK_INTERVAL`].
