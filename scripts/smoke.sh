@@ -2,7 +2,8 @@
 # Smoke test with real clients against a fresh single-node skein:
 #   - kcat (run against the current librdkafka, see below): metadata, produce and consume back,
 #   - confluent-kafka (Python): 1000 records with each compression codec, read back,
-#   - kafka-python: a short round trip with a client that is not librdkafka.
+#   - kafka-python: a short round trip with a client that is not librdkafka,
+#   - confluent-kafka's AdminClient: ElectLeaders answers per partition.
 #
 #   scripts/smoke.sh            (needs scripts/install-deps.sh to have run)
 #
@@ -98,6 +99,7 @@ for codec in none gzip snappy lz4 zstd; do
     check "confluent-kafka-$codec" python3 "$SKEIN_ROOT/scripts/smoke_clients.py" confluent "$B" "$codec" 1000
 done
 check kafka-python python3 "$SKEIN_ROOT/scripts/smoke_clients.py" kafka-python "$B" 100
+check confluent-elect-leaders python3 "$SKEIN_ROOT/scripts/smoke_clients.py" elect-leaders "$B"
 
 echo "logs: $WORK"
 echo "$passed passed, $failed failed"

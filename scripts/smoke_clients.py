@@ -5,6 +5,9 @@
                                                       compression.type=CODEC, read back with an
                                                       assign()ed consumer from the beginning
   smoke_clients.py kafka-python BOOTSTRAP [COUNT]      the pure-Python client, same round trip
+  smoke_clients.py elect-leaders BOOTSTRAP             confluent-kafka's AdminClient.elect_leaders
+                                                      on one node: every partition already has
+                                                      its preferred leader
 
 Each run uses a topic of its own, auto-created by the broker on the first produce, and checks
 that every record comes back exactly once, with its key, value and headers, in produce order
@@ -171,11 +174,39 @@ def run_kafka_python(bootstrap, count):
     print(f"smoke_clients: kafka-python: {count} records over partitions {sorted(partitions)} ok")
 
 
+def run_elect_leaders(bootstrap):
+    from confluent_kafka import ElectionType, KafkaError, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"smoke-elect-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(TIMEOUT_S)
+    asked = [TopicPartition(topic, 0), TopicPartition(topic, 1), TopicPartition(topic, 9)]
+    want = [KafkaError.ELECTION_NOT_NEEDED, KafkaError.ELECTION_NOT_NEEDED,
+            KafkaError.UNKNOWN_TOPIC_OR_PART]
+    got = admin.elect_leaders(ElectionType.PREFERRED, asked).result(TIMEOUT_S)
+    by_partition = {(k.topic, k.partition): e for k, e in got.items()}
+    for tp, code in zip(asked, want):
+        key = (tp.topic, tp.partition)
+        if key not in by_partition:
+            fail(f"elect_leaders: no result for {key}")
+        err = by_partition[key]
+        if err is None or err.code() != code:
+            fail(f"elect_leaders {key}: {err}, want {KafkaError(code)}")
+    every = admin.elect_leaders(ElectionType.PREFERRED, None).result(TIMEOUT_S)
+    if every:
+        fail(f"elect_leaders of every partition listed {every}; nothing needed electing")
+    admin.delete_topics([topic])[topic].result(TIMEOUT_S)
+    print(f"smoke_clients: elect_leaders answered {len(asked)} partitions as Kafka does")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[0] == "confluent":
         run_confluent(argv[1], argv[2], int(argv[3]) if len(argv) > 3 else 1000)
     elif len(argv) >= 2 and argv[0] == "kafka-python":
         run_kafka_python(argv[1], int(argv[2]) if len(argv) > 2 else 100)
+    elif len(argv) == 2 and argv[0] == "elect-leaders":
+        run_elect_leaders(argv[1])
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -1,14 +1,15 @@
 //! Topic administration (create, delete, add partitions, alter configs). Requests are checked
 //! here against the broker's rules (names, configs, defaults), then forwarded from the
 //! controller shard to the active controller, which decides and commits; the answer is given
-//! once this node's metadata shows the change, so a client's next request sees it.
+//! once this node's metadata shows the change, so a client's next request sees it. On-demand
+//! leader elections (ElectLeaders) take the same road.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
-use skein_net::internal::{InternalMessage, NewTopicSpec};
+use skein_net::internal::{InternalMessage, NewTopicSpec, PartitionResult};
 
 use crate::metadata::{validate_topic_name, ClusterMetadata};
 use crate::settings::validate_topic_config;
@@ -295,6 +296,104 @@ pub async fn execute(shard: &Shard, op: AdminOp) -> AdminReply {
             .map(|(n, r)| (n, r.unwrap_or(Ok(()))))
             .collect(),
     }
+}
+
+/// An on-demand leader election (Kafka's ElectLeaders).
+#[derive(Clone, Debug)]
+pub struct Election {
+    /// Kafka's ElectionType: 0 preferred, 1 unclean.
+    pub election_type: i8,
+    /// `(topic, partition)` pairs; `None` for every partition.
+    pub partitions: Option<Vec<(String, i32)>>,
+    pub timeout: Duration,
+}
+
+/// One result per partition as the controller gave them, or a top-level error.
+pub type ElectionReply = Result<Vec<PartitionResult>, (ResponseError, String)>;
+
+/// Sends an election to the controller shard (or runs it here if this is it).
+pub async fn elect_leaders(shard: &Shard, election: Election) -> ElectionReply {
+    if shard.control.is_some() {
+        return execute_election(shard, election).await;
+    }
+    let (reply, rx) = oneshot::channel();
+    let target = shard.layout.controller_shard;
+    let call = ControlCall::Elect { election, reply };
+    if shard.mesh.send_control(target, call).await.is_err() {
+        return Err((
+            ResponseError::NotController,
+            "controller shard unreachable".into(),
+        ));
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err((
+            ResponseError::NotController,
+            "controller shard dropped the request".into(),
+        ))
+    })
+}
+
+/// Runs an election on the controller shard: the active controller decides and commits, and
+/// the answer waits until this node's metadata shows the new leaders.
+pub async fn execute_election(shard: &Shard, election: Election) -> ElectionReply {
+    let Some(plane) = &shard.control else {
+        return Err((
+            ResponseError::NotController,
+            "not the controller shard".into(),
+        ));
+    };
+    let before = shard.metadata();
+    let request = InternalMessage::ElectLeaders {
+        election_type: election.election_type,
+        partitions: election.partitions,
+    };
+    let node_id = shard.layout.node_id.0;
+    match plane.link.call(node_id, request, election.timeout).await {
+        Ok(InternalMessage::ElectLeadersResponse {
+            error_code: 0,
+            results,
+        }) => {
+            wait_elected(shard, &before, &results).await;
+            Ok(results)
+        }
+        Ok(InternalMessage::ElectLeadersResponse { error_code, .. }) => Err((
+            ResponseError::try_from_code(error_code).unwrap_or(ResponseError::UnknownServerError),
+            "the controller refused the election".into(),
+        )),
+        Ok(other) => {
+            tracing::error!(answer = ?other, "the controller answered an election oddly");
+            Err((
+                ResponseError::UnknownServerError,
+                "bad controller answer".into(),
+            ))
+        }
+        Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
+    }
+}
+
+/// Waits until this node's metadata shows a new leader epoch for every partition elected.
+async fn wait_elected(shard: &Shard, before: &ClusterMetadata, results: &[PartitionResult]) {
+    let epoch = |md: &ClusterMetadata, r: &PartitionResult| {
+        let t = md.topics.get(&r.topic)?;
+        Some(
+            t.partitions
+                .get(usize::try_from(r.partition).ok()?)?
+                .leader_epoch,
+        )
+    };
+    let start = Instant::now();
+    while start.elapsed() < VISIBLE_WAIT {
+        let md = shard.metadata();
+        let visible = results
+            .iter()
+            .filter(|r| r.error_code == 0)
+            .all(|r| epoch(&md, r) > epoch(before, r));
+        if visible {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::warn!("leader election committed but not yet visible here");
 }
 
 /// Waits until this node's metadata shows what the controller committed for `done`.

@@ -1,13 +1,11 @@
 //! Multi-node clusters of real `skein` processes on 127.0.0.1 (see `common::cluster`): forming
-//! one cluster, leader failover after kill -9, the active controller killed (also mid
-//! CreateTopics), a duplicate broker id, and failover timing on demand.
+//! one cluster, leader failover after kill -9, preferred leaders coming back (periodically and
+//! by ElectLeaders), the active controller killed (also mid CreateTopics), a duplicate broker
+//! id, acknowledged records surviving their leader's kill, and failover timing on demand.
 //!
 //! What is expected is Kafka's (KRaft) behaviour: a broker silent for `broker.session.timeout.ms`
 //! (1500 ms by default) is fenced, each partition it led gets a new leader from its ISR with
 //! leader epoch + 1, and it leaves every ISR. Every test prints what it measured.
-//!
-//! Until the replicated controller is wired into the broker only `one_node_cluster_harness`
-//! can pass: a config with more than one voter is refused today.
 
 mod common;
 
@@ -287,6 +285,112 @@ fn restarted_broker_regains_preferred_leadership() {
         "node {victim} back in the ISRs and preferred leader after {:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn elect_leaders_moves_leadership_to_preferred_replicas_on_demand() {
+    use common::raw::roundtrip;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    const NONE: i16 = 0;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const ELECTION_NOT_NEEDED: i16 = 84;
+    // No periodic preferred election: only the request may move leadership back.
+    let spec = ClusterSpec::default().set("auto.leader.rebalance.enable", "false");
+    let mut cluster = Cluster::start(spec);
+    let before = create_topic(&mut cluster, "on-demand", FAILOVER_PARTITIONS);
+    let controller = cluster.active_controller();
+    let victim = busiest_leader(&before, controller);
+    kill_and_await_failover(&mut cluster, "on-demand", &before, victim);
+    restart_and_await_listed(&mut cluster, victim);
+    let back = cluster.wait_for(
+        Duration::from_secs(15),
+        &format!("node {victim} is back in every ISR of on-demand"),
+        |c| {
+            let running = c.running_ids();
+            let views = c.try_views(&running)?;
+            let topic = agreed_topic(&views, "on-demand")?.ok_or("on-demand is not listed")?;
+            match topic.partitions.values().find(|p| !p.isr.contains(&victim)) {
+                Some(p) => Err(format!("{p:?}")),
+                None => Ok(topic),
+            }
+        },
+    );
+    assert!(
+        back.led_by(victim).is_empty(),
+        "leadership stays put without a request: {back:?}"
+    );
+
+    // Asked of a node that is not the active controller: it forwards.
+    let asked_node = cluster
+        .running_except(controller)
+        .into_iter()
+        .find(|n| *n != victim)
+        .unwrap_or(victim);
+    let addr = cluster.node(asked_node).addr();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let topic = |name: &str, partitions: Vec<i32>| {
+        let mut t = TopicPartitions::default();
+        t.topic = TopicName(StrBytes::from_string(name.to_string()));
+        t.partitions = partitions;
+        t
+    };
+    let partitions: Vec<i32> = back.partitions.keys().copied().collect();
+    let mut request = ElectLeadersRequest::default();
+    request.election_type = 0;
+    request.timeout_ms = 10_000;
+    request.topic_partitions = Some(vec![
+        topic("on-demand", partitions),
+        topic("missing", vec![0]),
+    ]);
+    let response: ElectLeadersResponse =
+        roundtrip(&mut stream, ApiKey::ElectLeaders, 2, 1, &request);
+    assert_eq!(response.error_code, NONE);
+    let mut seen = 0;
+    for t in &response.replica_election_results {
+        for r in &t.partition_result {
+            seen += 1;
+            let expected = if t.topic.0.as_str() == "missing" {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if back.partitions[&r.partition_id].replicas.first() == Some(&victim) {
+                NONE
+            } else {
+                ELECTION_NOT_NEEDED
+            };
+            assert_eq!(
+                r.error_code, expected,
+                "{} {}: {:?}",
+                t.topic.0, r.partition_id, r.error_message
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        FAILOVER_PARTITIONS + 1,
+        "one result per partition asked"
+    );
+    // The answer waited for the asked node's metadata: it shows the new leaders at once.
+    let after = cluster.metadata(asked_node);
+    let after = after.topic("on-demand").expect("listed");
+    for (i, p) in &after.partitions {
+        assert_eq!(
+            Some(&p.leader),
+            p.replicas.first(),
+            "partition {i} led by its preferred replica"
+        );
+        if before.partitions[i].replicas.first() == Some(&victim) {
+            assert!(p.leader_epoch > back.partitions[i].leader_epoch);
+        }
+    }
+    // Every partition, again: nothing left to do, so nothing is listed.
+    request.topic_partitions = None;
+    let response: ElectLeadersResponse =
+        roundtrip(&mut stream, ApiKey::ElectLeaders, 2, 2, &request);
+    assert_eq!(response.error_code, NONE);
+    assert!(response.replica_election_results.is_empty(), "{response:?}");
+    println!("node {victim} leads its preferred partitions again after ElectLeaders");
 }
 
 /// One round: CreateTopics (`partitions`, RF 3) from a thread, kill -9 of the active controller

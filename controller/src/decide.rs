@@ -228,19 +228,126 @@ pub fn unfence_broker(
 /// Preferred-leader election: leadership goes back to the first replica wherever it is active
 /// and in sync.
 pub fn preferred_elections(image: &ClusterImage) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    for t in image.topics.values() {
-        for (i, p) in t.partitions.iter().enumerate() {
-            let Some(&preferred) = p.replicas.first() else {
-                continue;
-            };
-            if p.leader != preferred && p.isr.contains(&preferred) && image.is_active(preferred) {
-                let partition = i32::try_from(i).unwrap_or(i32::MAX);
-                records.push(change(t.id, partition, p, preferred, p.isr.clone()));
+    elect_leaders(image, ElectionKind::Preferred, None).records
+}
+
+/// The two kinds of on-demand election (Kafka's ElectionType).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionKind {
+    /// Leadership to the first replica in assignment order, if it is active and in sync.
+    Preferred,
+    /// A leader for a partition that has none, out of sync if no ISR member is left: records
+    /// only the old ISR had are lost, which is why only an admin asks for it.
+    Unclean,
+}
+
+/// What an on-demand election found for one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    Elected,
+    /// It already has the leader asked for (ELECTION_NOT_NEEDED).
+    NotNeeded,
+    /// The preferred replica is fenced or out of sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    PreferredNotAvailable,
+    /// No replica is active (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NoEligibleLeader,
+    UnknownPartition,
+}
+
+#[derive(Debug, Default)]
+pub struct Elections {
+    pub records: Vec<MetadataRecord>,
+    /// `(topic, partition, outcome)` per partition asked for, in request order; for every
+    /// partition (`None`), only those where an election was needed.
+    pub outcomes: Vec<(String, i32, ElectionOutcome)>,
+}
+
+/// An on-demand election over `partitions` (`None`: every partition).
+pub fn elect_leaders(
+    image: &ClusterImage,
+    kind: ElectionKind,
+    partitions: Option<&[(String, i32)]>,
+) -> Elections {
+    let mut out = Elections::default();
+    match partitions {
+        Some(asked) => {
+            let mut seen = BTreeMap::new();
+            for (name, partition) in asked {
+                let key = (name.as_str(), *partition);
+                let outcome = match seen.get(&key) {
+                    // Asked twice: one election, the same answer.
+                    Some(outcome) => *outcome,
+                    None => {
+                        let found = image.topic(name).and_then(|t| {
+                            let p = t.partitions.get(usize::try_from(*partition).ok()?)?;
+                            Some((t.id, p))
+                        });
+                        let outcome = match found {
+                            Some((id, p)) => elect_one(image, kind, id, *partition, p, &mut out),
+                            None => ElectionOutcome::UnknownPartition,
+                        };
+                        seen.insert(key, outcome);
+                        outcome
+                    }
+                };
+                out.outcomes.push((name.clone(), *partition, outcome));
+            }
+        }
+        None => {
+            for (name, id) in &image.topic_ids {
+                let Some(t) = image.topics.get(id) else {
+                    continue;
+                };
+                for (i, p) in t.partitions.iter().enumerate() {
+                    let partition = i32::try_from(i).unwrap_or(i32::MAX);
+                    let outcome = elect_one(image, kind, *id, partition, p, &mut out);
+                    if outcome != ElectionOutcome::NotNeeded {
+                        out.outcomes.push((name.clone(), partition, outcome));
+                    }
+                }
             }
         }
     }
-    records
+    out
+}
+
+fn elect_one(
+    image: &ClusterImage,
+    kind: ElectionKind,
+    topic_id: Uuid,
+    partition: i32,
+    p: &PartitionState,
+    out: &mut Elections,
+) -> ElectionOutcome {
+    let (leader, isr) = match kind {
+        ElectionKind::Preferred => {
+            let Some(&preferred) = p.replicas.first() else {
+                return ElectionOutcome::PreferredNotAvailable;
+            };
+            if p.leader == preferred {
+                return ElectionOutcome::NotNeeded;
+            }
+            if !p.isr.contains(&preferred) || !image.is_active(preferred) {
+                return ElectionOutcome::PreferredNotAvailable;
+            }
+            (preferred, p.isr.clone())
+        }
+        ElectionKind::Unclean => {
+            if p.leader != NO_LEADER {
+                return ElectionOutcome::NotNeeded;
+            }
+            if let Some(clean) = first_eligible(image, &p.replicas, &p.isr) {
+                (clean, p.isr.clone())
+            } else if let Some(l) = p.replicas.iter().copied().find(|r| image.is_active(*r)) {
+                (l, vec![l])
+            } else {
+                return ElectionOutcome::NoEligibleLeader;
+            }
+        }
+    };
+    out.records
+        .push(change(topic_id, partition, p, leader, isr));
+    ElectionOutcome::Elected
 }
 
 fn candidates(image: &ClusterImage) -> Vec<Candidate> {

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use skein_net::internal::{InternalMessage, NewTopicSpec, TopicResult};
+use skein_net::internal::{InternalMessage, NewTopicSpec, PartitionResult, TopicResult};
 use uuid::Uuid;
 
 use crate::codec;
@@ -38,8 +38,12 @@ pub mod codes {
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REQUEST: i16 = 42;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
@@ -347,6 +351,50 @@ impl ControllerService {
                         len: PRODUCER_ID_BLOCK,
                     },
                     Err((code, _)) => producer_ids_error(code),
+                }
+            }
+            InternalMessage::ElectLeaders {
+                election_type,
+                partitions,
+            } => {
+                if not_controller {
+                    return elect_leaders_error(codes::NOT_CONTROLLER);
+                }
+                let kind = match election_type {
+                    0 => decide::ElectionKind::Preferred,
+                    1 => decide::ElectionKind::Unclean,
+                    _ => return elect_leaders_error(codes::INVALID_REQUEST),
+                };
+                let outcomes = RefCell::new(Vec::new());
+                let answer = self
+                    .decide(|image| {
+                        let e = decide::elect_leaders(image, kind, partitions.as_deref());
+                        *outcomes.borrow_mut() = e.outcomes;
+                        Ok(e.records)
+                    })
+                    .await;
+                match answer {
+                    Ok(()) => {
+                        let results: Vec<PartitionResult> = outcomes
+                            .into_inner()
+                            .into_iter()
+                            .map(|(topic, partition, outcome)| {
+                                election_result(topic, partition, outcome)
+                            })
+                            .collect();
+                        let elected = results.iter().filter(|r| r.error_code == 0).count();
+                        tracing::info!(
+                            ?kind,
+                            elected,
+                            asked = results.len(),
+                            "leader election asked for"
+                        );
+                        InternalMessage::ElectLeadersResponse {
+                            error_code: codes::NONE,
+                            results,
+                        }
+                    }
+                    Err((code, _)) => elect_leaders_error(code),
                 }
             }
             other => {
@@ -774,6 +822,43 @@ fn alter_partition_error(error_code: i16) -> InternalMessage {
         isr: Vec::new(),
         leader_epoch: -1,
         partition_epoch: -1,
+    }
+}
+
+fn elect_leaders_error(error_code: i16) -> InternalMessage {
+    InternalMessage::ElectLeadersResponse {
+        error_code,
+        results: Vec::new(),
+    }
+}
+
+fn election_result(
+    topic: String,
+    partition: i32,
+    outcome: decide::ElectionOutcome,
+) -> PartitionResult {
+    use decide::ElectionOutcome::*;
+    let (error_code, message) = match outcome {
+        Elected => (codes::NONE, None),
+        NotNeeded => (
+            codes::ELECTION_NOT_NEEDED,
+            Some("leader is already the one asked for"),
+        ),
+        PreferredNotAvailable => (
+            codes::PREFERRED_LEADER_NOT_AVAILABLE,
+            Some("the preferred replica is not active and in sync"),
+        ),
+        NoEligibleLeader => (
+            codes::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+            Some("no replica is active"),
+        ),
+        UnknownPartition => (codes::UNKNOWN_TOPIC_OR_PARTITION, None),
+    };
+    PartitionResult {
+        topic,
+        partition,
+        error_code,
+        error_message: message.map(str::to_string),
     }
 }
 

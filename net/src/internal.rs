@@ -130,6 +130,19 @@ pub enum InternalMessage {
         start: i64,
         len: i32,
     },
+    /// An on-demand leader election (Kafka's ElectLeaders).
+    ElectLeaders {
+        /// Kafka's ElectionType: 0 preferred, 1 unclean.
+        election_type: i8,
+        /// `(topic, partition)` pairs; `None` for every partition.
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    /// One result per partition asked for (for every partition: those an election was needed
+    /// for), or a top-level error with no results.
+    ElectLeadersResponse {
+        error_code: i16,
+        results: Vec<PartitionResult>,
+    },
 }
 
 /// One topic of a forwarded CreateTopics request.
@@ -151,6 +164,15 @@ pub struct TopicResult {
     pub error_message: Option<String>,
 }
 
+/// The outcome of an election for one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+}
+
 /// Kafka's NOT_CONTROLLER: the node asked is not the active controller; try another voter.
 pub const NOT_CONTROLLER: i16 = 41;
 
@@ -163,7 +185,8 @@ impl InternalMessage {
             | Self::HeartbeatResponse { error_code, .. }
             | Self::FetchMetadataResponse { error_code, .. }
             | Self::AlterPartitionResponse { error_code, .. }
-            | Self::AllocateProducerIdsResponse { error_code, .. } => Some(*error_code),
+            | Self::AllocateProducerIdsResponse { error_code, .. }
+            | Self::ElectLeadersResponse { error_code, .. } => Some(*error_code),
             Self::Raft(_)
             | Self::RegisterBroker { .. }
             | Self::Heartbeat { .. }
@@ -174,7 +197,8 @@ impl InternalMessage {
             | Self::AlterTopicConfig { .. }
             | Self::AdminResponse { .. }
             | Self::AlterPartition { .. }
-            | Self::AllocateProducerIds { .. } => None,
+            | Self::AllocateProducerIds { .. }
+            | Self::ElectLeaders { .. } => None,
         }
     }
 
@@ -190,14 +214,16 @@ impl InternalMessage {
             | Self::CreatePartitions { .. }
             | Self::AlterTopicConfig { .. }
             | Self::AlterPartition { .. }
-            | Self::AllocateProducerIds { .. } => true,
+            | Self::AllocateProducerIds { .. }
+            | Self::ElectLeaders { .. } => true,
             Self::Raft(_)
             | Self::RegisterBrokerResponse { .. }
             | Self::HeartbeatResponse { .. }
             | Self::FetchMetadataResponse { .. }
             | Self::AdminResponse { .. }
             | Self::AlterPartitionResponse { .. }
-            | Self::AllocateProducerIdsResponse { .. } => false,
+            | Self::AllocateProducerIdsResponse { .. }
+            | Self::ElectLeadersResponse { .. } => false,
         }
     }
 }

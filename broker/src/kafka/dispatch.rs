@@ -38,6 +38,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     // Idempotent producers only: a transactional id is refused (see the handler).
     (ApiKey::InitProducerId, 0, 5),
     // The classic group protocol. OffsetCommit v9 / OffsetFetch v9 are KIP-848's.
@@ -117,6 +118,9 @@ pub async fn dispatch(
         }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(handlers::elect_leaders::handle(&ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, r))

@@ -11,7 +11,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use kafka_protocol::error::ResponseError;
 
-use crate::admin::{AdminOp, AdminReply};
+use crate::admin::{AdminOp, AdminReply, Election, ElectionReply};
 use crate::metadata::ClusterMetadata;
 use crate::partition::{Acks, PartitionRead, ProduceFailure, ReadSpec};
 use crate::shard::ids::{ShardId, TopicPartition};
@@ -82,6 +82,11 @@ pub enum ControlCall {
     Admin {
         op: AdminOp,
         reply: oneshot::Sender<AdminReply>,
+    },
+    /// An on-demand leader election, sent to the metadata (controller) shard.
+    Elect {
+        election: Election,
+        reply: oneshot::Sender<ElectionReply>,
     },
 }
 

@@ -364,5 +364,9 @@ pub async fn serve_control_call(shard: Rc<Shard>, call: ControlCall) {
             let r = crate::admin::execute(&shard, op).await;
             let _ = reply.send(r);
         }
+        ControlCall::Elect { election, reply } => {
+            let r = crate::admin::execute_election(&shard, election).await;
+            let _ = reply.send(r);
+        }
     }
 }

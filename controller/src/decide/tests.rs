@@ -218,3 +218,119 @@ fn topics_need_enough_brokers_and_grow_with_the_same_rf() {
     apply(&mut image, &r);
     assert!(image.topic("t").is_none());
 }
+
+#[test]
+fn on_demand_preferred_election_answers_per_partition() {
+    let (mut image, id) = cluster();
+    let epoch_1 = image.brokers[&1].epoch;
+    let led_by_1 = |image: &ClusterImage| -> Vec<i32> {
+        let t = &image.topics[&id];
+        (0..6)
+            .filter(|i| t.partitions[*i as usize].replicas[0] == 1)
+            .collect()
+    };
+    let preferred_1 = led_by_1(&image);
+    let elsewhere = (0..6)
+        .find(|i| !preferred_1.contains(i))
+        .expect("a partition");
+    let moved = preferred_1[0];
+    let r = fence_broker(&image, 1).expect("fence");
+    apply(&mut image, &r);
+    let r = unfence_broker(&image, 1, epoch_1).expect("unfence");
+    apply(&mut image, &r);
+    let asked = [
+        ("t".to_string(), moved),
+        ("t".to_string(), elsewhere),
+        ("t".to_string(), 99),
+        ("nope".to_string(), 0),
+        ("t".to_string(), moved),
+    ];
+    let e = elect_leaders(&image, ElectionKind::Preferred, Some(&asked));
+    use ElectionOutcome::*;
+    let outcomes: Vec<_> = e.outcomes.iter().map(|o| o.2).collect();
+    assert_eq!(
+        outcomes,
+        [
+            PreferredNotAvailable,
+            NotNeeded,
+            UnknownPartition,
+            UnknownPartition,
+            PreferredNotAvailable
+        ],
+        "1 is back but not in sync"
+    );
+    assert!(e.records.is_empty());
+    // In sync again: the same request moves leadership back, once, with a new epoch.
+    let p = image.topics[&id].partitions[moved as usize].clone();
+    let mut isr = p.isr.clone();
+    isr.push(1);
+    let r = [alter_isr(&image, id, moved, p.partition_epoch, isr).expect("expand")];
+    apply(&mut image, &r);
+    let e = elect_leaders(&image, ElectionKind::Preferred, Some(&asked));
+    assert_eq!(e.outcomes[0].2, Elected);
+    assert_eq!(e.outcomes[4].2, Elected);
+    assert_eq!(
+        e.records.len(),
+        1,
+        "a partition asked for twice is elected once"
+    );
+    apply(&mut image, &e.records);
+    let now = &image.topics[&id].partitions[moved as usize];
+    assert_eq!(now.leader, 1);
+    assert_eq!(now.leader_epoch, p.leader_epoch + 1);
+    // Every partition: only those where something was (or could not be) done are listed.
+    let all = elect_leaders(&image, ElectionKind::Preferred, None);
+    let listed: Vec<i32> = all.outcomes.iter().map(|o| o.1).collect();
+    let other_1: Vec<i32> = preferred_1
+        .iter()
+        .copied()
+        .filter(|p| *p != moved)
+        .collect();
+    assert_eq!(
+        listed, other_1,
+        "the other partition 1 prefers, not yet in sync"
+    );
+    assert!(all.outcomes.iter().all(|o| o.2 == PreferredNotAvailable));
+}
+
+#[test]
+fn on_demand_unclean_election_leads_an_offline_partition_with_any_live_replica() {
+    let (mut image, _) = cluster();
+    let id = Uuid::from_u128(12);
+    let r = create_topic(&image, "c", id, 1, 2, BTreeMap::new()).expect("create");
+    apply(&mut image, &r);
+    let p = image.topics[&id].partitions[0].clone();
+    let (leader, follower) = (p.replicas[0], p.replicas[1]);
+    let shrink = [alter_isr(&image, id, 0, p.partition_epoch, vec![leader]).expect("shrink")];
+    apply(&mut image, &shrink);
+    let r = fence_broker(&image, leader).expect("fence");
+    apply(&mut image, &r);
+    assert_eq!(
+        image.topics[&id].partitions[0].leader, NO_LEADER,
+        "clean: offline"
+    );
+    let asked = [("c".to_string(), 0)];
+    let e = elect_leaders(&image, ElectionKind::Preferred, Some(&asked));
+    assert_eq!(e.outcomes[0].2, ElectionOutcome::PreferredNotAvailable);
+    let e = elect_leaders(&image, ElectionKind::Unclean, Some(&asked));
+    assert_eq!(e.outcomes[0].2, ElectionOutcome::Elected);
+    apply(&mut image, &e.records);
+    let p = &image.topics[&id].partitions[0];
+    assert_eq!((p.leader, p.isr.clone()), (follower, vec![follower]));
+    let e = elect_leaders(&image, ElectionKind::Unclean, Some(&asked));
+    assert_eq!(
+        e.outcomes[0].2,
+        ElectionOutcome::NotNeeded,
+        "it has a leader"
+    );
+    let r = fence_broker(&image, follower).expect("fence");
+    apply(&mut image, &r);
+    let other = (1..=3)
+        .find(|b| *b != leader && *b != follower)
+        .expect("third");
+    let r = fence_broker(&image, other).expect("fence");
+    apply(&mut image, &r);
+    let e = elect_leaders(&image, ElectionKind::Unclean, Some(&asked));
+    assert_eq!(e.outcomes[0].2, ElectionOutcome::NoEligibleLeader);
+    assert!(e.records.is_empty());
+}

@@ -5,7 +5,9 @@
 use bytes::Bytes;
 use flatbuffers::{ForwardsUOffset, Vector};
 
-use super::{fb, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec, TopicResult};
+use super::{
+    fb, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec, PartitionResult, TopicResult,
+};
 
 use InternalDecodeError::UnknownMessage;
 
@@ -178,6 +180,43 @@ pub(super) fn message(frame: &fb::Frame<'_>) -> Result<InternalMessage, Internal
                 error_code: m.error_code(),
                 start: m.start(),
                 len: m.len(),
+            }
+        }
+        fb::Message::ElectLeadersRequest => {
+            let m = frame
+                .message_as_elect_leaders_request()
+                .ok_or(UnknownMessage)?;
+            let list = m.partitions().map(|v| {
+                v.iter()
+                    .map(|tp| (string(tp.topic()), tp.partition()))
+                    .collect()
+            });
+            InternalMessage::ElectLeaders {
+                election_type: m.election_type(),
+                partitions: if m.all_partitions() {
+                    None
+                } else {
+                    Some(list.unwrap_or_default())
+                },
+            }
+        }
+        fb::Message::ElectLeadersResponse => {
+            let m = frame
+                .message_as_elect_leaders_response()
+                .ok_or(UnknownMessage)?;
+            let results = m.results().map(|v| {
+                v.iter()
+                    .map(|r| PartitionResult {
+                        topic: string(r.topic()),
+                        partition: r.partition(),
+                        error_code: r.error_code(),
+                        error_message: r.error_message().map(str::to_string),
+                    })
+                    .collect()
+            });
+            InternalMessage::ElectLeadersResponse {
+                error_code: m.error_code(),
+                results: results.unwrap_or_default(),
             }
         }
         // NONE, or a member added by a newer node.

@@ -2,7 +2,7 @@
 
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, UnionWIPOffset, Vector, WIPOffset};
 
-use super::{fb, InternalMessage, NewTopicSpec, TopicResult};
+use super::{fb, InternalMessage, NewTopicSpec, PartitionResult, TopicResult};
 
 type Union = (fb::Message, WIPOffset<UnionWIPOffset>);
 
@@ -240,7 +240,68 @@ pub(super) fn message<'b>(b: &mut FlatBufferBuilder<'b>, message: &InternalMessa
             );
             (fb::Message::AllocateProducerIdsResponse, t.as_union_value())
         }
+        InternalMessage::ElectLeaders {
+            election_type,
+            partitions,
+        } => {
+            let list: Vec<_> = partitions
+                .iter()
+                .flatten()
+                .map(|(topic, partition)| {
+                    let topic = Some(b.create_string(topic));
+                    fb::TopicPartition::create(
+                        b,
+                        &fb::TopicPartitionArgs {
+                            topic,
+                            partition: *partition,
+                        },
+                    )
+                })
+                .collect();
+            let list = Some(b.create_vector(&list));
+            let t = fb::ElectLeadersRequest::create(
+                b,
+                &fb::ElectLeadersRequestArgs {
+                    election_type: *election_type,
+                    all_partitions: partitions.is_none(),
+                    partitions: list,
+                },
+            );
+            (fb::Message::ElectLeadersRequest, t.as_union_value())
+        }
+        InternalMessage::ElectLeadersResponse {
+            error_code,
+            results,
+        } => {
+            let results: Vec<_> = results.iter().map(|r| partition_result(b, r)).collect();
+            let results = Some(b.create_vector(&results));
+            let t = fb::ElectLeadersResponse::create(
+                b,
+                &fb::ElectLeadersResponseArgs {
+                    error_code: *error_code,
+                    results,
+                },
+            );
+            (fb::Message::ElectLeadersResponse, t.as_union_value())
+        }
     }
+}
+
+fn partition_result<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    r: &PartitionResult,
+) -> WIPOffset<fb::PartitionResult<'b>> {
+    let topic = Some(b.create_string(&r.topic));
+    let error_message = r.error_message.as_deref().map(|m| b.create_string(m));
+    fb::PartitionResult::create(
+        b,
+        &fb::PartitionResultArgs {
+            topic,
+            partition: r.partition,
+            error_code: r.error_code,
+            error_message,
+        },
+    )
 }
 
 fn create_topics<'b>(

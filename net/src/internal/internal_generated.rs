@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 16;
+        pub const ENUM_MAX_MESSAGE: u8 = 18;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 17] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 19] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -45,6 +45,8 @@ pub mod skein {
             Message::AlterPartitionResponse,
             Message::AllocateProducerIdsRequest,
             Message::AllocateProducerIdsResponse,
+            Message::ElectLeadersRequest,
+            Message::ElectLeadersResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -69,9 +71,11 @@ pub mod skein {
             pub const AlterPartitionResponse: Self = Self(14);
             pub const AllocateProducerIdsRequest: Self = Self(15);
             pub const AllocateProducerIdsResponse: Self = Self(16);
+            pub const ElectLeadersRequest: Self = Self(17);
+            pub const ElectLeadersResponse: Self = Self(18);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 16;
+            pub const ENUM_MAX: u8 = 18;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -90,6 +94,8 @@ pub mod skein {
                 Self::AlterPartitionResponse,
                 Self::AllocateProducerIdsRequest,
                 Self::AllocateProducerIdsResponse,
+                Self::ElectLeadersRequest,
+                Self::ElectLeadersResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -111,6 +117,8 @@ pub mod skein {
                     Self::AlterPartitionResponse => Some("AlterPartitionResponse"),
                     Self::AllocateProducerIdsRequest => Some("AllocateProducerIdsRequest"),
                     Self::AllocateProducerIdsResponse => Some("AllocateProducerIdsResponse"),
+                    Self::ElectLeadersRequest => Some("ElectLeadersRequest"),
+                    Self::ElectLeadersResponse => Some("ElectLeadersResponse"),
                     _ => None,
                 }
             }
@@ -3866,6 +3874,665 @@ pub mod skein {
                 ds.finish()
             }
         }
+        pub enum TopicPartitionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct TopicPartition<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for TopicPartition<'a> {
+            type Inner = TopicPartition<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> TopicPartition<'a> {
+            pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                TopicPartition { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args TopicPartitionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<TopicPartition<'bldr>> {
+                let mut builder = TopicPartitionBuilder::new(_fbb);
+                builder.add_partition(args.partition);
+                if let Some(x) = args.topic {
+                    builder.add_topic(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topic(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(TopicPartition::VT_TOPIC, None)
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(TopicPartition::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for TopicPartition<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "topic",
+                        Self::VT_TOPIC,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct TopicPartitionArgs<'a> {
+            pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub partition: i32,
+        }
+        impl<'a> Default for TopicPartitionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                TopicPartitionArgs {
+                    topic: None,
+                    partition: 0,
+                }
+            }
+        }
+
+        pub struct TopicPartitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TopicPartitionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    TopicPartition::VT_TOPIC,
+                    topic,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(TopicPartition::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> TopicPartitionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                TopicPartitionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<TopicPartition<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for TopicPartition<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("TopicPartition");
+                ds.field("topic", &self.topic());
+                ds.field("partition", &self.partition());
+                ds.finish()
+            }
+        }
+        pub enum ElectLeadersRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ElectLeadersRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ElectLeadersRequest<'a> {
+            type Inner = ElectLeadersRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ElectLeadersRequest<'a> {
+            pub const VT_ELECTION_TYPE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_ALL_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ElectLeadersRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ElectLeadersRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ElectLeadersRequest<'bldr>> {
+                let mut builder = ElectLeadersRequestBuilder::new(_fbb);
+                if let Some(x) = args.partitions {
+                    builder.add_partitions(x);
+                }
+                builder.add_all_partitions(args.all_partitions);
+                builder.add_election_type(args.election_type);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn election_type(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(ElectLeadersRequest::VT_ELECTION_TYPE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn all_partitions(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(ElectLeadersRequest::VT_ALL_PARTITIONS, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn partitions(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicPartition<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicPartition>>,
+                    >>(ElectLeadersRequest::VT_PARTITIONS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ElectLeadersRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i8>("election_type", Self::VT_ELECTION_TYPE, false)?
+                    .visit_field::<bool>("all_partitions", Self::VT_ALL_PARTITIONS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<TopicPartition>>,
+                    >>("partitions", Self::VT_PARTITIONS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ElectLeadersRequestArgs<'a> {
+            pub election_type: i8,
+            pub all_partitions: bool,
+            pub partitions: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<TopicPartition<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ElectLeadersRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ElectLeadersRequestArgs {
+                    election_type: 0,
+                    all_partitions: false,
+                    partitions: None,
+                }
+            }
+        }
+
+        pub struct ElectLeadersRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ElectLeadersRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_election_type(&mut self, election_type: i8) {
+                self.fbb_
+                    .push_slot::<i8>(ElectLeadersRequest::VT_ELECTION_TYPE, election_type, 0);
+            }
+            #[inline]
+            pub fn add_all_partitions(&mut self, all_partitions: bool) {
+                self.fbb_.push_slot::<bool>(
+                    ElectLeadersRequest::VT_ALL_PARTITIONS,
+                    all_partitions,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn add_partitions(
+                &mut self,
+                partitions: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<TopicPartition<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ElectLeadersRequest::VT_PARTITIONS,
+                    partitions,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ElectLeadersRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ElectLeadersRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ElectLeadersRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ElectLeadersRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ElectLeadersRequest");
+                ds.field("election_type", &self.election_type());
+                ds.field("all_partitions", &self.all_partitions());
+                ds.field("partitions", &self.partitions());
+                ds.finish()
+            }
+        }
+        pub enum PartitionResultOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct PartitionResult<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for PartitionResult<'a> {
+            type Inner = PartitionResult<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> PartitionResult<'a> {
+            pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_ERROR_MESSAGE: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                PartitionResult { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args PartitionResultArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<PartitionResult<'bldr>> {
+                let mut builder = PartitionResultBuilder::new(_fbb);
+                if let Some(x) = args.error_message {
+                    builder.add_error_message(x);
+                }
+                builder.add_partition(args.partition);
+                if let Some(x) = args.topic {
+                    builder.add_topic(x);
+                }
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topic(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PartitionResult::VT_TOPIC,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(PartitionResult::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(PartitionResult::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn error_message(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        PartitionResult::VT_ERROR_MESSAGE,
+                        None,
+                    )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for PartitionResult<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "topic",
+                        Self::VT_TOPIC,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "error_message",
+                        Self::VT_ERROR_MESSAGE,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct PartitionResultArgs<'a> {
+            pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub partition: i32,
+            pub error_code: i16,
+            pub error_message: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for PartitionResultArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                PartitionResultArgs {
+                    topic: None,
+                    partition: 0,
+                    error_code: 0,
+                    error_message: None,
+                }
+            }
+        }
+
+        pub struct PartitionResultBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionResultBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionResult::VT_TOPIC,
+                    topic,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(PartitionResult::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_
+                    .push_slot::<i16>(PartitionResult::VT_ERROR_CODE, error_code, 0);
+            }
+            #[inline]
+            pub fn add_error_message(&mut self, error_message: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    PartitionResult::VT_ERROR_MESSAGE,
+                    error_message,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> PartitionResultBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                PartitionResultBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionResult<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for PartitionResult<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("PartitionResult");
+                ds.field("topic", &self.topic());
+                ds.field("partition", &self.partition());
+                ds.field("error_code", &self.error_code());
+                ds.field("error_message", &self.error_message());
+                ds.finish()
+            }
+        }
+        pub enum ElectLeadersResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ElectLeadersResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ElectLeadersResponse<'a> {
+            type Inner = ElectLeadersResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ElectLeadersResponse<'a> {
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RESULTS: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ElectLeadersResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ElectLeadersResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ElectLeadersResponse<'bldr>> {
+                let mut builder = ElectLeadersResponseBuilder::new(_fbb);
+                if let Some(x) = args.results {
+                    builder.add_results(x);
+                }
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(ElectLeadersResponse::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn results(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult>>,
+                    >>(ElectLeadersResponse::VT_RESULTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ElectLeadersResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionResult>>,
+                    >>("results", Self::VT_RESULTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ElectLeadersResponseArgs<'a> {
+            pub error_code: i16,
+            pub results: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ElectLeadersResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ElectLeadersResponseArgs {
+                    error_code: 0,
+                    results: None,
+                }
+            }
+        }
+
+        pub struct ElectLeadersResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ElectLeadersResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_
+                    .push_slot::<i16>(ElectLeadersResponse::VT_ERROR_CODE, error_code, 0);
+            }
+            #[inline]
+            pub fn add_results(
+                &mut self,
+                results: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<PartitionResult<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ElectLeadersResponse::VT_RESULTS,
+                    results,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ElectLeadersResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ElectLeadersResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ElectLeadersResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ElectLeadersResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ElectLeadersResponse");
+                ds.field("error_code", &self.error_code());
+                ds.field("results", &self.results());
+                ds.finish()
+            }
+        }
         pub enum FrameOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -4210,6 +4877,36 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_elect_leaders_request(&self) -> Option<ElectLeadersRequest<'a>> {
+                if self.message_type() == Message::ElectLeadersRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { ElectLeadersRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_elect_leaders_response(&self) -> Option<ElectLeadersResponse<'a>> {
+                if self.message_type() == Message::ElectLeadersResponse {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { ElectLeadersResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -4239,6 +4936,8 @@ pub mod skein {
           Message::AlterPartitionResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterPartitionResponse>>("Message::AlterPartitionResponse", pos),
           Message::AllocateProducerIdsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AllocateProducerIdsRequest>>("Message::AllocateProducerIdsRequest", pos),
           Message::AllocateProducerIdsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AllocateProducerIdsResponse>>("Message::AllocateProducerIdsResponse", pos),
+          Message::ElectLeadersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ElectLeadersRequest>>("Message::ElectLeadersRequest", pos),
+          Message::ElectLeadersResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ElectLeadersResponse>>("Message::ElectLeadersResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4468,6 +5167,26 @@ pub mod skein {
                     }
                     Message::AllocateProducerIdsResponse => {
                         if let Some(x) = self.message_as_allocate_producer_ids_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::ElectLeadersRequest => {
+                        if let Some(x) = self.message_as_elect_leaders_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::ElectLeadersResponse => {
+                        if let Some(x) = self.message_as_elect_leaders_response() {
                             ds.field("message", &x)
                         } else {
                             ds.field(

@@ -154,6 +154,36 @@ fn every_message() -> Vec<InternalMessage> {
             start: 1000,
             len: 1000,
         },
+        InternalMessage::ElectLeaders {
+            election_type: 0,
+            partitions: Some(vec![("t".into(), 0), ("u".into(), 3)]),
+        },
+        // "No partitions" and "every partition" must not decode as each other.
+        InternalMessage::ElectLeaders {
+            election_type: 1,
+            partitions: Some(Vec::new()),
+        },
+        InternalMessage::ElectLeaders {
+            election_type: 0,
+            partitions: None,
+        },
+        InternalMessage::ElectLeadersResponse {
+            error_code: 0,
+            results: vec![
+                PartitionResult {
+                    topic: "t".into(),
+                    partition: 0,
+                    error_code: 0,
+                    error_message: None,
+                },
+                PartitionResult {
+                    topic: "u".into(),
+                    partition: 3,
+                    error_code: 84,
+                    error_message: Some("already led by its preferred replica".into()),
+                },
+            ],
+        },
     ]
 }
 
@@ -224,8 +254,8 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 13);
-    assert_eq!(responses, 8);
+    assert_eq!(requests, 16);
+    assert_eq!(responses, 9);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");
     }
