@@ -21,14 +21,14 @@ impl Heartbeats {
         }
     }
 
-    /// On becoming the active controller: every known broker gets a session from `now`.
-    /// Heartbeats already recorded in this term (they can arrive before the controller's
-    /// first check) are kept: a restart of the clock never shortens one.
-    pub fn start_grace(&mut self, brokers: impl IntoIterator<Item = BrokerId>, now: Instant) {
-        for b in brokers {
+    /// On becoming the active controller: each known broker gets a session from the time
+    /// given with it. Heartbeats already recorded in this term (they can arrive before the
+    /// controller's first check) are kept: a restart of the clock never shortens one.
+    pub fn start_grace(&mut self, brokers: impl IntoIterator<Item = (BrokerId, Instant)>) {
+        for (b, from) in brokers {
             // A heartbeat that already reached this controller counts; never move it back.
-            let t = self.last.entry(b).or_insert(now);
-            *t = (*t).max(now);
+            let t = self.last.entry(b).or_insert(from);
+            *t = (*t).max(from);
         }
     }
 
@@ -74,14 +74,19 @@ mod tests {
         assert!(h.is_alive(1, t));
         assert!(!h.is_alive(2, t));
         // A new controller: nobody expires until a whole session has passed.
-        h.start_grace([1, 2], t);
+        h.start_grace([(1, t), (2, t)]);
         assert!(h.expired(t + Duration::from_millis(1400)).is_empty());
         assert_eq!(h.expired(t + session), vec![1, 2]);
         // A broker heard before the grace began keeps its record.
         h.record(3, t);
-        h.start_grace([1], t);
+        h.start_grace([(1, t)]);
         assert!(h.is_alive(3, t + Duration::from_millis(1000)));
         h.forget(2);
         assert_eq!(h.expired(t + session), vec![1, 3]);
+        // A broker whose silence began earlier (the old controller's own) expires sooner.
+        let mut h = Heartbeats::new(session);
+        let earlier = t - Duration::from_millis(700);
+        h.start_grace([(1, t), (2, earlier)]);
+        assert_eq!(h.expired(t + Duration::from_millis(800)), vec![2]);
     }
 }

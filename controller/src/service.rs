@@ -631,9 +631,17 @@ impl ControllerService {
             let image = self.node.image();
             // Fenced ones too: a process that may still be alive must not be replaced by a
             // duplicate before it had a session to be heard.
-            let known: Vec<BrokerId> = image.brokers.keys().copied().collect();
             let heard = now.checked_sub(self.grace_credit).unwrap_or(now);
-            self.heartbeats.borrow_mut().start_grace(known, heard);
+            // The previous controller's own broker (the same node id) fell silent with it as
+            // far as this voter can tell: its session runs from the last message that leader
+            // sent here, so a killed controller node costs no more than any killed broker.
+            let status = self.node.status();
+            let predecessor = status.leader_contact.filter(|(id, _)| *id != status.id);
+            let starts = image.brokers.keys().map(|b| match predecessor {
+                Some((id, at)) if id.0 == *b => (*b, at.min(heard)),
+                _ => (*b, heard),
+            });
+            self.heartbeats.borrow_mut().start_grace(starts);
             self.last_preferred.set(now);
             tracing::info!(
                 term = self.node.status().raft_term,

@@ -50,6 +50,8 @@ pub(super) struct Driver {
     doorbell: LocalReceiver<()>,
     tick_interval: Duration,
     ticks: u64,
+    /// See `NodeStatus::leader_contact`.
+    leader_contact: Option<(NodeId, Instant)>,
     snapshot_every_entries: u64,
     snapshot_every_bytes: u64,
 }
@@ -176,6 +178,7 @@ impl Driver {
             doorbell,
             tick_interval: config.tick_interval,
             ticks: 0,
+            leader_contact: None,
             snapshot_every_entries: config.snapshot_every_entries,
             snapshot_every_bytes: config.snapshot_every_bytes,
         };
@@ -270,9 +273,17 @@ impl Driver {
                 tracing::debug!(node = %self.id, from = msg.from, "message from a non-voter dropped");
                 continue;
             }
+            let from = msg.from;
             if let Err(e) = self.raw.step(msg) {
                 // Late responses from a peer raft-rs forgot, local message types from the wire.
                 tracing::debug!(node = %self.id, error = %e, "raft refused a message");
+            }
+            // Checked after the step: the first message of a new leader's term names it.
+            let raft = &self.raw.raft;
+            if raft.state == StateRole::Follower && raft.leader_id == from {
+                if let Some(leader) = NodeId::from_raft(from) {
+                    self.leader_contact = Some((leader, Instant::now()));
+                }
             }
         }
         for report in reports {
@@ -474,6 +485,7 @@ impl Driver {
         st.applied_index = self.applied;
         st.snapshot_index = self.raw.store().snapshot_index();
         st.ticks = self.ticks;
+        st.leader_contact = self.leader_contact;
         if !Rc::ptr_eq(&sh.image, &self.image) {
             sh.image = Rc::clone(&self.image);
             // Whoever waits for a newer image (brokers long-polling for metadata) looks again.

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use glommio::channels::local_channel::{self, LocalSender};
@@ -152,6 +152,9 @@ pub struct NodeStatus {
     pub inbox_dropped: u64,
     /// Why the driver stopped, once it has.
     pub stopped: Option<String>,
+    /// The last other voter this node followed as leader, and when a message from it last
+    /// arrived: a new leader knows how long its predecessor has been silent.
+    pub leader_contact: Option<(NodeId, Instant)>,
 }
 
 /// A committed and applied proposal.
@@ -346,6 +349,7 @@ impl ControllerNode {
                 snapshots_installed: 0,
                 inbox_dropped: 0,
                 stopped: None,
+                leader_contact: None,
             },
             image: Rc::new(ClusterImage::default()),
             image_waiters: Vec::new(),
