@@ -11,8 +11,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::clients::{create_replicated_topics_at, try_create_topics_at};
+use common::clients::{
+    block_on, client_config_at, create_replicated_topics_at, try_create_topics_at,
+};
 use common::cluster::{agreed_topic, Cluster, ClusterSpec, ClusterView, TopicView};
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 
 /// The failover budget: kill -9 of a leader until every survivor shows new leaders.
 const FAILOVER_MAX: Duration = Duration::from_secs(2);
@@ -219,6 +223,34 @@ fn three_nodes_form_one_cluster() {
             "node {node} lists itself on its own Kafka port"
         );
     }
+
+    // DescribeConfigs shows the min.insync.replicas acks=all applies: Skein's default is 2
+    // from replication factor 3 and 1 below.
+    create_replicated_topics_at(&cluster.bootstrap(), &[("rf3", 1)], 3);
+    create_replicated_topics_at(&cluster.bootstrap(), &[("rf2", 1)], 2);
+    let admin: AdminClient<DefaultClientContext> = client_config_at(&cluster.bootstrap(), &[])
+        .create()
+        .expect("admin client");
+    let described = block_on(admin.describe_configs(
+        &[
+            ResourceSpecifier::Topic("rf3"),
+            ResourceSpecifier::Topic("rf2"),
+        ],
+        &AdminOptions::new(),
+    ))
+    .expect("DescribeConfigs");
+    let min_insync: Vec<Option<String>> = described
+        .into_iter()
+        .map(|r| {
+            let r = r.expect("topic described");
+            let e = r
+                .get("min.insync.replicas")
+                .expect("min.insync.replicas listed");
+            assert!(e.is_default, "{e:?}");
+            e.value.clone()
+        })
+        .collect();
+    assert_eq!(min_insync, [Some("2".to_string()), Some("1".to_string())]);
 }
 
 #[test]

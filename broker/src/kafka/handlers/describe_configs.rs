@@ -40,11 +40,19 @@ pub fn handle(ctx: &RequestCtx, req: DescribeConfigsRequest) -> DescribeConfigsR
                 }
                 Some(t) => {
                     let eff = EffectiveTopicConfig::resolve(settings, &t.configs);
+                    // What acks=all applies: Skein's default depends on the replication factor.
+                    let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+                    let min_insync = eff.min_insync_replicas_for(rf).to_string();
                     for e in eff.entries.iter().filter(|e| wanted(e.name)) {
+                        let value = if e.name == "min.insync.replicas" {
+                            &min_insync
+                        } else {
+                            &e.value
+                        };
                         out.configs.push(entry(
                             version,
                             e.name,
-                            &e.value,
+                            value,
                             e.source,
                             req.include_synonyms,
                         ));
