@@ -1,7 +1,9 @@
 //! The `skein` binary: `skein broker` runs a node (one pinned shard per configured core);
-//! `skein layout` prints which partition lives on which core.
+//! `skein layout` prints which partition lives on which core; `skein topic|group|cluster|
+//! leader|partition` administer any Kafka-protocol cluster.
 
 mod admin;
+mod cli;
 mod clock;
 mod cluster;
 mod config;
@@ -57,6 +59,41 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Topics: create, list, describe, delete, alter-config.
+    Topic {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::TopicCommand,
+    },
+    /// Consumer groups: list, describe (with lag), reset-offsets.
+    Group {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::GroupCommand,
+    },
+    /// The cluster: brokers, controller, under-replicated and offline partitions.
+    Cluster {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::ClusterCommand,
+    },
+    /// Leader elections (preferred or unclean).
+    Leader {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::LeaderCommand,
+    },
+    /// Partition reassignment.
+    Partition {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::PartitionCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +108,34 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Broker { config } => run_broker(&load_layout(config.as_deref())?),
         Command::Layout { config } => print_layout(&load_layout(config.as_deref())?),
+        Command::Topic { common, command } => {
+            admin_command(&common, cli::AdminCommand::Topic(command))
+        }
+        Command::Group { common, command } => {
+            admin_command(&common, cli::AdminCommand::Group(command))
+        }
+        Command::Cluster { common, command } => {
+            admin_command(&common, cli::AdminCommand::Cluster(command))
+        }
+        Command::Leader { common, command } => {
+            admin_command(&common, cli::AdminCommand::Leader(command))
+        }
+        Command::Partition { common, command } => {
+            admin_command(&common, cli::AdminCommand::Partition(command))
+        }
+    }
+}
+
+/// Runs an admin command. Exit status 1: an item failed (printed with the rest); 2: the
+/// command could not run (printed here, without a backtrace: it is the user's to read).
+fn admin_command(common: &cli::Common, command: cli::AdminCommand) -> anyhow::Result<()> {
+    match cli::run(common, command) {
+        Ok(true) => Ok(()),
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("skein: {e:#}");
+            std::process::exit(2);
+        }
     }
 }
 

@@ -1,0 +1,172 @@
+//! `skein topic|group|cluster|leader|partition`: admin commands that talk to any broker over
+//! the Kafka protocol (so they work against Kafka too). Tables for people by default, `--json`
+//! for scripts; the exit status is non-zero when anything asked for failed.
+
+mod client;
+mod cluster;
+mod group;
+mod output;
+mod topic;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use client::Client;
+use output::Report;
+
+/// Options every admin command takes.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// Any broker of the cluster: host:port, or several, comma-separated.
+    #[arg(
+        long = "bootstrap-server",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub bootstrap: String,
+    /// Print JSON (one document) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long each request may take.
+    #[arg(long = "timeout-ms", default_value_t = 30_000, global = true)]
+    pub timeout_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// CreateTopics; -1 takes the broker's default.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        #[arg(long = "replication-factor", default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
+        /// A topic config, KEY=VALUE; repeat for more.
+        #[arg(long = "config", value_parser = output::key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// Every topic name.
+    List,
+    /// Partitions (leader, replicas, ISR, offline replicas) and configs set on the topic.
+    Describe {
+        /// Topics to describe; all when none is given.
+        names: Vec<String>,
+    },
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// IncrementalAlterConfigs: set and delete topic configs.
+    AlterConfig {
+        name: String,
+        /// KEY=VALUE to set; repeat for more.
+        #[arg(long = "set", value_parser = output::key_value)]
+        set: Vec<(String, String)>,
+        /// KEY to return to its default; repeat for more.
+        #[arg(long = "delete")]
+        delete: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Every consumer group of every broker, with its state.
+    List,
+    /// State, members, and per partition the committed offset, log end offset and lag.
+    Describe { group: String },
+    /// Moves an inactive group's committed offsets (a dry run unless --execute).
+    ResetOffsets {
+        group: String,
+        /// TOPIC, or TOPIC:P,P,... for some partitions.
+        #[arg(long, required = true)]
+        topic: String,
+        #[arg(long = "to-earliest", group = "to")]
+        to_earliest: bool,
+        #[arg(long = "to-latest", group = "to")]
+        to_latest: bool,
+        #[arg(long = "to-offset", group = "to")]
+        to_offset: Option<i64>,
+        /// Commit the new offsets (without it: show them only).
+        #[arg(long)]
+        execute: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers, the controller, under-replicated and offline partitions.
+    Describe,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// ElectLeaders: preferred (or unclean) leader election.
+    Elect {
+        #[arg(long, group = "kind")]
+        preferred: bool,
+        #[arg(long, group = "kind")]
+        unclean: bool,
+        /// Only this topic (all its partitions unless --partition).
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PartitionCommand {
+    /// AlterPartitionReassignments from a kafka-reassign-partitions JSON plan, or an even
+    /// spread of every topic's replicas (--rebalance); a dry run unless --execute.
+    Reassign {
+        /// {"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,2,3]}]}
+        #[arg(long, conflicts_with = "rebalance")]
+        plan: Option<std::path::PathBuf>,
+        #[arg(long)]
+        rebalance: bool,
+        #[arg(long)]
+        execute: bool,
+    },
+    /// ListPartitionReassignments: reassignments in progress.
+    Reassignments,
+}
+
+/// Which admin command to run.
+#[derive(Debug)]
+pub enum AdminCommand {
+    Topic(TopicCommand),
+    Group(GroupCommand),
+    Cluster(ClusterCommand),
+    Leader(LeaderCommand),
+    Partition(PartitionCommand),
+}
+
+/// Runs one admin command and prints what it found. Errors that stop the command are
+/// returned; per-item failures are printed and make the result `Ok(false)`.
+pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
+    let mut client = Client::connect(&common.bootstrap, Duration::from_millis(common.timeout_ms))?;
+    let timeout_ms = i32::try_from(common.timeout_ms).unwrap_or(i32::MAX);
+    let report: Report = match command {
+        AdminCommand::Topic(c) => topic::run(&mut client, c, timeout_ms)?,
+        AdminCommand::Group(c) => group::run(&mut client, c)?,
+        AdminCommand::Cluster(ClusterCommand::Describe) => cluster::describe(&mut client)?,
+        AdminCommand::Leader(LeaderCommand::Elect {
+            unclean,
+            topic,
+            partition,
+            ..
+        }) => cluster::elect(&mut client, unclean, topic, partition, timeout_ms)?,
+        AdminCommand::Partition(PartitionCommand::Reassign {
+            plan,
+            rebalance,
+            execute,
+        }) => cluster::reassign(&mut client, plan, rebalance, execute, timeout_ms)?,
+        AdminCommand::Partition(PartitionCommand::Reassignments) => {
+            cluster::reassignments(&mut client, timeout_ms)?
+        }
+    };
+    report.print(common.json);
+    Ok(report.ok)
+}
