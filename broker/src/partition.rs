@@ -230,6 +230,12 @@ impl Partition {
         transition
     }
 
+    /// (replicas, ISR members) as this replica knows them.
+    pub fn replica_counts(&self) -> (usize, usize) {
+        let r = self.replicas.borrow();
+        (r.replicas.len(), r.isr.len())
+    }
+
     /// Whether this replica leads the partition now.
     pub fn is_leader(&self) -> bool {
         self.leader.get() == self.node_id
