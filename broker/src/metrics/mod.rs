@@ -156,6 +156,8 @@ pub struct PartitionSnapshot {
     pub leader_epoch: i32,
     pub replicas: usize,
     pub in_sync_replicas: usize,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
 }
 
 /// Everything one shard reports to a scrape; plain data, so it crosses shards.
@@ -233,6 +235,8 @@ impl Shard {
                     leader_epoch: p.leader_epoch(),
                     replicas,
                     in_sync_replicas,
+                    isr_shrinks: p.isr_changes.shrinks.get(),
+                    isr_expands: p.isr_changes.expands.get(),
                 }
             })
             .collect();
@@ -486,12 +490,12 @@ fn error_name(code: i16) -> String {
 }
 
 fn render_partitions(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: &[String]) {
-    type Gauge = (
+    type Series = (
         &'static str,
         &'static str,
         fn(&PartitionSnapshot) -> encode::Value,
     );
-    let gauges: [Gauge; 7] = [
+    let series: [Series; 9] = [
         (
             "skein_partition_log_start_offset",
             "First offset in the replica's log (inclusive).",
@@ -527,9 +531,24 @@ fn render_partitions(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: &[St
             "Members of the partition's ISR as this replica knows it.",
             |p| p.in_sync_replicas.into(),
         ),
+        (
+            "skein_partition_isr_shrinks_total",
+            "ISR shrinks this replica proposed as leader and the controller accepted.",
+            |p| p.isr_shrinks.into(),
+        ),
+        (
+            "skein_partition_isr_expands_total",
+            "ISR expansions this replica proposed as leader and the controller accepted.",
+            |p| p.isr_expands.into(),
+        ),
     ];
-    for (name, help, value) in gauges {
-        e.family(name, Kind::Gauge, help);
+    for (name, help, value) in series {
+        let kind = if name.ends_with("_total") {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        e.family(name, kind, help);
         for (s, shard) in shards.iter().zip(labels) {
             for p in &s.partitions {
                 let partition = p.partition.to_string();
@@ -654,6 +673,58 @@ mod tests {
         assert_eq!(error_name(6), "NOT_LEADER_OR_FOLLOWER");
         assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
         assert_eq!(error_name(i16::MAX), "UNKNOWN");
+    }
+
+    #[test]
+    fn render_labels_partitions_and_errors() {
+        let shard = ShardSnapshot {
+            shard: ShardId(1),
+            apis: Vec::new(),
+            network_received_bytes: 5,
+            network_sent_bytes: 6,
+            produce_errors: vec![(6, 2)],
+            fetch_errors: Vec::new(),
+            partitions: vec![PartitionSnapshot {
+                topic: "t".to_string(),
+                partition: 3,
+                log_start_offset: 0,
+                log_end_offset: 10,
+                high_watermark: 8,
+                size_bytes: 100,
+                is_leader: true,
+                leader_epoch: 1,
+                replicas: 3,
+                in_sync_replicas: 2,
+                isr_shrinks: 1,
+                isr_expands: 0,
+            }],
+            tail_cache_hits: 0,
+            tail_cache_misses: 0,
+            tail_cache_used_bytes: 0,
+            busy: Duration::from_millis(1500),
+            tasks_executed: 7,
+        };
+        let node = NodeSnapshot {
+            ready: true,
+            controller: None,
+            shards_unanswered: 0,
+        };
+        let text = render(&[shard], &node);
+        for line in [
+            "skein_produce_errors_total{code=\"6\",error=\"NOT_LEADER_OR_FOLLOWER\",shard=\"1\"} 2",
+            "skein_partition_log_end_offset{topic=\"t\",partition=\"3\",shard=\"1\"} 10",
+            "# TYPE skein_partition_isr_shrinks_total counter",
+            "# TYPE skein_partition_high_watermark gauge",
+            "skein_under_replicated_partitions{shard=\"1\"} 1",
+            "skein_shard_busy_seconds_total{shard=\"1\"} 1.5",
+            "skein_broker_ready 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(!text.contains("skein_controller_active"));
     }
 
     #[test]
