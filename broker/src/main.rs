@@ -11,6 +11,7 @@ mod group;
 mod kafka;
 mod limits;
 mod metadata;
+mod metrics;
 mod partition;
 mod producer_ids;
 mod replica;
@@ -173,9 +174,6 @@ fn print_layout(layout: &LayoutConfig) -> anyhow::Result<()> {
 
 fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     raise_memlock_limit();
-    if let Some(addr) = layout.metrics_listener {
-        tracing::warn!(%addr, "listeners.metrics is not served yet (metrics are not built)");
-    }
     std::fs::create_dir_all(&layout.data_dir)
         .with_context(|| format!("creating {}", layout.data_dir.display()))?;
     // Absolute from here on: io_uring opens relative paths against no directory (EBADF).

@@ -144,6 +144,15 @@ pub struct Partition {
     hw_waiters: Waiters,
     /// Groups and committed offsets, for partitions of `__consumer_offsets` (empty elsewhere).
     pub groups: RefCell<GroupStore>,
+    /// ISR changes this replica proposed as leader and the controller accepted (metrics).
+    pub isr_changes: IsrChanges,
+}
+
+/// Accepted ISR changes of one replica since it was opened on this shard.
+#[derive(Debug, Default)]
+pub struct IsrChanges {
+    pub shrinks: Cell<u64>,
+    pub expands: Cell<u64>,
 }
 
 /// Where a replica stands after a metadata change.
@@ -178,6 +187,7 @@ impl Partition {
             groups: RefCell::new(GroupStore::new(GroupLimits::from_settings(
                 &Default::default(),
             ))),
+            isr_changes: IsrChanges::default(),
         }
     }
 
@@ -228,6 +238,12 @@ impl Partition {
         }
         self.maybe_advance_high_watermark();
         transition
+    }
+
+    /// (replicas, ISR members) as this replica knows them.
+    pub fn replica_counts(&self) -> (usize, usize) {
+        let r = self.replicas.borrow();
+        (r.replicas.len(), r.isr.len())
     }
 
     /// Whether this replica leads the partition now.
@@ -507,12 +523,18 @@ impl Partition {
 
     /// The controller's answer to a proposal (None: refused or lost; the next check retries).
     pub fn isr_proposal_done(&self, accepted: Option<(Vec<i32>, i32)>) {
-        let replicas = {
+        let (replicas, isr_before) = {
             let mut r = self.replicas.borrow_mut();
             r.proposal_in_flight = false;
-            r.replicas.clone()
+            (r.replicas.clone(), r.isr.len())
         };
         if let Some((isr, partition_epoch)) = accepted {
+            let changes = if isr.len() < isr_before {
+                &self.isr_changes.shrinks
+            } else {
+                &self.isr_changes.expands
+            };
+            changes.set(changes.get() + 1);
             self.replicas
                 .borrow_mut()
                 .update(&replicas, &isr, partition_epoch);

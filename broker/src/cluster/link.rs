@@ -29,6 +29,11 @@ impl ControllerLink {
         ControllerLink { local, remote }
     }
 
+    /// This node's controller voter, if it is one.
+    pub fn local(&self) -> Option<&Rc<ControllerService>> {
+        self.local.as_ref()
+    }
+
     /// Sends `request` to the active controller (metadata fetches: to this node's voter if it
     /// has one) and returns its answer; retries through elections until `timeout`.
     pub async fn call(

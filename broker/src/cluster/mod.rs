@@ -167,6 +167,11 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
+    /// Whether the controller has this broker unfenced (as of the last image).
+    pub fn is_unfenced(&self) -> bool {
+        self.unfenced.get()
+    }
+
     pub fn new(link: ControllerLink, host: String, port: u16, placement: Placement) -> Self {
         ControlPlane {
             link,

@@ -3,7 +3,7 @@
 //! client only ever loses its own connection.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
@@ -42,8 +42,14 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 return;
             }
         };
+        let started = Instant::now();
+        let received_bytes = frame.len() + skein_net::limits::FRAME_SIZE_PREFIX_BYTES;
+        let mut api = None;
         let reply = match decode_request(frame) {
-            Ok(request) => dispatch::dispatch(&shard, request, peer).await,
+            Ok(request) => {
+                api = Some(request.header.api_key);
+                dispatch::dispatch(&shard, request, peer).await
+            }
             Err(DecodeError::UnsupportedVersion {
                 api_key,
                 api_version,
@@ -54,6 +60,14 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 Reply::Close
             }
         };
+        if let Some(api) = api {
+            shard.metrics.record_request(
+                api,
+                started.elapsed(),
+                received_bytes,
+                reply_bytes(&reply),
+            );
+        }
         let written = match reply {
             Reply::None => Ok(()),
             Reply::Close => return,
@@ -75,4 +89,13 @@ async fn write_parts(
         stream.write_all(part.as_bytes()).await?;
     }
     stream.flush().await
+}
+
+/// Bytes a reply puts on the wire.
+fn reply_bytes(reply: &Reply) -> usize {
+    match reply {
+        Reply::None | Reply::Close => 0,
+        Reply::Frame(bytes) => bytes.len(),
+        Reply::Parts(parts) => parts.iter().map(|p| p.as_bytes().len()).sum(),
+    }
 }

@@ -22,6 +22,8 @@ use crate::config::LayoutConfig;
 use crate::group::state::GroupLimits;
 use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
+use crate::metrics::http::MetricsState;
+use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, Transition};
 use crate::producer_ids::ProducerIds;
 use crate::topic_config::EffectiveTopicConfig;
@@ -63,6 +65,8 @@ pub struct Shard {
     pub control: Option<Rc<ControlPlane>>,
     /// This shard's block of producer ids (and, on the metadata shard, the allocator).
     pub producer_ids: ProducerIds,
+    /// This shard's counters (see `metrics`); only this shard touches them.
+    pub metrics: ShardMetrics,
     stopping: Cell<bool>,
 }
 
@@ -78,6 +82,12 @@ pub enum ShardError {
     },
     #[error("{shard}: {message}")]
     Cluster { shard: ShardId, message: String },
+    #[error("{shard}: cannot bind the metrics listener on {addr}: {source}")]
+    MetricsBind {
+        shard: ShardId,
+        addr: std::net::SocketAddr,
+        source: glommio::GlommioError<()>,
+    },
 }
 
 /// Runs one shard until shutdown is requested.
@@ -112,6 +122,12 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         shard: shard_id,
         message,
     };
+    // The controller shard serves the metrics listener, from before the controller starts so
+    // that /health answers (and /ready says no) during recovery.
+    let metrics_server = match boot.layout.metrics_listener {
+        Some(addr) if boot.controller.is_some() => Some(start_metrics(&boot, addr)?),
+        _ => None,
+    };
     let started = match boot.controller {
         Some(c) => Some(c.start(&boot.layout).await.map_err(cluster_failed)?),
         None => None,
@@ -130,8 +146,13 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         mesh: ShardMesh::new(data_tx, control_tx, peers),
         control: started.as_ref().map(|s| s.plane.clone()),
         producer_ids: ProducerIds::new(),
+        metrics: ShardMetrics::default(),
         stopping: Cell::new(false),
     });
+    if let Some((state, _)) = &metrics_server {
+        // Set once, here; the cell is empty only until now.
+        let _ = state.shard.set(shard.clone());
+    }
 
     serve_mesh(&shard, data_rx, control_rx);
     let membership = match &started {
@@ -169,6 +190,9 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
     boot.ready.fetch_add(1, Ordering::AcqRel);
 
     shard.housekeeping(&boot.shutdown).await;
+    if let Some((_, task)) = metrics_server {
+        task.cancel().await;
+    }
     accept_task.cancel().await;
     replication.cancel().await;
     if let Some(task) = membership {
@@ -183,6 +207,29 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         }
     }
     Ok(())
+}
+
+/// Binds the metrics listener and starts serving it; the shard is filled in once it exists.
+fn start_metrics(
+    boot: &ShardBoot,
+    addr: std::net::SocketAddr,
+) -> Result<(Rc<MetricsState>, glommio::Task<()>), ShardError> {
+    let listener =
+        glommio::net::TcpListener::bind(addr).map_err(|source| ShardError::MetricsBind {
+            shard: boot.id,
+            addr,
+            source,
+        })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    eprintln!("skein: metrics on http://{bound}/metrics");
+    tracing::info!(%bound, "serving metrics, /health and /ready");
+    let state = Rc::new(MetricsState::new(
+        boot.ready.clone(),
+        boot.layout.shard_count(),
+        boot.draining.clone(),
+    ));
+    let task = glommio::spawn_local(crate::metrics::http::serve(listener, state.clone()));
+    Ok((state, task))
 }
 
 fn serve_mesh(shard: &Rc<Shard>, data_rx: Receivers<DataCall>, control_rx: Receivers<ControlCall>) {
@@ -221,6 +268,10 @@ impl Shard {
     /// Every partition replica this shard owns.
     pub fn partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions.borrow().values().cloned().collect()
+    }
+
+    pub fn tail_cache_stats(&self) -> skein_storage::TailCacheStats {
+        self.tail_cache.stats()
     }
 
     pub fn shard_count(&self) -> usize {

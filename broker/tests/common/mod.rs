@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     pub internal_port: Option<u16>,
     /// `[controller] voters`, as `"id@host:port"`; empty writes no `[controller]` table.
     pub voters: Vec<String>,
+    /// `[listeners] metrics` ("127.0.0.1:0": any free port; the broker prints which).
+    pub metrics_listener: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +62,7 @@ impl Default for BrokerConfig {
             node_id: 1,
             internal_port: None,
             voters: Vec::new(),
+            metrics_listener: None,
         }
     }
 }
@@ -430,6 +433,9 @@ impl Broker {
         );
         if let Some(internal) = self.config.internal_port {
             toml.push_str(&format!("internal = \"127.0.0.1:{internal}\"\n"));
+        }
+        if let Some(metrics) = &self.config.metrics_listener {
+            toml.push_str(&format!("metrics = {metrics:?}\n"));
         }
         if !self.config.voters.is_empty() {
             toml.push_str(&format!(

@@ -169,6 +169,9 @@ fn respond(
             let r = reads
                 .next()
                 .unwrap_or_else(|| PartitionRead::error(ResponseError::UnknownServerError));
+            if let Some(error) = r.error {
+                ctx.shard.metrics.fetch_error(error);
+            }
             let bytes = r.bytes();
             // KIP-74: the first non-empty partition is returned whole even past max_bytes, so a
             // consumer can always make progress; later ones only while the budget lasts.

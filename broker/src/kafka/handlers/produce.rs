@@ -48,7 +48,11 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
         }
         topics.push((t.name, parts));
     }
-    let mut outcomes = join_all(work).await.into_iter();
+    let outcomes = join_all(work).await;
+    for failure in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        ctx.shard.metrics.produce_error(failure.error);
+    }
+    let mut outcomes = outcomes.into_iter();
     if acks == Some(Acks::None) {
         return None;
     }
