@@ -24,6 +24,7 @@ use crate::group::store::GroupStore;
 use crate::metadata::ClusterMetadata;
 use crate::partition::{Partition, Transition};
 use crate::producer_ids::ProducerIds;
+use crate::throttle::ByteBudget;
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
@@ -50,6 +51,8 @@ pub struct ShardBoot {
     pub controller: Option<crate::cluster::ControllerBoot>,
     /// The resolved Kafka listener address (port 0 already replaced).
     pub kafka_addr: std::net::SocketAddr,
+    /// `follower.replication.throttled.rate`: one budget for the whole node.
+    pub replication_budget: Arc<ByteBudget>,
 }
 
 pub struct Shard {
@@ -64,6 +67,8 @@ pub struct Shard {
     /// This shard's block of producer ids (and, on the metadata shard, the allocator).
     pub producer_ids: ProducerIds,
     stopping: Cell<bool>,
+    /// What this node's catch-up fetches may still take, shared by every shard.
+    pub replication_budget: Arc<ByteBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         control: started.as_ref().map(|s| s.plane.clone()),
         producer_ids: ProducerIds::new(),
         stopping: Cell::new(false),
+        replication_budget: boot.replication_budget.clone(),
     });
 
     serve_mesh(&shard, data_rx, control_rx);
