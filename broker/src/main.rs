@@ -18,6 +18,7 @@ mod replica;
 mod replication;
 mod settings;
 mod shard;
+mod throttle;
 mod topic_config;
 mod validate;
 
@@ -214,6 +215,13 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     let joined = Arc::new(AtomicBool::new(false));
     install_signal_handlers(draining.clone())?;
     let ready = Arc::new(AtomicUsize::new(0));
+    let replication_budget = Arc::new(throttle::ByteBudget::new(
+        layout
+            .broker
+            .replication
+            .follower_throttled_rate_bytes_per_s,
+        std::time::Instant::now(),
+    ));
     let mesh = MeshBoot::new(layout.shard_count());
     let failed = Arc::new(AtomicBool::new(false));
     let mut controller = Some(ControllerBoot {
@@ -239,6 +247,7 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
                 None
             },
             kafka_addr,
+            replication_budget: replication_budget.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("skein-shard-{i}"))

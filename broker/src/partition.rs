@@ -246,6 +246,12 @@ impl Partition {
         (r.replicas.len(), r.isr.len())
     }
 
+    /// Whether this replica is in the ISR the metadata names; a follower outside it is
+    /// catching up (and its fetches are throttled).
+    pub fn is_in_sync(&self) -> bool {
+        self.replicas.borrow().isr.contains(&self.node_id)
+    }
+
     /// Whether this replica leads the partition now.
     pub fn is_leader(&self) -> bool {
         self.leader.get() == self.node_id

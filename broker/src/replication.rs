@@ -6,6 +6,10 @@
 //! diverged tail, and the leader's high watermark is taken as far as the local log reaches.
 //! The same loop proposes the ISR changes of partitions this shard leads (AlterPartition to the
 //! controller, compare-and-set on the partition epoch).
+//!
+//! Catch-up is throttled as Kafka's `follower.replication.throttled.rate` is: a partition whose
+//! local replica is outside the ISR is fetched only while the node's byte budget has room, and
+//! what it receives is charged to that budget; in-sync partitions are never held back.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -45,6 +49,10 @@ const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(5);
 /// without bound); well above `replica.fetch.response.max.bytes`' ceiling in practice.
 const ANSWER_BYTES_MAX: usize = 1 << 30;
 const CLIENT_ID: &str = "skein-replica-fetcher";
+/// Bounds of the sleep of a fetcher whose partitions are all waiting for the budget: not so
+/// short that it spins, not so long that it misses a new leader or partition.
+const THROTTLED_WAIT_MIN: Duration = Duration::from_millis(1);
+const THROTTLED_WAIT_MAX: Duration = CHECK_INTERVAL;
 
 /// Runs until the shard stops: starts a fetcher for every leader this shard follows and
 /// proposes ISR changes for the partitions it leads.
@@ -163,18 +171,37 @@ async fn follow(shard: Rc<Shard>, leader: i32) {
             glommio::timer::sleep(backoff).await;
             continue;
         }
+        let budget = &shard.replication_budget;
+        let in_sync: Vec<bool> = ready.iter().map(|p| p.is_in_sync()).collect();
+        let allowance = budget.available(Instant::now());
+        let planned: Vec<Planned> = plan(&in_sync, settings.fetch_max_bytes, allowance)
+            .into_iter()
+            .filter_map(|(i, max_bytes, catching_up)| {
+                Some(Planned {
+                    partition: ready.get(i)?.clone(),
+                    max_bytes,
+                    catching_up,
+                })
+            })
+            .collect();
+        if planned.is_empty() {
+            // Only catch-up partitions, and the budget is spent: wait for it to refill.
+            let wait = budget.wait(Instant::now());
+            glommio::timer::sleep(wait.clamp(THROTTLED_WAIT_MIN, THROTTLED_WAIT_MAX)).await;
+            continue;
+        }
         // The epoch each partition was fetched under: an answer is applied only if the
         // partition still follows this leader in that epoch (another fetcher may own it now).
-        let epochs: HashMap<crate::shard::ids::TopicPartition, i32> = ready
+        let epochs: HashMap<crate::shard::ids::TopicPartition, i32> = planned
             .iter()
-            .map(|p| (p.tp.clone(), p.leader_epoch()))
+            .map(|x| (x.partition.tp.clone(), x.partition.leader_epoch()))
             .collect();
         let result = fetch_once(
             &shard,
             leader,
             &settings,
             &mut conn,
-            &ready,
+            &planned,
             &mut correlation,
         )
         .await
@@ -191,7 +218,12 @@ async fn follow(shard: Rc<Shard>, leader: i32) {
                 continue;
             }
         };
-        for (p, data) in answers {
+        for (planned, data) in answers {
+            if planned.catching_up {
+                let received = data.records.as_ref().map_or(0, Bytes::len);
+                budget.charge(u64::try_from(received).unwrap_or(u64::MAX), Instant::now());
+            }
+            let p = planned.partition;
             let current = p.leader() == leader && epochs.get(&p.tp) == Some(&p.leader_epoch());
             if !current {
                 continue;
@@ -204,15 +236,50 @@ async fn follow(shard: Rc<Shard>, leader: i32) {
     }
 }
 
-/// One fetch round trip to `leader` for `ready`; each answered partition with its data.
+/// One partition in the next fetch.
+#[derive(Clone)]
+struct Planned {
+    partition: Rc<Partition>,
+    /// Its `partition_max_bytes`.
+    max_bytes: usize,
+    /// Outside the ISR: what it receives is charged to the node's budget.
+    catching_up: bool,
+}
+
+/// Which ready partitions (by whether each is in sync) the next fetch carries, as (index,
+/// partition max bytes, catching up). In-sync ones always, with `fetch_max_bytes`, and first:
+/// a leader fills its answer in request order, so a large catch-up answer cannot crowd them
+/// out of `replica.fetch.response.max.bytes` (except behind a catch-up partition of a topic
+/// listed earlier: the request groups partitions by topic). Catch-up ones only while
+/// `allowance` (what the budget holds now) lasts, each with at most what is left of it.
+fn plan(in_sync: &[bool], fetch_max_bytes: usize, allowance: u64) -> Vec<(usize, usize, bool)> {
+    let mut out: Vec<(usize, usize, bool)> = in_sync
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s)
+        .map(|(i, _)| (i, fetch_max_bytes, false))
+        .collect();
+    let mut left = allowance;
+    for (i, _) in in_sync.iter().enumerate().filter(|(_, s)| !**s) {
+        if left == 0 {
+            break;
+        }
+        let max_bytes = usize::try_from(left).map_or(fetch_max_bytes, |l| l.min(fetch_max_bytes));
+        left = left.saturating_sub(u64::try_from(max_bytes).unwrap_or(u64::MAX));
+        out.push((i, max_bytes, true));
+    }
+    out
+}
+
+/// One fetch round trip to `leader` for `planned`; each answered partition with its data.
 async fn fetch_once(
     shard: &Shard,
     leader: i32,
     settings: &crate::settings::ReplicationSettings,
     conn: &mut Option<(SocketAddr, TcpStream)>,
-    ready: &[Rc<Partition>],
+    planned: &[Planned],
     correlation: &mut i32,
-) -> Result<Vec<(Rc<Partition>, PartitionData)>, String> {
+) -> Result<Vec<(Planned, PartitionData)>, String> {
     let addr = leader_addr(shard, leader).await?;
     if conn.as_ref().is_some_and(|(a, _)| *a != addr) {
         *conn = None;
@@ -228,7 +295,7 @@ async fn fetch_once(
     let Some((_, stream)) = conn.as_mut() else {
         return Err("no connection".into());
     };
-    let request = fetch_request(shard.layout.node_id.0, settings, ready);
+    let request = fetch_request(shard.layout.node_id.0, settings, planned);
     *correlation = correlation.wrapping_add(1);
     let header = RequestHeader {
         api_key: ApiKey::Fetch,
@@ -262,12 +329,13 @@ async fn fetch_once(
     if response.error_code != 0 {
         return Err(format!("fetch refused: error {}", response.error_code));
     }
-    let mut out = Vec::with_capacity(ready.len());
+    let mut out = Vec::with_capacity(planned.len());
     for topic in response.responses {
         for data in topic.partitions {
-            let p = ready
-                .iter()
-                .find(|p| *p.tp.topic == *topic.topic.0 && p.tp.partition == data.partition_index);
+            let p = planned.iter().find(|x| {
+                *x.partition.tp.topic == *topic.topic.0
+                    && x.partition.tp.partition == data.partition_index
+            });
             if let Some(p) = p {
                 out.push((p.clone(), data));
             }
@@ -279,17 +347,18 @@ async fn fetch_once(
 fn fetch_request(
     node_id: i32,
     settings: &crate::settings::ReplicationSettings,
-    ready: &[Rc<Partition>],
+    planned: &[Planned],
 ) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for p in ready {
+    for x in planned {
+        let p = &x.partition;
         let partition = FetchPartition::default()
             .with_partition(p.tp.partition)
             .with_current_leader_epoch(p.leader_epoch())
             .with_fetch_offset(p.log.log_end_offset())
             .with_last_fetched_epoch(p.log.latest_leader_epoch().map_or(-1, |e| e.0))
             .with_log_start_offset(p.log.log_start_offset())
-            .with_partition_max_bytes(clamp_i32(settings.fetch_max_bytes));
+            .with_partition_max_bytes(clamp_i32(x.max_bytes));
         match topics.iter_mut().find(|t| *t.topic.0 == *p.tp.topic) {
             Some(t) => t.partitions.push(partition),
             None => topics.push(
@@ -436,6 +505,38 @@ mod tests {
         b.extend_from_slice(&(i32::try_from(body).unwrap()).to_be_bytes());
         b.extend(std::iter::repeat_n(7u8, body));
         b
+    }
+
+    #[test]
+    fn in_sync_partitions_are_fetched_first_and_never_throttled() {
+        let in_sync = [false, true, false, true];
+        // Budget spent: only the in-sync ones, in full.
+        assert_eq!(
+            plan(&in_sync, 1000, 0),
+            vec![(1, 1000, false), (3, 1000, false)]
+        );
+        // Unlimited: everything in full, in-sync first.
+        assert_eq!(
+            plan(&in_sync, 1000, u64::MAX),
+            vec![
+                (1, 1000, false),
+                (3, 1000, false),
+                (0, 1000, true),
+                (2, 1000, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn catch_up_partitions_share_what_the_budget_holds() {
+        let in_sync = [false, false, false];
+        assert_eq!(
+            plan(&in_sync, 1000, 1500),
+            vec![(0, 1000, true), (1, 500, true)]
+        );
+        assert_eq!(plan(&in_sync, 1000, 1), vec![(0, 1, true)]);
+        assert!(plan(&in_sync, 1000, 0).is_empty());
+        assert!(plan(&[], 1000, 5000).is_empty());
     }
 
     #[test]

@@ -213,6 +213,10 @@ pub struct ReplicationSettings {
     pub fetch_wait_max_ms: u64,
     /// `replica.fetch.backoff.ms`: the pause after a failed follower fetch.
     pub fetch_backoff_ms: u64,
+    /// `follower.replication.throttled.rate`: bytes per second this broker may fetch, all
+    /// shards together, for replicas outside their ISR (catch-up); in-sync replicas are never
+    /// throttled. `i64::MAX` (Kafka's `Long.MAX_VALUE`): unlimited.
+    pub follower_throttled_rate_bytes_per_s: i64,
 }
 
 impl Default for ReplicationSettings {
@@ -223,6 +227,7 @@ impl Default for ReplicationSettings {
             fetch_response_max_bytes: 10_485_760,
             fetch_wait_max_ms: 500,
             fetch_backoff_ms: 100,
+            follower_throttled_rate_bytes_per_s: i64::MAX,
         }
     }
 }
@@ -380,6 +385,10 @@ impl BrokerSettings {
                 }
                 "replica.fetch.backoff.ms" => {
                     s.replication.fetch_backoff_ms = parse_ranged(&text, 1, 60_000).map_err(bad)?
+                }
+                "follower.replication.throttled.rate" => {
+                    s.replication.follower_throttled_rate_bytes_per_s =
+                        parse_ranged(&text, 1, i64::MAX).map_err(bad)?
                 }
                 "offsets.topic.segment.bytes" => {
                     s.offsets_topic_segment_bytes =
@@ -591,6 +600,23 @@ mod tests {
             "PLAINTEXT://a:1,PLAINTEXT://b:2",
         ] {
             assert!(AdvertisedListener::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn follower_throttle_rate() {
+        let unset = BrokerSettings::from_table(&table("")).unwrap();
+        assert_eq!(
+            unset.replication.follower_throttled_rate_bytes_per_s,
+            i64::MAX
+        );
+        let s =
+            BrokerSettings::from_table(&table("\"follower.replication.throttled.rate\" = 1048576"))
+                .unwrap();
+        assert_eq!(s.replication.follower_throttled_rate_bytes_per_s, 1_048_576);
+        for bad in ["0", "-1", "\"fast\""] {
+            let text = format!("\"follower.replication.throttled.rate\" = {bad}");
+            assert!(BrokerSettings::from_table(&table(&text)).is_err(), "{bad}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! Multi-node clusters of real `skein` processes on 127.0.0.1 (see `common::cluster`): forming
 //! one cluster, leader failover after kill -9, preferred leaders coming back (periodically and
 //! by ElectLeaders), the active controller killed (also mid CreateTopics), a duplicate broker
-//! id, acknowledged records surviving their leader's kill, and failover timing on demand.
+//! id, acknowledged records surviving their leader's kill, catch-up throttling
+//! (`follower.replication.throttled.rate`), and failover timing on demand.
 //!
 //! What is expected is Kafka's (KRaft) behaviour: a broker silent for `broker.session.timeout.ms`
 //! (1500 ms by default) is fenced, each partition it led gets a new leader from its ISR with
@@ -750,4 +751,100 @@ fn whole_cluster_stops_promptly_on_sigterm() {
         }
         panic!("nodes {stuck:?} still running {STOP_MAX:?} after SIGTERM");
     }
+}
+
+/// `follower.replication.throttled.rate` (Kafka's semantics): a replica that comes back far
+/// behind, outside the ISR, catches up no faster than the rate allows (plus the one-second
+/// burst), then rejoins the ISR; in-sync followers are never throttled.
+///
+/// Both bounds follow from the mechanism, not from how fast Skein is: with the rate in force,
+/// copying `BEHIND_BYTES` takes at least (`BEHIND_BYTES` - burst) / rate, so a catch-up that
+/// ignored the throttle finishes well under `CATCH_UP_MIN` (measured from when the restarted
+/// node is listed, which is when its fetchers start), and an acks=all produce whose in-sync
+/// followers were throttled could not finish under it.
+#[test]
+fn catch_up_is_throttled_and_in_sync_replicas_are_not() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    const RATE_BYTES_PER_S: usize = 1_000_000;
+    const RECORD_BYTES: usize = 8_000;
+    const RECORDS: usize = 1_000;
+    const BEHIND_BYTES: usize = RECORD_BYTES * RECORDS;
+    const PARTITIONS: usize = 3;
+    /// (8 MB - 1 MB of burst) / 1 MB/s = 7 s at the least; 2 s of slack for fetchers that
+    /// start before every node lists the restarted one, and for answers past the budget.
+    const CATCH_UP_MIN: Duration = Duration::from_secs(5);
+    const REJOIN_WAIT: Duration = Duration::from_secs(30);
+    const _: () = assert!(BEHIND_BYTES / RATE_BYTES_PER_S > 6);
+
+    let spec = ClusterSpec::default().set(
+        "follower.replication.throttled.rate",
+        &RATE_BYTES_PER_S.to_string(),
+    );
+    let mut cluster = Cluster::start(spec);
+    create_topic(&mut cluster, "throttled", PARTITIONS);
+    let controller = cluster.active_controller();
+    let victim = cluster
+        .node_ids()
+        .into_iter()
+        .find(|id| *id != controller)
+        .expect("a node that is not the active controller");
+    cluster.node(victim).kill9();
+    await_fenced(&mut cluster, "throttled", victim);
+
+    let producer: FutureProducer = common::clients::client_config_at(
+        &cluster.bootstrap(),
+        &[("acks", "all"), ("linger.ms", "5"), ("batch.size", "65536")],
+    )
+    .create()
+    .expect("producer");
+    let payload = vec![b'x'; RECORD_BYTES];
+    let records = (0..RECORDS)
+        .map(|i| {
+            FutureRecord::to("throttled")
+                .partition(i32::try_from(i % PARTITIONS).expect("partition"))
+                .payload(payload.as_slice())
+        })
+        .collect();
+    let produce_start = Instant::now();
+    common::clients::expect_delivered(common::clients::produce_all(&producer, records));
+    let produced_in = produce_start.elapsed();
+    drop(producer);
+
+    cluster.start_again(victim);
+    let listed = Instant::now();
+    let survivors = cluster.running_except(victim);
+    let rejoined_in = cluster.wait_for(
+        REJOIN_WAIT,
+        &format!("node {victim} catches up and rejoins every ISR of throttled"),
+        |c| {
+            let views = c.try_views(&survivors)?;
+            let topic = agreed_topic(&views, "throttled")?
+                .ok_or_else(|| "throttled is not listed".to_string())?;
+            let behind: Vec<i32> = topic
+                .partitions
+                .iter()
+                .filter(|(_, p)| !p.isr.contains(&victim))
+                .map(|(i, _)| *i)
+                .collect();
+            if behind.is_empty() {
+                Ok(listed.elapsed())
+            } else {
+                Err(format!("out of the ISR of partitions {behind:?}"))
+            }
+        },
+    );
+    println!(
+        "{BEHIND_BYTES} bytes produced (acks=all, 2 in-sync replicas) in {produced_in:?}; \
+         node {victim} caught up and rejoined every ISR {rejoined_in:?} after it was listed \
+         (rate {RATE_BYTES_PER_S} B/s)"
+    );
+    assert!(
+        produced_in < CATCH_UP_MIN,
+        "in-sync followers were throttled: acks=all took {produced_in:?}"
+    );
+    assert!(
+        rejoined_in >= CATCH_UP_MIN,
+        "catch-up of {BEHIND_BYTES} bytes at {RATE_BYTES_PER_S} B/s took only {rejoined_in:?}"
+    );
 }

@@ -26,6 +26,7 @@ use crate::metrics::http::MetricsState;
 use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, Transition};
 use crate::producer_ids::ProducerIds;
+use crate::throttle::ByteBudget;
 use crate::topic_config::EffectiveTopicConfig;
 use ids::{ShardId, TopicPartition};
 use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
@@ -52,6 +53,8 @@ pub struct ShardBoot {
     pub controller: Option<crate::cluster::ControllerBoot>,
     /// The resolved Kafka listener address (port 0 already replaced).
     pub kafka_addr: std::net::SocketAddr,
+    /// `follower.replication.throttled.rate`: one budget for the whole node.
+    pub replication_budget: Arc<ByteBudget>,
 }
 
 pub struct Shard {
@@ -68,6 +71,8 @@ pub struct Shard {
     /// This shard's counters (see `metrics`); only this shard touches them.
     pub metrics: ShardMetrics,
     stopping: Cell<bool>,
+    /// What this node's catch-up fetches may still take, shared by every shard.
+    pub replication_budget: Arc<ByteBudget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +153,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         producer_ids: ProducerIds::new(),
         metrics: ShardMetrics::default(),
         stopping: Cell::new(false),
+        replication_budget: boot.replication_budget.clone(),
     });
     if let Some((state, _)) = &metrics_server {
         // Set once, here; the cell is empty only until now.
