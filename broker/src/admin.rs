@@ -20,6 +20,9 @@ use crate::shard::Shard;
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an answered admin request waits for this node's metadata to show the change.
 const VISIBLE_WAIT: Duration = Duration::from_secs(5);
+/// The same for a reassignment, which may change nothing visible (a target equal to the
+/// current replicas): a short wait.
+const CHANGE_VISIBLE_WAIT: Duration = Duration::from_millis(500);
 
 /// A topic to create; -1 means "the broker default" as in CreateTopics.
 #[derive(Clone, Debug)]
@@ -309,16 +312,24 @@ pub struct Election {
 }
 
 /// One result per partition as the controller gave them, or a top-level error.
-pub type ElectionReply = Result<Vec<PartitionResult>, (ResponseError, String)>;
+pub type PartitionsReply = Result<Vec<PartitionResult>, (ResponseError, String)>;
 
-/// Sends an election to the controller shard (or runs it here if this is it).
-pub async fn elect_leaders(shard: &Shard, election: Election) -> ElectionReply {
+/// The active controller's answer to a forwarded request, or why there is none.
+pub type ForwardReply = Result<InternalMessage, (ResponseError, String)>;
+
+/// Sends `request` to the active controller through the controller shard (or from here if
+/// this is it).
+pub async fn forward(shard: &Shard, request: InternalMessage, timeout: Duration) -> ForwardReply {
     if shard.control.is_some() {
-        return execute_election(shard, election).await;
+        return execute_forward(shard, request, timeout).await;
     }
     let (reply, rx) = oneshot::channel();
     let target = shard.layout.controller_shard;
-    let call = ControlCall::Elect { election, reply };
+    let call = ControlCall::Forward {
+        request,
+        timeout,
+        reply,
+    };
     if shard.mesh.send_control(target, call).await.is_err() {
         return Err((
             ResponseError::NotController,
@@ -333,41 +344,111 @@ pub async fn elect_leaders(shard: &Shard, election: Election) -> ElectionReply {
     })
 }
 
-/// Runs an election on the controller shard: the active controller decides and commits, and
-/// the answer waits until this node's metadata shows the new leaders.
-pub async fn execute_election(shard: &Shard, election: Election) -> ElectionReply {
+/// Runs [`forward`] on the controller shard.
+pub async fn execute_forward(
+    shard: &Shard,
+    request: InternalMessage,
+    timeout: Duration,
+) -> ForwardReply {
     let Some(plane) = &shard.control else {
         return Err((
             ResponseError::NotController,
             "not the controller shard".into(),
         ));
     };
+    let node_id = shard.layout.node_id.0;
+    plane
+        .link
+        .call(node_id, request, timeout)
+        .await
+        .map_err(|e| (ResponseError::RequestTimedOut, e.to_string()))
+}
+
+/// The top-level error of a forwarded request's answer.
+fn refused(error_code: i16, what: &str) -> (ResponseError, String) {
+    (
+        ResponseError::try_from_code(error_code).unwrap_or(ResponseError::UnknownServerError),
+        format!("the controller refused the {what}"),
+    )
+}
+
+fn odd_answer(answer: &InternalMessage, what: &str) -> (ResponseError, String) {
+    tracing::error!(?answer, "the controller answered {what} oddly");
+    (
+        ResponseError::UnknownServerError,
+        "bad controller answer".into(),
+    )
+}
+
+/// An on-demand election: the active controller decides and commits, and the answer waits
+/// until this node's metadata shows the new leaders.
+pub async fn elect_leaders(shard: &Shard, election: Election) -> PartitionsReply {
     let before = shard.metadata();
     let request = InternalMessage::ElectLeaders {
         election_type: election.election_type,
         partitions: election.partitions,
     };
-    let node_id = shard.layout.node_id.0;
-    match plane.link.call(node_id, request, election.timeout).await {
-        Ok(InternalMessage::ElectLeadersResponse {
+    match forward(shard, request, election.timeout).await? {
+        InternalMessage::ElectLeadersResponse {
             error_code: 0,
             results,
-        }) => {
+        } => {
             wait_elected(shard, &before, &results).await;
             Ok(results)
         }
-        Ok(InternalMessage::ElectLeadersResponse { error_code, .. }) => Err((
-            ResponseError::try_from_code(error_code).unwrap_or(ResponseError::UnknownServerError),
-            "the controller refused the election".into(),
-        )),
-        Ok(other) => {
-            tracing::error!(answer = ?other, "the controller answered an election oddly");
-            Err((
-                ResponseError::UnknownServerError,
-                "bad controller answer".into(),
-            ))
+        InternalMessage::ElectLeadersResponse { error_code, .. } => {
+            Err(refused(error_code, "election"))
         }
-        Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
+        other => Err(odd_answer(&other, "an election")),
+    }
+}
+
+/// Starts or cancels partition reassignments (`None` as the target cancels); the answer waits
+/// until this node's metadata shows each accepted change.
+pub async fn alter_reassignments(
+    shard: &Shard,
+    partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    timeout: Duration,
+) -> PartitionsReply {
+    let before = shard.metadata();
+    let request = InternalMessage::AlterReassignments { partitions };
+    match forward(shard, request, timeout).await? {
+        InternalMessage::AlterReassignmentsResponse {
+            error_code: 0,
+            results,
+        } => {
+            wait_changed(shard, &before, &results).await;
+            Ok(results)
+        }
+        InternalMessage::AlterReassignmentsResponse { error_code, .. } => {
+            Err(refused(error_code, "reassignment"))
+        }
+        other => Err(odd_answer(&other, "a reassignment")),
+    }
+}
+
+/// Waits until this node's metadata shows a new partition epoch for every partition changed
+/// (a no-op reassignment changes nothing, and the wait then ends at its bound).
+async fn wait_changed(shard: &Shard, before: &ClusterMetadata, results: &[PartitionResult]) {
+    let epoch = |md: &ClusterMetadata, r: &PartitionResult| {
+        let t = md.topics.get(&r.topic)?;
+        Some(
+            t.partitions
+                .get(usize::try_from(r.partition).ok()?)?
+                .partition_epoch,
+        )
+    };
+    let start = Instant::now();
+    while start.elapsed() < CHANGE_VISIBLE_WAIT {
+        let md = shard.metadata();
+        let changed = results
+            .iter()
+            .filter(|r| r.error_code == 0)
+            .all(|r| epoch(&md, r) > epoch(before, r));
+        if changed {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
     }
 }
 

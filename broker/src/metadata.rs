@@ -22,6 +22,9 @@ pub struct PartitionMeta {
     /// Assignment order; the first is the preferred leader.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// A reassignment in progress (ListPartitionReassignments): replicas joining and leaving.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +136,8 @@ impl ClusterMetadata {
                         partition_epoch: p.partition_epoch,
                         replicas: p.replicas.clone(),
                         isr: p.isr.clone(),
+                        adding_replicas: p.adding_replicas.clone(),
+                        removing_replicas: p.removing_replicas.clone(),
                     }
                 })
                 .collect();
@@ -287,6 +292,8 @@ mod tests {
                         partition_epoch: 0,
                         replicas: vec![1, 2],
                         isr: vec![1, 2],
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                     PartitionMeta {
                         shard: Some(ShardId(0)),
@@ -295,6 +302,8 @@ mod tests {
                         partition_epoch: 4,
                         replicas: vec![2, 1],
                         isr: vec![2, 1],
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                 ],
                 configs: BTreeMap::new(),

@@ -252,6 +252,13 @@ impl Partition {
         self.replicas.borrow().isr.contains(&self.node_id)
     }
 
+    /// Whether a new leader's high watermark has reached the start of its epoch (Kafka's
+    /// KIP-207): before that it may be below one the previous leader showed, so consumers are
+    /// answered OFFSET_NOT_AVAILABLE (retriable) rather than see it go backwards.
+    pub fn high_watermark_settled(&self) -> bool {
+        self.log.high_watermark() >= self.replicas.borrow().epoch_start_offset()
+    }
+
     /// Whether this replica leads the partition now.
     pub fn is_leader(&self) -> bool {
         self.leader.get() == self.node_id
@@ -429,6 +436,9 @@ impl Partition {
             if spec.current_leader_epoch > epoch {
                 return PartitionRead::error(ResponseError::UnknownLeaderEpoch);
             }
+        }
+        if !spec.is_replica() && !self.high_watermark_settled() {
+            return PartitionRead::error(ResponseError::OffsetNotAvailable);
         }
         let log_start_offset = self.log.log_start_offset();
         let mut out = PartitionRead {

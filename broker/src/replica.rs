@@ -87,6 +87,11 @@ impl ReplicaSet {
             .collect();
     }
 
+    /// The log end offset when this leadership began.
+    pub fn epoch_start_offset(&self) -> i64 {
+        self.epoch_start_offset
+    }
+
     /// Records a follower fetch at `fetch_offset` while the leader's log ends at `leader_end`.
     /// Kafka's catch-up rule: caught up now if it has everything; caught up as of its previous
     /// fetch if it now has everything the leader had then.

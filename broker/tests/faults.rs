@@ -307,3 +307,139 @@ impl XorShift {
         self.0
     }
 }
+
+/// How long a rebalance or a drain may take to complete under the workload.
+const REASSIGN_MAX: Duration = Duration::from_secs(60);
+
+/// `skein ARGS --bootstrap-server B --json`, which must succeed; its JSON answer.
+fn admin(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(common::skein_bin())
+        .args(args)
+        .args(["--bootstrap-server", bootstrap, "--json"])
+        .output()
+        .expect("run skein");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "skein {args:?}: {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("skein {args:?}: {e}: {stdout}"))
+}
+
+/// Waits until no reassignment is in progress, no partition is under-replicated, and
+/// `settled` holds for the cluster view the admin CLI gives (`cluster describe --json`
+/// with every topic's replicas from `topic describe --json`).
+fn await_reassigned(
+    run: &mut FaultRun,
+    what: &str,
+    settled: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let b = run.cluster.bootstrap();
+        let moving = admin(&b, &["partition", "reassignments"]);
+        let cluster = admin(&b, &["cluster", "describe"]);
+        let topics = admin(&b, &["topic", "describe"]);
+        let idle = moving["reassignments"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+        let healthy = cluster["under_replicated_partitions"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+        if idle && healthy && settled(&topics) {
+            let took = start.elapsed();
+            run.say(&format!("{what} after {took:?}"));
+            return took;
+        }
+        if start.elapsed() > REASSIGN_MAX {
+            run.cluster.fail(&format!(
+                "{what}: not within {REASSIGN_MAX:?}: reassignments {moving}, cluster {cluster}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// (partition count, replicas on `node`, partitions `node` leads) over every topic.
+fn holdings(topics: &serde_json::Value, node: i64) -> (usize, usize, usize) {
+    let mut out = (0, 0, 0);
+    for t in topics["topics"].as_array().into_iter().flatten() {
+        for p in t["partitions"].as_array().into_iter().flatten() {
+            out.0 += 1;
+            let replicas = p["replicas"].as_array().cloned().unwrap_or_default();
+            out.1 += usize::from(replicas.iter().any(|r| r.as_i64() == Some(node)));
+            out.2 += usize::from(p["leader"].as_i64() == Some(node));
+        }
+    }
+    out
+}
+
+/// Scale out and in under load, as an operator does it with the admin CLI: a 4th broker joins
+/// (and gets nothing by itself), a rebalance moves replicas and leaders onto it, then another
+/// broker is drained and stopped with nothing under-replicated.
+#[test]
+fn scale_out_and_drain() {
+    let mut run = FaultRun::new("scale out to a 4th broker, then drain one");
+    run.start_workload();
+    run.mark("adding node 4");
+    run.cluster.start_extra_node(4);
+    let topics = admin(&run.cluster.bootstrap(), &["topic", "describe"]);
+    assert_eq!(
+        holdings(&topics, 4).1,
+        0,
+        "a new broker gets nothing by itself"
+    );
+
+    run.mark("rebalance onto node 4");
+    admin(
+        &run.cluster.bootstrap(),
+        &["partition", "reassign", "--rebalance", "--execute"],
+    );
+    await_reassigned(&mut run, "rebalance done", |topics| {
+        let (partitions, on_4, led_by_4) = holdings(topics, 4);
+        // RF 3 over 4 brokers: about three quarters of the partitions have a replica on 4.
+        on_4 * 3 >= partitions && led_by_4 > 0
+    });
+    let topics = admin(&run.cluster.bootstrap(), &["topic", "describe"]);
+    let (partitions, on_4, led_by_4) = holdings(&topics, 4);
+    run.say(&format!(
+        "node 4 holds {on_4} of {partitions} partitions and leads {led_by_4}"
+    ));
+    std::thread::sleep(run.schedule.hold);
+
+    let controller = run.cluster.active_controller();
+    let drained = [1, 2, 3]
+        .into_iter()
+        .find(|n| *n != controller)
+        .expect("a node that is not the controller");
+    run.mark(&format!("draining node {drained}"));
+    admin(
+        &run.cluster.bootstrap(),
+        &[
+            "partition",
+            "reassign",
+            "--drain",
+            &drained.to_string(),
+            "--execute",
+        ],
+    );
+    let gone = i64::from(drained);
+    await_reassigned(&mut run, &format!("node {drained} drained"), |topics| {
+        holdings(topics, gone).1 == 0
+    });
+    run.mark(&format!("stopping the drained node {drained}"));
+    run.cluster.node(drained).stop();
+    // Nothing was on it: nothing is under-replicated, now or a session later.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let cluster = admin(&run.cluster.bootstrap(), &["cluster", "describe"]);
+        assert_eq!(
+            cluster["under_replicated_partitions"],
+            serde_json::Value::Array(Vec::new()),
+            "after stopping the drained node {drained}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    run.finish().assert_passed();
+}

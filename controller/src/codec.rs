@@ -12,6 +12,7 @@
 //! image        := version u8 (1) | count u32 | broker{count} | count u32 | topic{count}
 //!                 | count u32 | (name string, id uuid){count} | next_producer_id i64
 //!                 | cluster_id string                          (version 2; 1 had no cluster id)
+//!                 | count u32 | reassignment{count}            (version 3; 2 had none)
 //! entry        := version u8 (1) | entry_type u8 | term u64 | index u64 | context bytes | data bytes
 //! string/bytes := len u32 | len bytes (strings UTF-8)    uuid := 16 bytes
 //! bool         := u8 0 or 1                               option := bool, then the value if 1
@@ -28,11 +29,14 @@
 //!  9 Config           topic_id uuid | key string | value option<string>
 //! 10 ProducerIds      broker i32 | next_block_start i64
 //! 11 ClusterId        id string
+//! 12 PartitionReplicas topic_id uuid | partition i32 | replicas ids | adding ids | removing ids
+//!                     | leader i32 | isr ids | leader_epoch i32 | partition_epoch i32
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
 //! partition_state := replicas ids | isr ids | leader i32 | leader_epoch i32 | partition_epoch i32
 //! topic (image)   := name string | id uuid | count u32 | partition_state{count} | configs
+//! reassignment    := topic_id uuid | partition i32 | adding ids | removing ids
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,7 +52,9 @@ mod wire;
 pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
-pub const IMAGE_VERSION: u8 = 2;
+pub const IMAGE_VERSION: u8 = 3;
+/// The oldest image this build reads (snapshots written before an upgrade).
+pub const IMAGE_VERSION_OLDEST: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +119,7 @@ const TAG_REMOVE_TOPIC: u8 = 8;
 const TAG_CONFIG: u8 = 9;
 const TAG_PRODUCER_IDS: u8 = 10;
 const TAG_CLUSTER_ID: u8 = 11;
+const TAG_PARTITION_REPLICAS: u8 = 12;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -202,6 +209,27 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
             w.i64(*next_block_start);
         }
         MetadataRecord::ClusterId { id } => w.string("cluster id", id),
+        MetadataRecord::PartitionReplicas {
+            topic_id,
+            partition,
+            replicas,
+            adding_replicas,
+            removing_replicas,
+            leader,
+            isr,
+            leader_epoch,
+            partition_epoch,
+        } => {
+            w.uuid(topic_id);
+            w.i32(*partition);
+            put_ids(w, "replicas", replicas);
+            put_ids(w, "adding replicas", adding_replicas);
+            put_ids(w, "removing replicas", removing_replicas);
+            w.i32(*leader);
+            put_ids(w, "isr", isr);
+            w.i32(*leader_epoch);
+            w.i32(*partition_epoch);
+        }
     }
     w.patch_len("record body", len_at);
 }
@@ -222,6 +250,7 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
         MetadataRecord::Config { .. } => (TAG_CONFIG, "Config"),
         MetadataRecord::ProducerIds { .. } => (TAG_PRODUCER_IDS, "ProducerIds"),
         MetadataRecord::ClusterId { .. } => (TAG_CLUSTER_ID, "ClusterId"),
+        MetadataRecord::PartitionReplicas { .. } => (TAG_PARTITION_REPLICAS, "PartitionReplicas"),
     }
 }
 
@@ -280,6 +309,17 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
         },
         TAG_CLUSTER_ID => MetadataRecord::ClusterId {
             id: b.string("cluster id")?,
+        },
+        TAG_PARTITION_REPLICAS => MetadataRecord::PartitionReplicas {
+            topic_id: b.uuid("topic id")?,
+            partition: b.i32("partition")?,
+            replicas: get_ids(&mut b, "replicas")?,
+            adding_replicas: get_ids(&mut b, "adding replicas")?,
+            removing_replicas: get_ids(&mut b, "removing replicas")?,
+            leader: b.i32("leader")?,
+            isr: get_ids(&mut b, "isr")?,
+            leader_epoch: b.i32("leader epoch")?,
+            partition_epoch: b.i32("partition epoch")?,
         },
         _ => {
             return Err(DecodeError::UnknownTag {
@@ -395,6 +435,10 @@ fn get_partition(r: &mut Reader<'_>) -> Result<PartitionState, DecodeError> {
         leader: r.i32("leader")?,
         leader_epoch: r.i32("leader epoch")?,
         partition_epoch: r.i32("partition epoch")?,
+        // Kept in the image's own section (and the PartitionReplicas record), so the Partition
+        // record's format is unchanged.
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     })
 }
 
@@ -424,12 +468,30 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
     }
     w.i64(image.next_producer_id);
     w.string("cluster id", &image.cluster_id);
+    let reassigning: Vec<(&uuid::Uuid, i32, &PartitionState)> = image
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_reassigning())
+                .map(|(i, p)| (&t.id, i32::try_from(i).unwrap_or(i32::MAX), p))
+        })
+        .collect();
+    w.len("reassignment count", reassigning.len());
+    for (id, partition, p) in reassigning {
+        w.uuid(id);
+        w.i32(partition);
+        put_ids(&mut w, "adding replicas", &p.adding_replicas);
+        put_ids(&mut w, "removing replicas", &p.removing_replicas);
+    }
     w.finish()
 }
 
 pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
     let mut r = Reader::new(buf);
-    r.version("image", IMAGE_VERSION)?;
+    let version = r.version_in("image", IMAGE_VERSION_OLDEST, IMAGE_VERSION)?;
     let mut image = ClusterImage::default();
     // Minimum encoded sizes: a broker is 4+16+8+4+1+1+1 bytes, a topic 4+16+4+4.
     let n = r.count("broker count", 35)?;
@@ -464,6 +526,24 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
     }
     image.next_producer_id = r.i64("next producer id")?;
     image.cluster_id = r.string("cluster id")?;
+    if version >= 3 {
+        // A reassignment is at least a uuid, a partition and two id counts.
+        let n = r.count("reassignment count", 28)?;
+        for _ in 0..n {
+            let topic_id = r.uuid("topic id")?;
+            let partition = r.i32("partition")?;
+            let adding = get_ids(&mut r, "adding replicas")?;
+            let removing = get_ids(&mut r, "removing replicas")?;
+            let p = image
+                .topics
+                .get_mut(&topic_id)
+                .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?));
+            if let Some(p) = p {
+                p.adding_replicas = adding;
+                p.removing_replicas = removing;
+            }
+        }
+    }
     r.finish("image")?;
     Ok(image)
 }

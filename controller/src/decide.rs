@@ -11,6 +11,10 @@ use crate::image::{
 };
 use crate::placement::{self, Candidate};
 
+mod reassign;
+
+pub use reassign::{alter_reassignments, complete_reassignments, ReassignError, Reassignments};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecideError {
     #[error("broker {id} is registered by another live process")]
@@ -404,6 +408,7 @@ fn new_partitions(
                 replicas,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                ..PartitionState::default()
             },
         })
         .collect())

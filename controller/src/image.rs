@@ -33,9 +33,10 @@ pub struct BrokerRegistration {
     pub in_controlled_shutdown: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionState {
-    /// Assignment order: the first is the preferred leader.
+    /// Assignment order: the first is the preferred leader. During a reassignment: the target
+    /// replicas, then those being removed.
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub leader: BrokerId,
@@ -43,6 +44,35 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped on every change; ISR updates from leaders compare-and-set on it.
     pub partition_epoch: i32,
+    /// A reassignment in progress: replicas joining (not in the original assignment) and
+    /// leaving (not in the target). Both empty otherwise.
+    pub adding_replicas: Vec<BrokerId>,
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// Where a reassignment in progress is going (the replicas without those being removed);
+    /// the replicas when none is.
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// Where a reassignment in progress started from (the replicas without those being added).
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +136,19 @@ pub enum MetadataRecord {
     /// controller; later ones are ignored.
     ClusterId {
         id: String,
+    },
+    /// A partition's whole replica set with its leader and ISR: a reassignment starting,
+    /// completing or being cancelled.
+    PartitionReplicas {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<BrokerId>,
+        adding_replicas: Vec<BrokerId>,
+        removing_replicas: Vec<BrokerId>,
+        leader: BrokerId,
+        isr: Vec<BrokerId>,
+        leader_epoch: i32,
+        partition_epoch: i32,
     },
 }
 
@@ -239,6 +282,33 @@ impl ClusterImage {
             MetadataRecord::ClusterId { id } => {
                 if self.cluster_id.is_empty() {
                     self.cluster_id = id.clone();
+                }
+            }
+            MetadataRecord::PartitionReplicas {
+                topic_id,
+                partition,
+                replicas,
+                adding_replicas,
+                removing_replicas,
+                leader,
+                isr,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic_id)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(*partition).ok()?));
+                if let Some(p) = p {
+                    *p = PartitionState {
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                        adding_replicas: adding_replicas.clone(),
+                        removing_replicas: removing_replicas.clone(),
+                    };
                 }
             }
         }

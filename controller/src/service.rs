@@ -44,6 +44,7 @@ pub mod codes {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
@@ -397,6 +398,35 @@ impl ControllerService {
                     Err((code, _)) => elect_leaders_error(code),
                 }
             }
+            InternalMessage::AlterReassignments { partitions } => {
+                if not_controller {
+                    return reassignments_error(codes::NOT_CONTROLLER);
+                }
+                let outcomes = RefCell::new(Vec::new());
+                let answer = self
+                    .decide(|image| {
+                        let r = decide::alter_reassignments(image, &partitions);
+                        *outcomes.borrow_mut() = r.outcomes;
+                        Ok(r.records)
+                    })
+                    .await;
+                match answer {
+                    Ok(()) => {
+                        let results = outcomes.into_inner().into_iter().map(reassignment_result);
+                        let results: Vec<PartitionResult> = results.collect();
+                        for (r, (_, _, target)) in results.iter().zip(&partitions) {
+                            if r.error_code == codes::NONE {
+                                tracing::info!(topic = %r.topic, partition = r.partition, target = ?target, "partition reassignment asked for");
+                            }
+                        }
+                        InternalMessage::AlterReassignmentsResponse {
+                            error_code: codes::NONE,
+                            results,
+                        }
+                    }
+                    Err((code, _)) => reassignments_error(code),
+                }
+            }
             other => {
                 tracing::debug!(from_node, message = ?std::mem::discriminant(&other), "not a request; ignored");
                 InternalMessage::AdminResponse {
@@ -683,12 +713,44 @@ impl ControllerService {
                 Err((_, e)) => tracing::warn!(broker_id = id, error = %e, "fencing failed"),
             }
         }
+        if !decide::complete_reassignments(&self.node.image()).is_empty() {
+            self.complete_reassignments().await;
+        }
         if self.settings.auto_leader_rebalance
             && now.duration_since(self.last_preferred.get())
                 >= self.settings.leader_imbalance_check_interval
         {
             self.last_preferred.set(now);
             self.elect_preferred().await;
+        }
+    }
+
+    /// Completes the reassignments whose target replicas have all joined the ISR.
+    async fn complete_reassignments(&self) {
+        let done = RefCell::new(Vec::new());
+        let answer = self
+            .decide(|image| {
+                let records = decide::complete_reassignments(image);
+                *done.borrow_mut() = records.clone();
+                Ok(records)
+            })
+            .await;
+        match answer {
+            Ok(()) => {
+                for r in done.into_inner() {
+                    if let MetadataRecord::PartitionReplicas {
+                        topic_id,
+                        partition,
+                        replicas,
+                        leader,
+                        ..
+                    } = r
+                    {
+                        tracing::info!(%topic_id, partition, ?replicas, leader, "partition reassignment completed");
+                    }
+                }
+            }
+            Err((_, e)) => tracing::warn!(error = %e, "completing reassignments failed"),
         }
     }
 
@@ -830,6 +892,34 @@ fn alter_partition_error(error_code: i16) -> InternalMessage {
         isr: Vec::new(),
         leader_epoch: -1,
         partition_epoch: -1,
+    }
+}
+
+fn reassignments_error(error_code: i16) -> InternalMessage {
+    InternalMessage::AlterReassignmentsResponse {
+        error_code,
+        results: Vec::new(),
+    }
+}
+
+fn reassignment_result(
+    (topic, partition, outcome): (String, i32, std::result::Result<(), decide::ReassignError>),
+) -> PartitionResult {
+    let (error_code, error_message) = match outcome {
+        Ok(()) => (codes::NONE, None),
+        Err(decide::ReassignError::UnknownPartition) => (codes::UNKNOWN_TOPIC_OR_PARTITION, None),
+        Err(decide::ReassignError::InvalidAssignment(why)) => {
+            (codes::INVALID_REPLICA_ASSIGNMENT, Some(why))
+        }
+        Err(decide::ReassignError::NoReassignmentInProgress) => {
+            (codes::NO_REASSIGNMENT_IN_PROGRESS, None)
+        }
+    };
+    PartitionResult {
+        topic,
+        partition,
+        error_code,
+        error_message,
     }
 }
 

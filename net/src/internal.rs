@@ -143,6 +143,16 @@ pub enum InternalMessage {
         error_code: i16,
         results: Vec<PartitionResult>,
     },
+    /// Kafka's AlterPartitionReassignments: `(topic, partition, target replicas)`; `None`
+    /// cancels the partition's reassignment.
+    AlterReassignments {
+        partitions: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+    /// One result per partition asked for, or a top-level error with no results.
+    AlterReassignmentsResponse {
+        error_code: i16,
+        results: Vec<PartitionResult>,
+    },
 }
 
 /// One topic of a forwarded CreateTopics request.
@@ -186,7 +196,8 @@ impl InternalMessage {
             | Self::FetchMetadataResponse { error_code, .. }
             | Self::AlterPartitionResponse { error_code, .. }
             | Self::AllocateProducerIdsResponse { error_code, .. }
-            | Self::ElectLeadersResponse { error_code, .. } => Some(*error_code),
+            | Self::ElectLeadersResponse { error_code, .. }
+            | Self::AlterReassignmentsResponse { error_code, .. } => Some(*error_code),
             Self::Raft(_)
             | Self::RegisterBroker { .. }
             | Self::Heartbeat { .. }
@@ -198,7 +209,8 @@ impl InternalMessage {
             | Self::AdminResponse { .. }
             | Self::AlterPartition { .. }
             | Self::AllocateProducerIds { .. }
-            | Self::ElectLeaders { .. } => None,
+            | Self::ElectLeaders { .. }
+            | Self::AlterReassignments { .. } => None,
         }
     }
 
@@ -215,7 +227,8 @@ impl InternalMessage {
             | Self::AlterTopicConfig { .. }
             | Self::AlterPartition { .. }
             | Self::AllocateProducerIds { .. }
-            | Self::ElectLeaders { .. } => true,
+            | Self::ElectLeaders { .. }
+            | Self::AlterReassignments { .. } => true,
             Self::Raft(_)
             | Self::RegisterBrokerResponse { .. }
             | Self::HeartbeatResponse { .. }
@@ -223,7 +236,8 @@ impl InternalMessage {
             | Self::AdminResponse { .. }
             | Self::AlterPartitionResponse { .. }
             | Self::AllocateProducerIdsResponse { .. }
-            | Self::ElectLeadersResponse { .. } => false,
+            | Self::ElectLeadersResponse { .. }
+            | Self::AlterReassignmentsResponse { .. } => false,
         }
     }
 }

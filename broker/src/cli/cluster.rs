@@ -236,7 +236,9 @@ pub struct PlannedPartition {
 /// An even spread of every partition's replicas over `brokers`, keeping each partition's
 /// replication factor: each partition, in topic and partition order, is led by the broker that
 /// leads the fewest so far and followed by those that hold the fewest replicas.
-pub fn rebalanced(md: &MetadataResponse, brokers: &[i32]) -> Plan {
+/// A partition with more replicas than there are brokers is refused: a rebalance never
+/// changes a replication factor (a broker that is down is not listed).
+pub fn rebalanced(md: &MetadataResponse, brokers: &[i32]) -> Result<Plan> {
     let mut topics: Vec<_> = md.topics.iter().filter(|t| t.error_code == 0).collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     // (replicas held, partitions led) per broker.
@@ -247,13 +249,25 @@ pub fn rebalanced(md: &MetadataResponse, brokers: &[i32]) -> Plan {
         let mut ps: Vec<_> = t.partitions.iter().collect();
         ps.sort_by_key(|p| p.partition_index);
         for p in ps {
-            let rf = p.replica_nodes.len().min(brokers.len());
+            let rf = p.replica_nodes.len();
+            if rf > brokers.len() {
+                bail!(
+                    "{topic}/{} has {rf} replicas but only {} brokers are up: a rebalance would \
+                     lower its replication factor",
+                    p.partition_index,
+                    brokers.len()
+                );
+            }
             // The leader first: fewest leaderships, then fewest replicas.
-            let Some(leader) = brokers.iter().copied().min_by_key(|b| (load[b].1, load[b].0, *b))
+            let Some(leader) = brokers
+                .iter()
+                .copied()
+                .min_by_key(|b| (load[b].1, load[b].0, *b))
             else {
                 continue;
             };
-            let mut followers: Vec<i32> = brokers.iter().copied().filter(|b| *b != leader).collect();
+            let mut followers: Vec<i32> =
+                brokers.iter().copied().filter(|b| *b != leader).collect();
             followers.sort_by_key(|b| (load[b].0, load[b].1, *b));
             let mut replicas = vec![leader];
             replicas.extend(followers.into_iter().take(rf.saturating_sub(1)));
@@ -270,16 +284,84 @@ pub fn rebalanced(md: &MetadataResponse, brokers: &[i32]) -> Plan {
             });
         }
     }
-    Plan {
+    Ok(Plan {
         version: 1,
         partitions,
+    })
+}
+
+/// Where a reassignment plan comes from.
+pub enum PlanSource {
+    File(PathBuf),
+    Rebalance,
+    Drain(i32),
+}
+
+/// Every replica on `gone` replaced by the broker holding the fewest replicas that the
+/// partition does not have yet; the other replicas keep their order (and the leader its place
+/// unless it is `gone`).
+pub fn drained(md: &MetadataResponse, brokers: &[i32], gone: i32) -> Result<Plan> {
+    let mut load: BTreeMap<i32, usize> = brokers
+        .iter()
+        .filter(|b| **b != gone)
+        .map(|b| (*b, 0))
+        .collect();
+    for t in &md.topics {
+        for p in &t.partitions {
+            for r in &p.replica_nodes {
+                if let Some(n) = load.get_mut(&r.0) {
+                    *n += 1;
+                }
+            }
+        }
     }
+    let mut topics: Vec<_> = md.topics.iter().filter(|t| t.error_code == 0).collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut partitions = Vec::new();
+    for t in topics {
+        let topic = t.name.as_ref().map(|x| x.0.to_string()).unwrap_or_default();
+        let mut ps: Vec<_> = t.partitions.iter().collect();
+        ps.sort_by_key(|p| p.partition_index);
+        for p in ps {
+            let current = broker_ids(&p.replica_nodes);
+            if !current.contains(&gone) {
+                continue;
+            }
+            let Some(instead) = load
+                .iter()
+                .filter(|(b, _)| !current.contains(b))
+                .min_by_key(|(b, n)| (**n, **b))
+                .map(|(b, _)| *b)
+            else {
+                bail!(
+                    "cannot drain broker {gone}: {topic}/{} has {} replicas and no other broker                      is free to take one",
+                    p.partition_index,
+                    current.len()
+                );
+            };
+            if let Some(n) = load.get_mut(&instead) {
+                *n += 1;
+            }
+            let replicas = current
+                .iter()
+                .map(|r| if *r == gone { instead } else { *r })
+                .collect();
+            partitions.push(PlannedPartition {
+                topic: topic.clone(),
+                partition: p.partition_index,
+                replicas,
+            });
+        }
+    }
+    Ok(Plan {
+        version: 1,
+        partitions,
+    })
 }
 
 pub fn reassign(
     client: &mut Client,
-    plan: Option<PathBuf>,
-    rebalance: bool,
+    source: PlanSource,
     execute: bool,
     timeout_ms: i32,
 ) -> Result<Report> {
@@ -297,19 +379,17 @@ pub fn reassign(
             })
         })
         .collect();
-    let plan = match (plan, rebalance) {
-        (Some(path), _) => {
+    let mut brokers = client.broker_ids()?;
+    brokers.sort_unstable();
+    let plan = match source {
+        PlanSource::File(path) => {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("read the plan {}", path.display()))?;
             serde_json::from_str::<Plan>(&text)
                 .with_context(|| format!("parse the plan {}", path.display()))?
         }
-        (None, true) => {
-            let mut brokers = client.broker_ids()?;
-            brokers.sort_unstable();
-            rebalanced(&md, &brokers)
-        }
-        (None, false) => bail!("give --plan FILE or --rebalance"),
+        PlanSource::Rebalance => rebalanced(&md, &brokers)?,
+        PlanSource::Drain(id) => drained(&md, &brokers, id)?,
     };
     // Only what changes is sent.
     let moves: Vec<&PlannedPartition> = plan
@@ -507,7 +587,7 @@ mod tests {
         let mut md = MetadataResponse::default();
         md.topics = vec![topic("b", 5, 2), topic("a", 6, 3)];
         let brokers = [1, 2, 3, 4];
-        let plan = rebalanced(&md, &brokers);
+        let plan = rebalanced(&md, &brokers).expect("plan");
         assert_eq!(plan.partitions.len(), 11);
         let mut leaders = BTreeMap::new();
         let mut replicas = BTreeMap::new();
@@ -529,6 +609,33 @@ mod tests {
         };
         assert!(spread(&leaders) <= 1, "leaders {leaders:?}");
         assert!(spread(&replicas) <= 1, "replicas {replicas:?}");
+        let short = rebalanced(&md, &[1, 2]).expect_err("RF 3 on 2 brokers");
+        assert!(short.to_string().contains("replication factor"), "{short}");
+    }
+
+    #[test]
+    fn a_drain_replaces_only_the_drained_broker_with_the_least_loaded_others() {
+        let mut md = MetadataResponse::default();
+        md.topics = vec![topic("t", 4, 3)];
+        let plan = drained(&md, &[1, 2, 3, 4, 5], 1).expect("plan");
+        assert_eq!(
+            plan.partitions.len(),
+            4,
+            "every partition had a replica on 1"
+        );
+        let mut took = BTreeMap::new();
+        for p in &plan.partitions {
+            assert!(!p.replicas.contains(&1));
+            assert_eq!(&p.replicas[1..], &[2, 3], "the others keep their places");
+            *took.entry(p.replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(
+            took,
+            BTreeMap::from([(4, 2), (5, 2)]),
+            "4 and 5 share the load"
+        );
+        let err = drained(&md, &[1, 2, 3], 1).expect_err("nowhere to go");
+        assert!(err.to_string().contains("cannot drain broker 1"), "{err}");
     }
 
     #[test]

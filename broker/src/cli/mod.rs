@@ -118,14 +118,18 @@ pub enum LeaderCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum PartitionCommand {
-    /// AlterPartitionReassignments from a kafka-reassign-partitions JSON plan, or an even
-    /// spread of every topic's replicas (--rebalance); a dry run unless --execute.
+    /// AlterPartitionReassignments from a kafka-reassign-partitions JSON plan, an even spread
+    /// of every topic's replicas (--rebalance), or every replica off one broker (--drain ID);
+    /// a dry run unless --execute.
     Reassign {
         /// {"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,2,3]}]}
-        #[arg(long, conflicts_with = "rebalance")]
+        #[arg(long, conflicts_with_all = ["rebalance", "drain"])]
         plan: Option<std::path::PathBuf>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "drain")]
         rebalance: bool,
+        /// Move every replica off this broker, so that it can be stopped.
+        #[arg(long)]
+        drain: Option<i32>,
         #[arg(long)]
         execute: bool,
     },
@@ -161,8 +165,17 @@ pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
         AdminCommand::Partition(PartitionCommand::Reassign {
             plan,
             rebalance,
+            drain,
             execute,
-        }) => cluster::reassign(&mut client, plan, rebalance, execute, timeout_ms)?,
+        }) => {
+            let source = match (plan, rebalance, drain) {
+                (Some(path), _, _) => cluster::PlanSource::File(path),
+                (None, true, _) => cluster::PlanSource::Rebalance,
+                (None, false, Some(id)) => cluster::PlanSource::Drain(id),
+                (None, false, None) => anyhow::bail!("give --plan FILE, --rebalance or --drain ID"),
+            };
+            cluster::reassign(&mut client, source, execute, timeout_ms)?
+        }
         AdminCommand::Partition(PartitionCommand::Reassignments) => {
             cluster::reassignments(&mut client, timeout_ms)?
         }

@@ -4,14 +4,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use kafka_protocol::error::ResponseError;
+use skein_net::internal::InternalMessage;
 
-use crate::admin::{AdminOp, AdminReply, Election, ElectionReply};
+use crate::admin::{AdminOp, AdminReply, ForwardReply};
 use crate::metadata::ClusterMetadata;
 use crate::partition::{Acks, PartitionRead, ProduceFailure, ReadSpec};
 use crate::shard::ids::{ShardId, TopicPartition};
@@ -83,10 +84,12 @@ pub enum ControlCall {
         op: AdminOp,
         reply: oneshot::Sender<AdminReply>,
     },
-    /// An on-demand leader election, sent to the metadata (controller) shard.
-    Elect {
-        election: Election,
-        reply: oneshot::Sender<ElectionReply>,
+    /// A request for the active controller, sent to the metadata (controller) shard, which
+    /// holds the link to it.
+    Forward {
+        request: InternalMessage,
+        timeout: Duration,
+        reply: oneshot::Sender<ForwardReply>,
     },
 }
 

@@ -246,6 +246,9 @@ impl Shard {
         if current_leader_epoch > leader_epoch {
             return Err(ResponseError::UnknownLeaderEpoch);
         }
+        if timestamp != EARLIEST_TIMESTAMP && !p.high_watermark_settled() {
+            return Err(ResponseError::OffsetNotAvailable);
+        }
         let hw = p.log.high_watermark();
         let found = |offset, timestamp| {
             Ok(OffsetLookup {
@@ -364,8 +367,12 @@ pub async fn serve_control_call(shard: Rc<Shard>, call: ControlCall) {
             let r = crate::admin::execute(&shard, op).await;
             let _ = reply.send(r);
         }
-        ControlCall::Elect { election, reply } => {
-            let r = crate::admin::execute_election(&shard, election).await;
+        ControlCall::Forward {
+            request,
+            timeout,
+            reply,
+        } => {
+            let r = crate::admin::execute_forward(&shard, request, timeout).await;
             let _ = reply.send(r);
         }
     }

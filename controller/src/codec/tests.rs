@@ -62,8 +62,23 @@ fn arb_partition() -> impl Strategy<Value = PartitionState> {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                ..PartitionState::default()
             },
         )
+}
+
+/// A partition as an image holds it: possibly mid-reassignment.
+fn arb_image_partition() -> impl Strategy<Value = PartitionState> {
+    (
+        arb_partition(),
+        vec(any::<i32>(), 0..3),
+        vec(any::<i32>(), 0..3),
+    )
+        .prop_map(|(p, adding_replicas, removing_replicas)| PartitionState {
+            adding_replicas,
+            removing_replicas,
+            ..p
+        })
 }
 
 fn arb_record() -> impl Strategy<Value = MetadataRecord> {
@@ -117,6 +132,19 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
             }
         }),
         arb_name().prop_map(|id| MetadataRecord::ClusterId { id }),
+        (arb_uuid(), any::<i32>(), arb_image_partition()).prop_map(|(topic_id, partition, p)| {
+            MetadataRecord::PartitionReplicas {
+                topic_id,
+                partition,
+                replicas: p.replicas,
+                adding_replicas: p.adding_replicas,
+                removing_replicas: p.removing_replicas,
+                leader: p.leader,
+                isr: p.isr,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+            }
+        }),
     ]
 }
 
@@ -127,7 +155,7 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
             (
                 arb_name(),
                 arb_uuid(),
-                vec(arb_partition(), 0..4),
+                vec(arb_image_partition(), 0..4),
                 arb_configs(),
             ),
             0..4,
@@ -344,5 +372,26 @@ fn defects_are_named() {
             what: "topic name",
             ..
         })
+    ));
+}
+
+#[test]
+fn version_2_images_still_decode() {
+    let image = ClusterImage {
+        cluster_id: "c".into(),
+        next_producer_id: 7,
+        ..ClusterImage::default()
+    };
+    let v3 = encode_image(&image).unwrap();
+    assert_eq!(v3[0], 3);
+    // Version 2 is version 3 without the trailing reassignment section (here: a zero count).
+    let mut v2 = v3[..v3.len() - 4].to_vec();
+    v2[0] = 2;
+    assert_eq!(decode_image(&v2).unwrap(), image);
+    let mut v1 = v2.clone();
+    v1[0] = 1;
+    assert!(matches!(
+        decode_image(&v1),
+        Err(DecodeError::UnsupportedVersion { version: 1, .. })
     ));
 }

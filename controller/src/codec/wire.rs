@@ -180,6 +180,23 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
+    /// A version byte in `oldest..=newest`; returns it.
+    pub fn version_in(
+        &mut self,
+        what: &'static str,
+        oldest: u8,
+        newest: u8,
+    ) -> Result<u8, DecodeError> {
+        let version = self.u8(what)?;
+        if !(oldest..=newest).contains(&version) {
+            return Err(DecodeError::UnsupportedVersion {
+                what,
+                version,
+                supported: newest,
+            });
+        }
+        Ok(version)
+    }
     /// Everything must have been read.
     pub fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         if self.remaining() > 0 {

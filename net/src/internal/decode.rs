@@ -204,24 +204,55 @@ pub(super) fn message(frame: &fb::Frame<'_>) -> Result<InternalMessage, Internal
             let m = frame
                 .message_as_elect_leaders_response()
                 .ok_or(UnknownMessage)?;
-            let results = m.results().map(|v| {
+            InternalMessage::ElectLeadersResponse {
+                error_code: m.error_code(),
+                results: partition_results(m.results()),
+            }
+        }
+        fb::Message::AlterReassignmentsRequest => {
+            let m = frame
+                .message_as_alter_reassignments_request()
+                .ok_or(UnknownMessage)?;
+            let partitions = m.partitions().map(|v| {
                 v.iter()
-                    .map(|r| PartitionResult {
-                        topic: string(r.topic()),
-                        partition: r.partition(),
-                        error_code: r.error_code(),
-                        error_message: r.error_message().map(str::to_string),
+                    .map(|p| {
+                        let target = (!p.cancel()).then(|| ints(p.replicas()));
+                        (string(p.topic()), p.partition(), target)
                     })
                     .collect()
             });
-            InternalMessage::ElectLeadersResponse {
+            InternalMessage::AlterReassignments {
+                partitions: partitions.unwrap_or_default(),
+            }
+        }
+        fb::Message::AlterReassignmentsResponse => {
+            let m = frame
+                .message_as_alter_reassignments_response()
+                .ok_or(UnknownMessage)?;
+            InternalMessage::AlterReassignmentsResponse {
                 error_code: m.error_code(),
-                results: results.unwrap_or_default(),
+                results: partition_results(m.results()),
             }
         }
         // NONE, or a member added by a newer node.
         _ => return Err(UnknownMessage),
     })
+}
+
+fn partition_results(
+    v: Option<Vector<'_, ForwardsUOffset<fb::PartitionResult<'_>>>>,
+) -> Vec<PartitionResult> {
+    v.map(|v| {
+        v.iter()
+            .map(|r| PartitionResult {
+                topic: string(r.topic()),
+                partition: r.partition(),
+                error_code: r.error_code(),
+                error_message: r.error_message().map(str::to_string),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn bytes(v: Option<Vector<'_, u8>>) -> Bytes {

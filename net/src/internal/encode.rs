@@ -284,6 +284,45 @@ pub(super) fn message<'b>(b: &mut FlatBufferBuilder<'b>, message: &InternalMessa
             );
             (fb::Message::ElectLeadersResponse, t.as_union_value())
         }
+        InternalMessage::AlterReassignments { partitions } => {
+            let list: Vec<_> = partitions
+                .iter()
+                .map(|(topic, partition, replicas)| {
+                    let topic = Some(b.create_string(topic));
+                    let ids = replicas.as_ref().map(|r| b.create_vector(r));
+                    fb::ReassignPartition::create(
+                        b,
+                        &fb::ReassignPartitionArgs {
+                            topic,
+                            partition: *partition,
+                            cancel: replicas.is_none(),
+                            replicas: ids,
+                        },
+                    )
+                })
+                .collect();
+            let partitions = Some(b.create_vector(&list));
+            let t = fb::AlterReassignmentsRequest::create(
+                b,
+                &fb::AlterReassignmentsRequestArgs { partitions },
+            );
+            (fb::Message::AlterReassignmentsRequest, t.as_union_value())
+        }
+        InternalMessage::AlterReassignmentsResponse {
+            error_code,
+            results,
+        } => {
+            let results: Vec<_> = results.iter().map(|r| partition_result(b, r)).collect();
+            let results = Some(b.create_vector(&results));
+            let t = fb::AlterReassignmentsResponse::create(
+                b,
+                &fb::AlterReassignmentsResponseArgs {
+                    error_code: *error_code,
+                    results,
+                },
+            );
+            (fb::Message::AlterReassignmentsResponse, t.as_union_value())
+        }
     }
 }
 

@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 18;
+        pub const ENUM_MAX_MESSAGE: u8 = 20;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 19] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 21] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -47,6 +47,8 @@ pub mod skein {
             Message::AllocateProducerIdsResponse,
             Message::ElectLeadersRequest,
             Message::ElectLeadersResponse,
+            Message::AlterReassignmentsRequest,
+            Message::AlterReassignmentsResponse,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -73,9 +75,11 @@ pub mod skein {
             pub const AllocateProducerIdsResponse: Self = Self(16);
             pub const ElectLeadersRequest: Self = Self(17);
             pub const ElectLeadersResponse: Self = Self(18);
+            pub const AlterReassignmentsRequest: Self = Self(19);
+            pub const AlterReassignmentsResponse: Self = Self(20);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 18;
+            pub const ENUM_MAX: u8 = 20;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -96,6 +100,8 @@ pub mod skein {
                 Self::AllocateProducerIdsResponse,
                 Self::ElectLeadersRequest,
                 Self::ElectLeadersResponse,
+                Self::AlterReassignmentsRequest,
+                Self::AlterReassignmentsResponse,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -119,6 +125,8 @@ pub mod skein {
                     Self::AllocateProducerIdsResponse => Some("AllocateProducerIdsResponse"),
                     Self::ElectLeadersRequest => Some("ElectLeadersRequest"),
                     Self::ElectLeadersResponse => Some("ElectLeadersResponse"),
+                    Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
+                    Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
                     _ => None,
                 }
             }
@@ -4533,6 +4541,497 @@ pub mod skein {
                 ds.finish()
             }
         }
+        pub enum ReassignPartitionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ReassignPartition<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ReassignPartition<'a> {
+            type Inner = ReassignPartition<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ReassignPartition<'a> {
+            pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+            pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+            pub const VT_CANCEL: ::flatbuffers::VOffsetT = 8;
+            pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ReassignPartition { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ReassignPartitionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ReassignPartition<'bldr>> {
+                let mut builder = ReassignPartitionBuilder::new(_fbb);
+                if let Some(x) = args.replicas {
+                    builder.add_replicas(x);
+                }
+                builder.add_partition(args.partition);
+                if let Some(x) = args.topic {
+                    builder.add_topic(x);
+                }
+                builder.add_cancel(args.cancel);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn topic(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ReassignPartition::VT_TOPIC,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn partition(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(ReassignPartition::VT_PARTITION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn cancel(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(ReassignPartition::VT_CANCEL, Some(false))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(
+                            ReassignPartition::VT_REPLICAS,
+                            None,
+                        )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ReassignPartition<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "topic",
+                        Self::VT_TOPIC,
+                        false,
+                    )?
+                    .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+                    .visit_field::<bool>("cancel", Self::VT_CANCEL, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>(
+                        "replicas",
+                        Self::VT_REPLICAS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ReassignPartitionArgs<'a> {
+            pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub partition: i32,
+            pub cancel: bool,
+            pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+        }
+        impl<'a> Default for ReassignPartitionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ReassignPartitionArgs {
+                    topic: None,
+                    partition: 0,
+                    cancel: false,
+                    replicas: None,
+                }
+            }
+        }
+
+        pub struct ReassignPartitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReassignPartitionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ReassignPartition::VT_TOPIC,
+                    topic,
+                );
+            }
+            #[inline]
+            pub fn add_partition(&mut self, partition: i32) {
+                self.fbb_
+                    .push_slot::<i32>(ReassignPartition::VT_PARTITION, partition, 0);
+            }
+            #[inline]
+            pub fn add_cancel(&mut self, cancel: bool) {
+                self.fbb_
+                    .push_slot::<bool>(ReassignPartition::VT_CANCEL, cancel, false);
+            }
+            #[inline]
+            pub fn add_replicas(
+                &mut self,
+                replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, i32>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ReassignPartition::VT_REPLICAS,
+                    replicas,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ReassignPartitionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ReassignPartitionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ReassignPartition<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ReassignPartition<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ReassignPartition");
+                ds.field("topic", &self.topic());
+                ds.field("partition", &self.partition());
+                ds.field("cancel", &self.cancel());
+                ds.field("replicas", &self.replicas());
+                ds.finish()
+            }
+        }
+        pub enum AlterReassignmentsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterReassignmentsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterReassignmentsRequest<'a> {
+            type Inner = AlterReassignmentsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterReassignmentsRequest<'a> {
+            pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterReassignmentsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterReassignmentsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterReassignmentsRequest<'bldr>> {
+                let mut builder = AlterReassignmentsRequestBuilder::new(_fbb);
+                if let Some(x) = args.partitions {
+                    builder.add_partitions(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn partitions(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReassignPartition<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            'a,
+                            ::flatbuffers::ForwardsUOffset<ReassignPartition>,
+                        >,
+                    >>(AlterReassignmentsRequest::VT_PARTITIONS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterReassignmentsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            '_,
+                            ::flatbuffers::ForwardsUOffset<ReassignPartition>,
+                        >,
+                    >>("partitions", Self::VT_PARTITIONS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterReassignmentsRequestArgs<'a> {
+            pub partitions: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'a,
+                        ::flatbuffers::ForwardsUOffset<ReassignPartition<'a>>,
+                    >,
+                >,
+            >,
+        }
+        impl<'a> Default for AlterReassignmentsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterReassignmentsRequestArgs { partitions: None }
+            }
+        }
+
+        pub struct AlterReassignmentsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterReassignmentsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_partitions(
+                &mut self,
+                partitions: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'b,
+                        ::flatbuffers::ForwardsUOffset<ReassignPartition<'b>>,
+                    >,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterReassignmentsRequest::VT_PARTITIONS,
+                    partitions,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterReassignmentsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterReassignmentsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterReassignmentsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterReassignmentsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterReassignmentsRequest");
+                ds.field("partitions", &self.partitions());
+                ds.finish()
+            }
+        }
+        pub enum AlterReassignmentsResponseOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterReassignmentsResponse<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterReassignmentsResponse<'a> {
+            type Inner = AlterReassignmentsResponse<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterReassignmentsResponse<'a> {
+            pub const VT_ERROR_CODE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RESULTS: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterReassignmentsResponse { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterReassignmentsResponseArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterReassignmentsResponse<'bldr>> {
+                let mut builder = AlterReassignmentsResponseBuilder::new(_fbb);
+                if let Some(x) = args.results {
+                    builder.add_results(x);
+                }
+                builder.add_error_code(args.error_code);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error_code(&self) -> i16 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i16>(AlterReassignmentsResponse::VT_ERROR_CODE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn results(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult>>,
+                    >>(AlterReassignmentsResponse::VT_RESULTS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterReassignmentsResponse<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i16>("error_code", Self::VT_ERROR_CODE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionResult>>,
+                    >>("results", Self::VT_RESULTS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterReassignmentsResponseArgs<'a> {
+            pub error_code: i16,
+            pub results: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionResult<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for AlterReassignmentsResponseArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterReassignmentsResponseArgs {
+                    error_code: 0,
+                    results: None,
+                }
+            }
+        }
+
+        pub struct AlterReassignmentsResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterReassignmentsResponseBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_error_code(&mut self, error_code: i16) {
+                self.fbb_.push_slot::<i16>(
+                    AlterReassignmentsResponse::VT_ERROR_CODE,
+                    error_code,
+                    0,
+                );
+            }
+            #[inline]
+            pub fn add_results(
+                &mut self,
+                results: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<PartitionResult<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterReassignmentsResponse::VT_RESULTS,
+                    results,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterReassignmentsResponseBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterReassignmentsResponseBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterReassignmentsResponse<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterReassignmentsResponse<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterReassignmentsResponse");
+                ds.field("error_code", &self.error_code());
+                ds.field("results", &self.results());
+                ds.finish()
+            }
+        }
         pub enum FrameOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -4907,6 +5406,40 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_reassignments_request(
+                &self,
+            ) -> Option<AlterReassignmentsRequest<'a>> {
+                if self.message_type() == Message::AlterReassignmentsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterReassignmentsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_reassignments_response(
+                &self,
+            ) -> Option<AlterReassignmentsResponse<'a>> {
+                if self.message_type() == Message::AlterReassignmentsResponse {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterReassignmentsResponse::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -4938,6 +5471,8 @@ pub mod skein {
           Message::AllocateProducerIdsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AllocateProducerIdsResponse>>("Message::AllocateProducerIdsResponse", pos),
           Message::ElectLeadersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ElectLeadersRequest>>("Message::ElectLeadersRequest", pos),
           Message::ElectLeadersResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ElectLeadersResponse>>("Message::ElectLeadersResponse", pos),
+          Message::AlterReassignmentsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("Message::AlterReassignmentsRequest", pos),
+          Message::AlterReassignmentsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("Message::AlterReassignmentsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -5187,6 +5722,26 @@ pub mod skein {
                     }
                     Message::ElectLeadersResponse => {
                         if let Some(x) = self.message_as_elect_leaders_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterReassignmentsRequest => {
+                        if let Some(x) = self.message_as_alter_reassignments_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterReassignmentsResponse => {
+                        if let Some(x) = self.message_as_alter_reassignments_response() {
                             ds.field("message", &x)
                         } else {
                             ds.field(

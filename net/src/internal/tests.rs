@@ -184,6 +184,23 @@ fn every_message() -> Vec<InternalMessage> {
                 },
             ],
         },
+        // A cancel and an empty target must not decode as each other.
+        InternalMessage::AlterReassignments {
+            partitions: vec![
+                ("t".into(), 0, Some(vec![4, 2, 3])),
+                ("t".into(), 1, None),
+                ("u".into(), 2, Some(Vec::new())),
+            ],
+        },
+        InternalMessage::AlterReassignmentsResponse {
+            error_code: 0,
+            results: vec![PartitionResult {
+                topic: "t".into(),
+                partition: 1,
+                error_code: 85,
+                error_message: None,
+            }],
+        },
     ]
 }
 
@@ -254,8 +271,8 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 16);
-    assert_eq!(responses, 9);
+    assert_eq!(requests, 17);
+    assert_eq!(responses, 10);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");
     }
