@@ -9,9 +9,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
 
-use common::clients::{create_topics, expect_delivered, new_producer, produce_all, wait_for_topic};
+use common::clients::{
+    client_config, create_topics, expect_delivered, new_producer, produce_all, wait_for_topic,
+};
 use common::{Broker, BrokerConfig};
 
 /// A broker whose metrics listener takes any free port.
@@ -157,6 +161,28 @@ fn produce_shows_in_request_byte_and_partition_metrics() {
         counted += inf.count;
     }
     assert_eq!(counted, produce_after);
+
+    // A group's committed offset and its lag (this one node coordinates it and leads the
+    // partition).
+    let consumer: BaseConsumer = client_config(&broker, &[("group.id", "metered-group")])
+        .create()
+        .expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, Offset::Offset(40))
+        .expect("offset");
+    consumer.commit(&offsets, CommitMode::Sync).expect("commit");
+    let grouped = scrape(addr);
+    let labels = [
+        ("group", "metered-group"),
+        ("topic", topic),
+        ("partition", "0"),
+    ];
+    assert_eq!(
+        sum(&grouped, "skein_consumer_group_committed_offset", &labels),
+        40.0
+    );
+    assert_eq!(sum(&grouped, "skein_consumer_group_lag", &labels), 60.0);
 
     // A single node runs the one controller voter, and it is active.
     assert_eq!(sum(&after, "skein_controller_active", &[]), 1.0);

@@ -83,6 +83,9 @@ pub struct ControllerService {
     /// last word to it is at least that old too (at most half a session, so that live brokers
     /// always have time to find the new controller).
     grace_credit: Duration,
+    /// Partition leader changes this voter committed as the active controller (Kafka's
+    /// controller LeaderElectionRate, as a counter).
+    leader_elections: Cell<u64>,
 }
 
 impl ControllerService {
@@ -105,6 +108,7 @@ impl ControllerService {
             last_preferred: Cell::new(Instant::now()),
             checker: RefCell::new(None),
             grace_credit,
+            leader_elections: Cell::new(0),
         });
         let weak = Rc::downgrade(&service);
         *service.checker.borrow_mut() = Some(glommio::spawn_local(check_loop(weak)));
@@ -636,15 +640,21 @@ impl ControllerService {
                 "not the active controller".to_string(),
             ));
         }
-        let records = decision(&self.node.image())?;
+        let image = self.node.image();
+        let records = decision(&image)?;
         if records.is_empty() {
             return Ok(());
         }
-        self.node
-            .propose(&records)
-            .await
-            .map(|_| ())
-            .map_err(propose_error)
+        let elections = leader_changes(&image, &records);
+        self.node.propose(&records).await.map_err(propose_error)?;
+        self.leader_elections
+            .set(self.leader_elections.get() + elections);
+        Ok(())
+    }
+
+    /// Partition leader changes this voter committed while active (since it started).
+    pub fn leader_elections(&self) -> u64 {
+        self.leader_elections.get()
     }
 
     /// One round of the active controller's checks.
@@ -895,6 +905,35 @@ fn alter_partition_error(error_code: i16) -> InternalMessage {
     }
 }
 
+/// How many of `records` give a partition a new leader (a new leader epoch with a leader).
+fn leader_changes(image: &ClusterImage, records: &[MetadataRecord]) -> u64 {
+    let mut n = 0;
+    for r in records {
+        let (topic_id, partition, leader, epoch) = match r {
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                ..
+            }
+            | MetadataRecord::PartitionReplicas {
+                topic_id,
+                partition,
+                leader,
+                leader_epoch,
+                ..
+            } => (*topic_id, *partition, *leader, *leader_epoch),
+            _ => continue,
+        };
+        let before = image.partition(topic_id, partition).map(|p| p.leader_epoch);
+        if leader >= 0 && before.is_some_and(|e| epoch > e) {
+            n += 1;
+        }
+    }
+    n
+}
+
 fn reassignments_error(error_code: i16) -> InternalMessage {
     InternalMessage::AlterReassignmentsResponse {
         error_code,
@@ -1133,5 +1172,47 @@ mod tests {
             }
             s.shutdown().await.unwrap();
         });
+    }
+}
+
+#[cfg(test)]
+mod leader_change_tests {
+    use super::*;
+    use crate::image::{PartitionState, TopicState};
+
+    #[test]
+    fn only_a_new_epoch_with_a_leader_counts_as_an_election() {
+        let id = Uuid::from_u128(1);
+        let mut image = ClusterImage::default();
+        image.topics.insert(
+            id,
+            TopicState {
+                name: "t".into(),
+                id,
+                partitions: vec![PartitionState {
+                    replicas: vec![1, 2],
+                    isr: vec![1, 2],
+                    leader: 1,
+                    leader_epoch: 4,
+                    ..PartitionState::default()
+                }],
+                configs: BTreeMap::new(),
+            },
+        );
+        let change = |leader, leader_epoch| MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader,
+            isr: vec![1, 2],
+            leader_epoch,
+            partition_epoch: 9,
+        };
+        assert_eq!(leader_changes(&image, &[change(2, 5)]), 1);
+        assert_eq!(leader_changes(&image, &[change(1, 4)]), 0, "an ISR change");
+        assert_eq!(leader_changes(&image, &[change(-1, 5)]), 0, "offline");
+        assert_eq!(
+            leader_changes(&image, &[MetadataRecord::RemoveTopic { id }]),
+            0
+        );
     }
 }

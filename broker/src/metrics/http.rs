@@ -195,6 +195,7 @@ fn controller_snapshot(shard: &Shard) -> Option<ControllerSnapshot> {
         commit_index: status.commit_index,
         applied_index: status.applied_index,
         offline_partitions,
+        leader_elections: service.leader_elections(),
     })
 }
 

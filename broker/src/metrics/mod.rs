@@ -162,6 +162,15 @@ pub struct PartitionSnapshot {
     pub isr_expands: u64,
 }
 
+/// A consumer group's committed offset for one partition, from the coordinator's shard.
+#[derive(Debug, Clone)]
+pub struct CommittedSnapshot {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// Everything one shard reports to a scrape; plain data, so it crosses shards.
 #[derive(Debug, Clone)]
 pub struct ShardSnapshot {
@@ -172,6 +181,9 @@ pub struct ShardSnapshot {
     pub produce_errors: Vec<(i16, u64)>,
     pub fetch_errors: Vec<(i16, u64)>,
     pub partitions: Vec<PartitionSnapshot>,
+    /// Committed offsets of the groups this shard coordinates (it leads their
+    /// `__consumer_offsets` partition).
+    pub committed: Vec<CommittedSnapshot>,
     pub tail_cache_hits: u64,
     pub tail_cache_misses: u64,
     pub tail_cache_used_bytes: usize,
@@ -190,6 +202,8 @@ pub struct ControllerSnapshot {
     /// Partitions without a leader, cluster-wide (reported by the active controller only,
     /// as Kafka does, so a sum over brokers counts each once).
     pub offline_partitions: Option<usize>,
+    /// Partition leader changes this voter committed as the active controller.
+    pub leader_elections: u64,
 }
 
 /// Node-wide state the scrape shard adds to the shards' snapshots.
@@ -242,6 +256,29 @@ impl Shard {
                 }
             })
             .collect();
+        let committed = self
+            .partitions()
+            .iter()
+            .filter(|p| p.is_leader() && &*p.tp.topic == crate::group::offsets::OFFSETS_TOPIC)
+            .flat_map(|p| {
+                let store = p.groups.borrow();
+                store
+                    .offsets
+                    .groups()
+                    .into_iter()
+                    .flat_map(|group| {
+                        store.offsets.of_group(&group).into_iter().map(
+                            move |(topic, partition, c)| CommittedSnapshot {
+                                group: group.clone(),
+                                topic,
+                                partition,
+                                offset: c.offset,
+                            },
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let cache = self.tail_cache_stats();
         let executor = glommio::executor().executor_stats();
         ShardSnapshot {
@@ -262,6 +299,7 @@ impl Shard {
                 .map(|(k, v)| (*k, *v))
                 .collect(),
             partitions,
+            committed,
             tail_cache_hits: cache.hits,
             tail_cache_misses: cache.misses,
             tail_cache_used_bytes: cache.used_bytes,

@@ -16,6 +16,7 @@ pub fn render(shards: &[ShardSnapshot], node: &NodeSnapshot) -> String {
     render_shard_counters(&mut e, shards, &labels);
     render_errors(&mut e, shards, &labels);
     render_partitions(&mut e, shards, &labels);
+    render_groups(&mut e, shards, &labels);
     render_node(&mut e, node);
     e.finish()
 }
@@ -313,6 +314,62 @@ fn render_partitions(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: &[St
     );
 }
 
+/// Committed offsets of the groups this node coordinates, and their lag where this node also
+/// leads the partition (elsewhere the lag is the leader's high watermark minus this offset,
+/// a join across brokers in PromQL).
+fn render_groups(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: &[String]) {
+    let high_watermarks: std::collections::HashMap<(&str, i32), i64> = shards
+        .iter()
+        .flat_map(|s| &s.partitions)
+        .filter(|p| p.is_leader)
+        .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+        .collect();
+    e.family(
+        "skein_consumer_group_committed_offset",
+        Kind::Gauge,
+        "A consumer group's committed offset, from its coordinator.",
+    );
+    for (s, shard) in shards.iter().zip(labels) {
+        for c in &s.committed {
+            let partition = c.partition.to_string();
+            e.sample(
+                "skein_consumer_group_committed_offset",
+                &[
+                    ("group", &c.group),
+                    ("topic", &c.topic),
+                    ("partition", &partition),
+                    ("shard", shard),
+                ],
+                c.offset,
+            );
+        }
+    }
+    e.family(
+        "skein_consumer_group_lag",
+        Kind::Gauge,
+        "High watermark minus the committed offset, where this node coordinates the group and \
+         leads the partition.",
+    );
+    for (s, shard) in shards.iter().zip(labels) {
+        for c in &s.committed {
+            let Some(hw) = high_watermarks.get(&(c.topic.as_str(), c.partition)) else {
+                continue;
+            };
+            let partition = c.partition.to_string();
+            e.sample(
+                "skein_consumer_group_lag",
+                &[
+                    ("group", &c.group),
+                    ("topic", &c.topic),
+                    ("partition", &partition),
+                    ("shard", shard),
+                ],
+                (hw - c.offset).max(0),
+            );
+        }
+    }
+}
+
 fn render_node(e: &mut TextEncoder, node: &NodeSnapshot) {
     e.family(
         "skein_broker_ready",
@@ -359,6 +416,16 @@ fn render_node(e: &mut TextEncoder, node: &NodeSnapshot) {
         e.family(name, Kind::Gauge, help);
         e.sample(name, &[], value);
     }
+    e.family(
+        "skein_controller_leader_elections_total",
+        Kind::Counter,
+        "Partition leader changes this voter committed as the active controller.",
+    );
+    e.sample(
+        "skein_controller_leader_elections_total",
+        &[],
+        c.leader_elections,
+    );
     if let Some(offline) = c.offline_partitions {
         e.family(
             "skein_offline_partitions",
@@ -372,6 +439,7 @@ fn render_node(e: &mut TextEncoder, node: &NodeSnapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::CommittedSnapshot;
     use crate::shard::ids::ShardId;
 
     #[test]
@@ -404,6 +472,21 @@ mod tests {
                 isr_shrinks: 1,
                 isr_expands: 0,
             }],
+            committed: vec![
+                CommittedSnapshot {
+                    group: "g".to_string(),
+                    topic: "t".to_string(),
+                    partition: 3,
+                    offset: 5,
+                },
+                // Led elsewhere: the offset, but no lag from this node.
+                CommittedSnapshot {
+                    group: "g".to_string(),
+                    topic: "u".to_string(),
+                    partition: 0,
+                    offset: 1,
+                },
+            ],
             tail_cache_hits: 0,
             tail_cache_misses: 0,
             tail_cache_used_bytes: 0,
@@ -424,6 +507,8 @@ mod tests {
             "skein_under_replicated_partitions{shard=\"1\"} 1",
             "skein_shard_busy_seconds_total{shard=\"1\"} 1.5",
             "skein_broker_ready 1",
+            "skein_consumer_group_committed_offset{group=\"g\",topic=\"u\",partition=\"0\",shard=\"1\"} 1",
+            "skein_consumer_group_lag{group=\"g\",topic=\"t\",partition=\"3\",shard=\"1\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -431,6 +516,7 @@ mod tests {
             );
         }
         assert!(!text.contains("skein_controller_active"));
+        assert!(!text.contains("skein_consumer_group_lag{group=\"g\",topic=\"u\""));
     }
 
     #[test]
