@@ -141,12 +141,7 @@ fn replace(
     adding_replicas: Vec<BrokerId>,
     removing_replicas: Vec<BrokerId>,
 ) -> MetadataRecord {
-    let isr: Vec<BrokerId> = p
-        .isr
-        .iter()
-        .copied()
-        .filter(|b| replicas.contains(b))
-        .collect();
+    let isr = isr_within(p, &replicas);
     let leader = if replicas.contains(&p.leader) {
         p.leader
     } else {
@@ -162,6 +157,15 @@ fn replace(
         leader,
         isr,
     )
+}
+
+/// `p`'s ISR members that are in `replicas`, in ISR order.
+fn isr_within(p: &PartitionState, replicas: &[BrokerId]) -> Vec<BrokerId> {
+    p.isr
+        .iter()
+        .copied()
+        .filter(|b| replicas.contains(b))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,12 +222,7 @@ fn finish(
     p: &PartitionState,
     target: Vec<BrokerId>,
 ) -> MetadataRecord {
-    let isr: Vec<BrokerId> = p
-        .isr
-        .iter()
-        .copied()
-        .filter(|b| target.contains(b))
-        .collect();
+    let isr = isr_within(p, &target);
     let leader = match target.first() {
         Some(first) if image.is_active(*first) && isr.contains(first) => *first,
         _ if target.contains(&p.leader) => p.leader,
