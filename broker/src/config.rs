@@ -79,6 +79,7 @@ struct RawListeners {
 struct RawController {
     #[serde(default)]
     voters: Vec<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +104,9 @@ pub struct LayoutConfig {
     /// The controller quorum: (node id, internal listener address). Empty: single-node mode,
     /// a one-voter controller inside this process.
     pub controller_voters: Vec<(NodeId, SocketAddr)>,
+    /// `[controller] secret_file`: the cluster's shared secret; the internal listener then
+    /// talks only to processes that prove they hold it.
+    pub cluster_secret_file: Option<PathBuf>,
     pub broker: BrokerSettings,
     /// Per-topic placement overrides: the topic's partitions go only to these shards.
     pub placement: BTreeMap<String, Vec<ShardId>>,
@@ -249,6 +253,7 @@ impl LayoutConfig {
             internal_listener,
             metrics_listener,
             controller_voters,
+            cluster_secret_file: raw.controller.secret_file,
             broker,
             placement,
         })

@@ -848,3 +848,66 @@ fn catch_up_is_throttled_and_in_sync_replicas_are_not() {
         "catch-up of {BEHIND_BYTES} bytes at {RATE_BYTES_PER_S} B/s took only {rejoined_in:?}"
     );
 }
+
+#[test]
+fn no_process_without_the_cluster_secret_gets_in() {
+    use skein_net::internal::{encode_internal, InternalFrame, InternalMessage};
+    use std::io::{Read, Write};
+
+    let mut cluster = three_voters();
+    let controller = cluster.active_controller();
+    // Raw frames, as a rogue process would send them: a registration and a Raft message.
+    let frames = [
+        InternalMessage::RegisterBroker {
+            broker_id: 9,
+            incarnation: [9; 16],
+            endpoints: Vec::new(),
+            rack: None,
+        },
+        InternalMessage::Raft(bytes::Bytes::from_static(b"a vote, term 1000")),
+    ];
+    for id in cluster.voter_ids() {
+        let port = cluster.internal_port(id).expect("a voter's internal port");
+        for message in &frames {
+            let mut rogue =
+                std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect internal");
+            rogue
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let frame = encode_internal(&InternalFrame {
+                correlation_id: 1,
+                from_node: 9,
+                message: message.clone(),
+            });
+            // The listener may close as soon as the handshake fails, before all of it is sent.
+            let _ = rogue.write_all(&frame);
+            let mut answer = Vec::new();
+            // Closed (or reset) without a byte: not even the handshake's challenge, which
+            // comes only after a well-formed hello.
+            let _ = rogue.read_to_end(&mut answer);
+            assert!(
+                answer.is_empty(),
+                "node {id} answered a rogue frame with {answer:?}"
+            );
+        }
+    }
+    // A skein process with another secret cannot register either.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "not the cluster's secret, at all").expect("write");
+    let mut rogue_node = cluster.launch_extra_node_with_secret(4, &wrong);
+    std::thread::sleep(Duration::from_secs(4));
+    for (node, view) in running_views(&mut cluster) {
+        assert!(
+            !view.brokers.contains_key(&4),
+            "node {node} lists the node without the secret: {:?}",
+            view.broker_ids()
+        );
+    }
+    let log = rogue_node.log_tail(200);
+    assert!(log.contains("cluster secret"), "its log says why:\n{log}");
+    rogue_node.stop();
+    // Nothing moved: the same active controller, and the cluster still creates topics.
+    assert_eq!(cluster.active_controller(), controller);
+    create_topic(&mut cluster, "after-rogues", 3);
+}

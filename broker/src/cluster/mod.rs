@@ -17,7 +17,7 @@ use std::pin::Pin;
 
 use futures_channel::oneshot;
 use skein_controller::codec;
-use skein_controller::rpc::{serve, PeerTransport, RemoteClient, RequestHandler};
+use skein_controller::rpc::{serve, ClusterSecret, PeerTransport, RemoteClient, RequestHandler};
 use skein_controller::service::{codes, ControllerService, ServiceSettings};
 use skein_controller::{ControllerConfig, NodeId};
 use skein_net::internal::{Endpoint, InternalMessage};
@@ -36,6 +36,8 @@ const FETCH_WAIT: Duration = Duration::from_millis(1_000);
 const FENCED_HEARTBEAT: Duration = Duration::from_millis(50);
 /// The longest a clean stop waits for the controller to move this node's leaderships.
 const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(5);
+/// How often a node that cannot register says so at warn level.
+const REGISTER_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What the controller shard needs to join the cluster (built before the shards start; `Send`).
 pub struct ControllerBoot {
@@ -60,6 +62,7 @@ impl ControllerBoot {
     /// link to the active controller.
     pub async fn start(self, layout: &LayoutConfig) -> Result<Started, String> {
         let node_id = layout.node_id.0;
+        let secret = cluster_secret(layout)?;
         let others: Vec<(NodeId, SocketAddr)> = layout
             .controller_voters
             .iter()
@@ -72,7 +75,7 @@ impl ControllerBoot {
             voters.sort_unstable();
             let config =
                 ControllerConfig::new(NodeId(node_id), voters, layout.data_dir.join("controller"));
-            let transport = PeerTransport::new(NodeId(node_id), others.clone());
+            let transport = PeerTransport::new(NodeId(node_id), others.clone(), secret.clone());
             let settings = ServiceSettings {
                 session_timeout: Duration::from_millis(layout.broker.broker_session_timeout_ms),
                 auto_leader_rebalance: layout.broker.auto_leader_rebalance_enable,
@@ -88,7 +91,11 @@ impl ControllerBoot {
                 Some(addr) => {
                     let listener = glommio::net::TcpListener::bind(addr)
                         .map_err(|e| format!("cannot bind the internal listener {addr}: {e}"))?;
-                    Some(serve(listener, Rc::new(Handler(service.clone()))))
+                    Some(serve(
+                        listener,
+                        Rc::new(Handler(service.clone())),
+                        secret.clone(),
+                    ))
                 }
                 None => None,
             };
@@ -96,7 +103,7 @@ impl ControllerBoot {
         } else {
             (None, None, None)
         };
-        let remote = (!others.is_empty()).then(|| RemoteClient::new(node_id, others));
+        let remote = (!others.is_empty()).then(|| RemoteClient::new(node_id, others, secret));
         let link = ControllerLink::new(service.clone(), remote);
         Ok(Started {
             plane: Rc::new(ControlPlane::new(
@@ -111,6 +118,25 @@ impl ControllerBoot {
             transport,
         })
     }
+}
+
+/// The cluster secret from `[controller] secret_file`, if one is configured. A multi-node
+/// cluster without one is open to anyone who reaches the internal listener: said once, loudly.
+fn cluster_secret(layout: &LayoutConfig) -> Result<Option<ClusterSecret>, String> {
+    let Some(path) = &layout.cluster_secret_file else {
+        if layout.controller_voters.len() > 1 {
+            tracing::warn!(
+                "no [controller] secret_file: any process that reaches the internal listener \
+                 can register a broker or vote; set one on every node"
+            );
+        }
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("reading the cluster secret {}: {e}", path.display()))?;
+    ClusterSecret::new(&bytes)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 impl Started {
@@ -434,6 +460,9 @@ async fn membership(shard: Rc<Shard>, plane: Rc<ControlPlane>, draining: Arc<Ato
     let session = Duration::from_millis(settings.broker_session_timeout_ms);
     let node_id = shard.layout.node_id.0;
     let mut refused_since: Option<Instant> = None;
+    // Registration failures are said at warn level, but once per REGISTER_WARN_EVERY: a node
+    // that cannot join (no controller yet, the wrong cluster secret) must say why.
+    let mut warned_at: Option<Instant> = None;
     loop {
         if draining.load(Ordering::Acquire) {
             if plane.broker_epoch.get() >= 0 {
@@ -474,7 +503,18 @@ async fn membership(shard: Rc<Shard>, plane: Rc<ControlPlane>, draining: Arc<Ato
                     }
                 }
                 other => {
-                    tracing::debug!(answer = ?other.map(|m| m.error_code()), "registration failed; retrying")
+                    if warned_at.is_none_or(|t| t.elapsed() >= REGISTER_WARN_EVERY) {
+                        warned_at = Some(Instant::now());
+                        match other {
+                            Err(e) => {
+                                tracing::warn!(error = %e, "registration failed; retrying")
+                            }
+                            Ok(answer) => {
+                                let code = answer.error_code();
+                                tracing::warn!(?code, "registration refused; retrying")
+                            }
+                        }
+                    }
                 }
             }
             glommio::timer::sleep(interval.min(Duration::from_millis(200))).await;

@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,6 +52,9 @@ pub struct ClusterSpec {
     pub broker_settings: Vec<(String, String)>,
     /// Shards (CPUs) per node.
     pub shards_per_node: usize,
+    /// Every node gets the same fresh `[controller] secret_file` (the internal listener's
+    /// handshake); off, the internal listener is open.
+    pub cluster_secret: bool,
 }
 
 impl Default for ClusterSpec {
@@ -61,6 +65,7 @@ impl Default for ClusterSpec {
             brokers: 0,
             broker_settings: Vec::new(),
             shards_per_node: 1,
+            cluster_secret: true,
         }
     }
 }
@@ -228,6 +233,8 @@ pub struct Cluster {
     voters: Vec<String>,
     /// Internal listener port of each voter, by id.
     internal_ports: BTreeMap<i32, u16>,
+    /// Holds `cluster.secret` when the spec asks for one.
+    secret_dir: tempfile::TempDir,
     /// In id order; extra nodes at the end.
     nodes: Vec<Broker>,
     /// Set once a failure message carried the logs, so that drop does not print them again.
@@ -274,10 +281,17 @@ impl Cluster {
             .iter()
             .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
             .collect();
+        let secret_dir = tempfile::tempdir().expect("a directory for the cluster secret");
+        let secret: String = (0..4)
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        std::fs::write(secret_dir.path().join("cluster.secret"), secret)
+            .expect("write the cluster secret");
         let mut cluster = Cluster {
             spec,
             voters,
             internal_ports,
+            secret_dir,
             nodes: Vec::with_capacity(n),
             logs_printed: Cell::new(false),
             _one_at_a_time: lock,
@@ -318,7 +332,18 @@ impl Cluster {
         config.node_id = id;
         config.internal_port = self.internal_ports.get(&id).copied();
         config.voters = self.voters.clone();
+        config.secret_file = self.spec.cluster_secret.then(|| self.secret_file());
         config
+    }
+
+    /// The cluster secret every node is given (when the spec asks for one).
+    pub fn secret_file(&self) -> PathBuf {
+        self.secret_dir.path().join("cluster.secret")
+    }
+
+    /// The internal listener port of voter `id`.
+    pub fn internal_port(&self, id: i32) -> Option<u16> {
+        self.internal_ports.get(&id).copied()
     }
 
     /// `[cores] shards` of node `id`: `shards_per_node` CPUs from CPU (id-1)*shards on, wrapping
@@ -432,6 +457,18 @@ impl Cluster {
     pub fn launch_extra_node(&self, id: i32) -> Broker {
         let mut config = self.node_config(id);
         config.internal_port = None;
+        let mut node = Broker::new(config);
+        if let Err(SpawnError::Failed(why)) = node.launch(free_port()) {
+            node.fail(&why);
+        }
+        node
+    }
+
+    /// [`Cluster::launch_extra_node`] with another `[controller] secret_file`.
+    pub fn launch_extra_node_with_secret(&self, id: i32, secret: &std::path::Path) -> Broker {
+        let mut config = self.node_config(id);
+        config.internal_port = None;
+        config.secret_file = Some(secret.to_path_buf());
         let mut node = Broker::new(config);
         if let Err(SpawnError::Failed(why)) = node.launch(free_port()) {
             node.fail(&why);

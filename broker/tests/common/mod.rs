@@ -49,6 +49,8 @@ pub struct BrokerConfig {
     pub voters: Vec<String>,
     /// `[listeners] metrics` ("127.0.0.1:0": any free port; the broker prints which).
     pub metrics_listener: Option<String>,
+    /// `[controller] secret_file` (written only with voters).
+    pub secret_file: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +65,7 @@ impl Default for BrokerConfig {
             internal_port: None,
             voters: Vec::new(),
             metrics_listener: None,
+            secret_file: None,
         }
     }
 }
@@ -442,6 +445,12 @@ impl Broker {
                 "[controller]\nvoters = {:?}\n",
                 self.config.voters
             ));
+            if let Some(secret) = &self.config.secret_file {
+                toml.push_str(&format!(
+                    "secret_file = {:?}\n",
+                    secret.display().to_string()
+                ));
+            }
         }
         toml.push_str("[broker]\n");
         for (key, value) in &self.config.broker {

@@ -20,7 +20,7 @@ use skein_net::internal::{
     decode_internal, encode_internal, InternalFrame, InternalMessage, NOT_CONTROLLER,
 };
 
-use super::{connect, with_timeout, RpcError, TaskSet};
+use super::{connect, with_timeout, ClusterSecret, RpcError, TaskSet};
 use crate::ids::NodeId;
 use crate::limits::{
     CLIENT_CALLS_PENDING_MAX, INTERNAL_FRAME_BYTES_MAX, RPC_ATTEMPT_TIMEOUT_MS,
@@ -34,6 +34,7 @@ pub struct RemoteClient {
     /// Index into `voters` of the one believed to be the active controller.
     active: Cell<usize>,
     next_correlation_id: Cell<u64>,
+    secret: Option<ClusterSecret>,
 }
 
 struct Voter {
@@ -46,7 +47,11 @@ struct Voter {
 
 impl RemoteClient {
     /// A client that calls itself `self_id` (the frames' `from_node`) and knows `voters`.
-    pub fn new(self_id: i32, voters: Vec<(NodeId, SocketAddr)>) -> RemoteClient {
+    pub fn new(
+        self_id: i32,
+        voters: Vec<(NodeId, SocketAddr)>,
+        secret: Option<ClusterSecret>,
+    ) -> RemoteClient {
         RemoteClient {
             self_id,
             voters: voters
@@ -60,6 +65,7 @@ impl RemoteClient {
                 .collect(),
             active: Cell::new(0),
             next_correlation_id: Cell::new(1),
+            secret,
         }
     }
 
@@ -213,7 +219,7 @@ impl RemoteClient {
         if let Some(conn) = voter.conn.borrow().as_ref().filter(|c| c.is_open()) {
             return Ok(Rc::clone(conn));
         }
-        let stream = connect(voter.addr)
+        let stream = connect(voter.addr, self.secret.as_ref())
             .await
             .map_err(|cause| RpcError::Connect {
                 node: voter.node,

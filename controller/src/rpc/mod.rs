@@ -11,6 +11,7 @@
 //! Connections are one-way in purpose: a voter's Raft sender only writes, and a server only
 //! answers requests, so neither side needs to tell the two kinds of traffic apart by peer.
 
+mod auth;
 mod client;
 mod peer;
 mod server;
@@ -30,6 +31,7 @@ use glommio::task::JoinHandle;
 use crate::ids::NodeId;
 use crate::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_WRITE_TIMEOUT_MS};
 
+pub use auth::{ClusterSecret, SECRET_BYTES_MIN};
 pub use client::RemoteClient;
 pub use peer::PeerTransport;
 pub use server::{serve, RequestHandler};
@@ -79,12 +81,17 @@ pub async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Opt
     .await
 }
 
-/// A TCP connection to `addr` with the transport's socket settings, or why not.
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect_timeout(addr, Duration::from_millis(RPC_CONNECT_TIMEOUT_MS))
-        .await
-        .map_err(|e| e.to_string())?;
+/// A TCP connection to `addr` with the transport's socket settings, past the cluster-secret
+/// handshake when there is a secret, or why not.
+async fn connect(addr: SocketAddr, secret: Option<&ClusterSecret>) -> Result<TcpStream, String> {
+    let mut stream =
+        TcpStream::connect_timeout(addr, Duration::from_millis(RPC_CONNECT_TIMEOUT_MS))
+            .await
+            .map_err(|e| e.to_string())?;
     configure(&stream).map_err(|e| e.to_string())?;
+    if let Some(secret) = secret {
+        auth::client_handshake(&mut stream, secret).await?;
+    }
     Ok(stream)
 }
 

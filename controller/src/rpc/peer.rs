@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 use raft::eraftpb::{Message, MessageType};
 use skein_net::internal::{encode_internal, InternalFrame, InternalMessage};
 
-use super::connect;
+use super::{connect, ClusterSecret};
 use crate::ids::NodeId;
 use crate::limits::{
     INTERNAL_FRAME_BYTES_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_DEPTH_MAX,
@@ -42,7 +42,11 @@ struct PeerQueue {
 impl PeerTransport {
     /// A transport for `self_id` to `peers` (entries for `self_id` are ignored). Starts one
     /// sender task per peer on the current executor; nothing connects until there is traffic.
-    pub fn new(self_id: NodeId, peers: Vec<(NodeId, SocketAddr)>) -> Rc<PeerTransport> {
+    pub fn new(
+        self_id: NodeId,
+        peers: Vec<(NodeId, SocketAddr)>,
+        secret: Option<ClusterSecret>,
+    ) -> Rc<PeerTransport> {
         let mailbox = Rc::new(RefCell::new(None));
         let mut queues = BTreeMap::new();
         let mut senders = Vec::new();
@@ -56,6 +60,7 @@ impl PeerTransport {
                 rx,
                 queued_bytes: Rc::clone(&queued_bytes),
                 mailbox: Rc::clone(&mailbox),
+                secret: secret.clone(),
             };
             senders.push(glommio::spawn_local(sender.run()));
             queues.insert(peer, PeerQueue { tx, queued_bytes });
@@ -125,6 +130,7 @@ struct PeerSender {
     rx: LocalReceiver<Message>,
     queued_bytes: Rc<Cell<usize>>,
     mailbox: Rc<RefCell<Option<Mailbox>>>,
+    secret: Option<ClusterSecret>,
 }
 
 impl PeerSender {
@@ -147,7 +153,7 @@ impl PeerSender {
                     self.lost(snapshot, true);
                     continue;
                 }
-                match connect(self.addr).await {
+                match connect(self.addr, self.secret.as_ref()).await {
                     Ok(stream) => {
                         let (peer, addr) = (self.peer, self.addr);
                         tracing::debug!(%peer, %addr, "raft peer connected");

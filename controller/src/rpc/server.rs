@@ -17,7 +17,8 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use skein_net::internal::{decode_internal, encode_internal, InternalFrame, InternalMessage};
 
-use super::{configure, with_timeout, TaskSet};
+use super::auth::server_handshake;
+use super::{configure, with_timeout, ClusterSecret, TaskSet};
 use crate::limits::{
     INTERNAL_FRAME_BYTES_MAX, SERVER_ACCEPT_RETRY_MS, SERVER_CONNECTIONS_MAX,
     SERVER_HANDLE_TIMEOUT_MS, SERVER_REQUESTS_IN_FLIGHT_MAX,
@@ -45,11 +46,19 @@ const RESPONSE_FROM_NODE: i32 = -1;
 /// Serves `listener` until the returned task is dropped or cancelled, which closes every
 /// connection it accepted and abandons their requests. A bad connection (malformed or
 /// oversized frame, I/O error) is closed alone.
-pub fn serve(listener: TcpListener, handler: Rc<dyn RequestHandler>) -> glommio::Task<()> {
-    glommio::spawn_local(accept_loop(listener, handler))
+pub fn serve(
+    listener: TcpListener,
+    handler: Rc<dyn RequestHandler>,
+    secret: Option<ClusterSecret>,
+) -> glommio::Task<()> {
+    glommio::spawn_local(accept_loop(listener, handler, secret.map(Rc::new)))
 }
 
-async fn accept_loop(listener: TcpListener, handler: Rc<dyn RequestHandler>) {
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Rc<dyn RequestHandler>,
+    secret: Option<Rc<ClusterSecret>>,
+) {
     let connections = TaskSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -68,18 +77,30 @@ async fn accept_loop(listener: TcpListener, handler: Rc<dyn RequestHandler>) {
             );
             continue;
         }
-        connections.spawn(serve_connection(stream, peer, Rc::clone(&handler)));
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            Rc::clone(&handler),
+            secret.clone(),
+        ));
     }
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: Option<SocketAddr>,
     handler: Rc<dyn RequestHandler>,
+    secret: Option<Rc<ClusterSecret>>,
 ) {
     if let Err(e) = configure(&stream) {
         tracing::warn!(?peer, error = %e, "internal connection: socket options");
         return;
+    }
+    if let Some(secret) = &secret {
+        if let Err(e) = server_handshake(&mut stream, secret).await {
+            tracing::warn!(?peer, error = %e, "internal connection refused: no cluster secret");
+            return;
+        }
     }
     let (mut reader, writer) = split(stream);
     // Every response waiting for the writer holds (or held) a request permit, so the queue

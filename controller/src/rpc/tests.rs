@@ -80,7 +80,10 @@ impl Voter {
     }
 }
 
+/// Voters over the real transport, behind a cluster secret (so the handshake is on every Raft
+/// connection these tests make).
 async fn start_voters(ids: &[i32]) -> Vec<Voter> {
+    let secret = ClusterSecret::new(b"voters' shared secret").unwrap();
     let bound: Vec<_> = ids.iter().map(|_| listener()).collect();
     let addrs: Vec<_> = ids
         .iter()
@@ -97,7 +100,7 @@ async fn start_voters(ids: &[i32]) -> Vec<Voter> {
         );
         config.tick_interval = Duration::from_millis(10);
         config.log_segment_bytes = 4096;
-        let transport = PeerTransport::new(NodeId(*id), addrs.clone());
+        let transport = PeerTransport::new(NodeId(*id), addrs.clone(), Some(secret.clone()));
         let dyn_transport: Rc<dyn RaftTransport> = transport.clone();
         let node = ControllerNode::start(config, dyn_transport).await.unwrap();
         transport.attach(node.mailbox());
@@ -106,6 +109,7 @@ async fn start_voters(ids: &[i32]) -> Vec<Voter> {
             Rc::new(RaftOnly {
                 mailbox: node.mailbox(),
             }),
+            Some(secret.clone()),
         );
         voters.push(Voter {
             node: Some(node),
@@ -226,6 +230,10 @@ struct ScriptedServers {
 }
 
 fn scripted_servers(ids: &[i32]) -> ScriptedServers {
+    secured_servers(ids, None)
+}
+
+fn secured_servers(ids: &[i32], secret: Option<ClusterSecret>) -> ScriptedServers {
     let mut s = ScriptedServers {
         servers: Vec::new(),
         active: Vec::new(),
@@ -238,7 +246,7 @@ fn scripted_servers(ids: &[i32]) -> ScriptedServers {
             id: *id,
             active: Rc::clone(&active),
         };
-        s.servers.push(serve(l, Rc::new(handler)));
+        s.servers.push(serve(l, Rc::new(handler), secret.clone()));
         s.active.push(active);
         s.addrs.push((NodeId(*id), addr));
     }
@@ -254,7 +262,7 @@ fn the_client_finds_the_active_controller_and_follows_it() {
             addrs,
         } = scripted_servers(&[1, 2, 3]);
         active[2].set(true);
-        let client = Rc::new(RemoteClient::new(7, addrs));
+        let client = Rc::new(RemoteClient::new(7, addrs, None));
 
         let answer = client.call(allocate(1), WAIT).await.unwrap();
         assert_eq!(answered_by(&answer), (1, 3));
@@ -333,7 +341,7 @@ fn bad_peers_lose_their_connection_and_the_server_keeps_serving() {
         } = scripted_servers(&[1]);
         active[0].set(true);
         let addr = addrs[0].1;
-        let client = RemoteClient::new(7, addrs);
+        let client = RemoteClient::new(7, addrs, None);
         let answer = client
             .call_node(NodeId(1), allocate(1), WAIT)
             .await
@@ -376,6 +384,53 @@ fn bad_peers_lose_their_connection_and_the_server_keeps_serving() {
 
         // The client's connection was never disturbed.
         let answer = client
+            .call_node(NodeId(1), allocate(2), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(answered_by(&answer), (2, 1));
+        drop(servers);
+    });
+}
+
+#[test]
+fn with_a_cluster_secret_only_holders_get_an_answer() {
+    run(|| async {
+        let secret = ClusterSecret::new(b"the cluster's own secret").unwrap();
+        let ScriptedServers {
+            servers,
+            active,
+            addrs,
+        } = secured_servers(&[1], Some(secret.clone()));
+        active[0].set(true);
+        let addr = addrs[0].1;
+        let member = RemoteClient::new(7, addrs.clone(), Some(secret));
+        let answer = member
+            .call_node(NodeId(1), allocate(1), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(answered_by(&answer), (1, 1));
+
+        // Another secret: the listener's proof does not check out, nothing is sent.
+        let wrong = ClusterSecret::new(b"somebody else's secret").unwrap();
+        let outsider = RemoteClient::new(8, addrs.clone(), Some(wrong));
+        let err = outsider
+            .call_node(NodeId(1), allocate(1), WAIT)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cluster secret"), "{err}");
+
+        // No secret: a plain frame (a registration, a vote) is never read, only closed on.
+        let mut rogue = TcpStream::connect(addr).await.unwrap();
+        write_frame(&mut rogue, allocate(9), 1).await;
+        assert_closed_by_server(&mut rogue).await;
+        let stranger = RemoteClient::new(9, addrs, None);
+        assert!(stranger
+            .call_node(NodeId(1), allocate(1), Duration::from_secs(2))
+            .await
+            .is_err());
+
+        // The member's connection was never disturbed.
+        let answer = member
             .call_node(NodeId(1), allocate(2), WAIT)
             .await
             .unwrap();
