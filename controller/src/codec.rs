@@ -28,11 +28,16 @@
 //!  9 Config           topic_id uuid | key string | value option<string>
 //! 10 ProducerIds      broker i32 | next_block_start i64
 //! 11 ClusterId        id string
+//! 12 UserScramCredential        user string | mechanism i8 (as u8) | scram_credential
+//! 13 RemoveUserScramCredential  user string | mechanism i8 (as u8)
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
 //! partition_state := replicas ids | isr ids | leader i32 | leader_epoch i32 | partition_epoch i32
 //! topic (image)   := name string | id uuid | count u32 | partition_state{count} | configs
+//! scram_credential := salt bytes | iterations i32 | stored_key bytes | server_key bytes
+//! image (version 3) := image (version 2) | count u32 | (user string, mechanism u8,
+//!                     scram_credential){count}; version 2 images still decode (no credentials)
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,7 +45,8 @@ use std::collections::BTreeMap;
 use raft::eraftpb::{Entry, EntryType};
 
 use crate::image::{
-    BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, PartitionState, TopicState,
+    BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, PartitionState, ScramCredential,
+    TopicState,
 };
 
 mod wire;
@@ -48,7 +54,9 @@ mod wire;
 pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
-pub const IMAGE_VERSION: u8 = 2;
+pub const IMAGE_VERSION: u8 = 3;
+/// The last image version without SCRAM credentials; still read.
+const IMAGE_VERSION_NO_SCRAM: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +121,8 @@ const TAG_REMOVE_TOPIC: u8 = 8;
 const TAG_CONFIG: u8 = 9;
 const TAG_PRODUCER_IDS: u8 = 10;
 const TAG_CLUSTER_ID: u8 = 11;
+const TAG_USER_SCRAM_CREDENTIAL: u8 = 12;
+const TAG_REMOVE_USER_SCRAM_CREDENTIAL: u8 = 13;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -202,6 +212,19 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
             w.i64(*next_block_start);
         }
         MetadataRecord::ClusterId { id } => w.string("cluster id", id),
+        MetadataRecord::UserScramCredential {
+            user,
+            mechanism,
+            credential,
+        } => {
+            w.string("user", user);
+            w.u8(mechanism.to_be_bytes()[0]);
+            put_scram_credential(w, credential);
+        }
+        MetadataRecord::RemoveUserScramCredential { user, mechanism } => {
+            w.string("user", user);
+            w.u8(mechanism.to_be_bytes()[0]);
+        }
     }
     w.patch_len("record body", len_at);
 }
@@ -222,6 +245,13 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
         MetadataRecord::Config { .. } => (TAG_CONFIG, "Config"),
         MetadataRecord::ProducerIds { .. } => (TAG_PRODUCER_IDS, "ProducerIds"),
         MetadataRecord::ClusterId { .. } => (TAG_CLUSTER_ID, "ClusterId"),
+        MetadataRecord::UserScramCredential { .. } => {
+            (TAG_USER_SCRAM_CREDENTIAL, "UserScramCredential")
+        }
+        MetadataRecord::RemoveUserScramCredential { .. } => (
+            TAG_REMOVE_USER_SCRAM_CREDENTIAL,
+            "RemoveUserScramCredential",
+        ),
     }
 }
 
@@ -280,6 +310,15 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
         },
         TAG_CLUSTER_ID => MetadataRecord::ClusterId {
             id: b.string("cluster id")?,
+        },
+        TAG_USER_SCRAM_CREDENTIAL => MetadataRecord::UserScramCredential {
+            user: b.string("user")?,
+            mechanism: i8::from_be_bytes([b.u8("scram mechanism")?]),
+            credential: get_scram_credential(&mut b)?,
+        },
+        TAG_REMOVE_USER_SCRAM_CREDENTIAL => MetadataRecord::RemoveUserScramCredential {
+            user: b.string("user")?,
+            mechanism: i8::from_be_bytes([b.u8("scram mechanism")?]),
         },
         _ => {
             return Err(DecodeError::UnknownTag {
@@ -380,6 +419,22 @@ fn get_broker(r: &mut Reader<'_>) -> Result<BrokerRegistration, DecodeError> {
     })
 }
 
+fn put_scram_credential(w: &mut Writer, c: &ScramCredential) {
+    w.bytes("salt", &c.salt);
+    w.i32(c.iterations);
+    w.bytes("stored key", &c.stored_key);
+    w.bytes("server key", &c.server_key);
+}
+
+fn get_scram_credential(r: &mut Reader<'_>) -> Result<ScramCredential, DecodeError> {
+    Ok(ScramCredential {
+        salt: r.bytes("salt")?.to_vec(),
+        iterations: r.i32("iterations")?,
+        stored_key: r.bytes("stored key")?.to_vec(),
+        server_key: r.bytes("server key")?.to_vec(),
+    })
+}
+
 fn put_partition(w: &mut Writer, p: &PartitionState) {
     put_ids(w, "replicas", &p.replicas);
     put_ids(w, "isr", &p.isr);
@@ -424,12 +479,28 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
     }
     w.i64(image.next_producer_id);
     w.string("cluster id", &image.cluster_id);
+    w.len("scram credential count", image.scram_credentials.len());
+    for ((user, mechanism), c) in &image.scram_credentials {
+        w.string("user", user);
+        w.u8(mechanism.to_be_bytes()[0]);
+        put_scram_credential(&mut w, c);
+    }
     w.finish()
 }
 
 pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
     let mut r = Reader::new(buf);
-    r.version("image", IMAGE_VERSION)?;
+    // A version 2 image (written before SCRAM credentials existed) reads as one without any.
+    let with_scram = match buf.first() {
+        Some(&IMAGE_VERSION_NO_SCRAM) => {
+            r.version("image", IMAGE_VERSION_NO_SCRAM)?;
+            false
+        }
+        _ => {
+            r.version("image", IMAGE_VERSION)?;
+            true
+        }
+    };
     let mut image = ClusterImage::default();
     // Minimum encoded sizes: a broker is 4+16+8+4+1+1+1 bytes, a topic 4+16+4+4.
     let n = r.count("broker count", 35)?;
@@ -464,6 +535,16 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
     }
     image.next_producer_id = r.i64("next producer id")?;
     image.cluster_id = r.string("cluster id")?;
+    if with_scram {
+        // user 4, mechanism 1, salt 4, iterations 4, keys 4 + 4.
+        let n = r.count("scram credential count", 21)?;
+        for _ in 0..n {
+            let user = r.string("user")?;
+            let mechanism = i8::from_be_bytes([r.u8("scram mechanism")?]);
+            let c = get_scram_credential(&mut r)?;
+            image.scram_credentials.insert((user, mechanism), c);
+        }
+    }
     r.finish("image")?;
     Ok(image)
 }

@@ -22,7 +22,9 @@ use crate::codec;
 use crate::decide::{self, DecideError};
 use crate::error::Result;
 use crate::heartbeats::Heartbeats;
-use crate::image::{BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord};
+use crate::image::{
+    BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, ScramCredential,
+};
 use crate::node::{ControllerConfig, ControllerNode, ProposeError};
 use crate::transport::RaftTransport;
 
@@ -44,6 +46,7 @@ pub mod codes {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
@@ -396,6 +399,39 @@ impl ControllerService {
                     }
                     Err((code, _)) => elect_leaders_error(code),
                 }
+            }
+            InternalMessage::AlterScramCredentials {
+                upserts,
+                deletions,
+                only_if_absent,
+            } => {
+                let mut users: Vec<String> = Vec::new();
+                for name in upserts
+                    .iter()
+                    .map(|u| &u.user)
+                    .chain(deletions.iter().map(|d| &d.0))
+                {
+                    if !users.contains(name) {
+                        users.push(name.clone());
+                    }
+                }
+                if not_controller {
+                    return all_failed(users, codes::NOT_CONTROLLER);
+                }
+                // One decision per user, as Kafka answers per user.
+                let mut results = Vec::with_capacity(users.len());
+                for user in users {
+                    let answer = self
+                        .decide(|image| {
+                            scram_changes(image, &user, &upserts, &deletions, only_if_absent)
+                        })
+                        .await;
+                    if answer.is_ok() {
+                        tracing::info!(%user, "SCRAM credentials changed");
+                    }
+                    results.push(result(user, answer));
+                }
+                InternalMessage::AdminResponse { results }
             }
             other => {
                 tracing::debug!(from_node, message = ?std::mem::discriminant(&other), "not a request; ignored");
@@ -808,6 +844,50 @@ fn result(name: String, answer: Answer) -> TopicResult {
             error_message: Some(message),
         },
     }
+}
+
+/// The records that set and remove `user`'s SCRAM credentials; removing one that does not exist
+/// fails the user's whole change (Kafka's RESOURCE_NOT_FOUND).
+fn scram_changes(
+    image: &ClusterImage,
+    user: &str,
+    upserts: &[skein_net::internal::ScramUpsert],
+    deletions: &[(String, i8)],
+    only_if_absent: bool,
+) -> std::result::Result<Vec<MetadataRecord>, (i16, String)> {
+    let mut records = Vec::new();
+    for (name, mechanism) in deletions.iter().filter(|d| d.0 == user) {
+        if !image
+            .scram_credentials
+            .contains_key(&(name.clone(), *mechanism))
+        {
+            return Err((
+                codes::RESOURCE_NOT_FOUND,
+                format!("user {user} has no credential for mechanism {mechanism}"),
+            ));
+        }
+        records.push(MetadataRecord::RemoveUserScramCredential {
+            user: name.clone(),
+            mechanism: *mechanism,
+        });
+    }
+    for u in upserts.iter().filter(|u| u.user == user) {
+        let key = (u.user.clone(), u.mechanism);
+        if only_if_absent && image.scram_credentials.contains_key(&key) {
+            continue;
+        }
+        records.push(MetadataRecord::UserScramCredential {
+            user: u.user.clone(),
+            mechanism: u.mechanism,
+            credential: ScramCredential {
+                salt: u.salt.clone(),
+                iterations: u.iterations,
+                stored_key: u.stored_key.clone(),
+                server_key: u.server_key.clone(),
+            },
+        });
+    }
+    Ok(records)
 }
 
 fn all_failed(names: Vec<String>, error_code: i16) -> InternalMessage {

@@ -117,7 +117,50 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
             }
         }),
         arb_name().prop_map(|id| MetadataRecord::ClusterId { id }),
+        (arb_name(), any::<i8>(), arb_scram_credential()).prop_map(
+            |(user, mechanism, credential)| MetadataRecord::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            }
+        ),
+        (arb_name(), any::<i8>()).prop_map(|(user, mechanism)| {
+            MetadataRecord::RemoveUserScramCredential { user, mechanism }
+        }),
     ]
+}
+
+fn arb_scram_credential() -> impl Strategy<Value = ScramCredential> {
+    (
+        vec(any::<u8>(), 0..24),
+        any::<i32>(),
+        vec(any::<u8>(), 0..64),
+        vec(any::<u8>(), 0..64),
+    )
+        .prop_map(
+            |(salt, iterations, stored_key, server_key)| ScramCredential {
+                salt,
+                iterations,
+                stored_key,
+                server_key,
+            },
+        )
+}
+
+/// A credential or none, derived from `seed` so the image strategy keeps its shape.
+fn scram_credentials_of(seed: i64) -> BTreeMap<(String, i8), ScramCredential> {
+    let mut m = BTreeMap::new();
+    if seed % 2 == 0 {
+        let c = ScramCredential {
+            salt: seed.to_be_bytes().to_vec(),
+            iterations: 4096,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        };
+        m.insert((format!("u{seed}"), 1), c.clone());
+        m.insert((format!("u{seed}"), 2), c);
+    }
+    m
 }
 
 fn arb_image() -> impl Strategy<Value = ClusterImage> {
@@ -155,6 +198,7 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
                 topic_ids,
                 next_producer_id,
                 cluster_id: format!("c{next_producer_id}"),
+                scram_credentials: scram_credentials_of(next_producer_id),
             },
         )
 }
@@ -345,4 +389,19 @@ fn defects_are_named() {
             ..
         })
     ));
+}
+
+#[test]
+fn version_2_images_decode_without_credentials() {
+    let mut w = Writer::default();
+    w.u8(2);
+    w.u32(0); // brokers
+    w.u32(0); // topics
+    w.u32(0); // topic names
+    w.i64(7);
+    w.string("cluster id", "c");
+    let bytes = w.finish().unwrap();
+    let image = decode_image(&bytes).unwrap();
+    assert_eq!(image.next_producer_id, 7);
+    assert!(image.scram_credentials.is_empty());
 }

@@ -184,6 +184,23 @@ fn every_message() -> Vec<InternalMessage> {
                 },
             ],
         },
+        InternalMessage::AlterScramCredentials {
+            upserts: vec![ScramUpsert {
+                user: "alice".into(),
+                mechanism: 2,
+                iterations: 4096,
+                salt: vec![1, 2, 3],
+                stored_key: vec![4; 64],
+                server_key: vec![5; 64],
+            }],
+            deletions: vec![("bob".into(), 1)],
+            only_if_absent: true,
+        },
+        InternalMessage::AlterScramCredentials {
+            upserts: Vec::new(),
+            deletions: Vec::new(),
+            only_if_absent: false,
+        },
     ]
 }
 
