@@ -16,6 +16,7 @@ mod partition;
 mod producer_ids;
 mod replica;
 mod replication;
+mod sasl;
 mod settings;
 mod shard;
 mod topic_config;

@@ -249,11 +249,15 @@ pub fn rebalanced(md: &MetadataResponse, brokers: &[i32]) -> Plan {
         for p in ps {
             let rf = p.replica_nodes.len().min(brokers.len());
             // The leader first: fewest leaderships, then fewest replicas.
-            let Some(leader) = brokers.iter().copied().min_by_key(|b| (load[b].1, load[b].0, *b))
+            let Some(leader) = brokers
+                .iter()
+                .copied()
+                .min_by_key(|b| (load[b].1, load[b].0, *b))
             else {
                 continue;
             };
-            let mut followers: Vec<i32> = brokers.iter().copied().filter(|b| *b != leader).collect();
+            let mut followers: Vec<i32> =
+                brokers.iter().copied().filter(|b| *b != leader).collect();
             followers.sort_by_key(|b| (load[b].0, load[b].1, *b));
             let mut replicas = vec![leader];
             replicas.extend(followers.into_iter().take(rf.saturating_sub(1)));
