@@ -20,6 +20,7 @@ mod sasl;
 mod settings;
 mod shard;
 mod topic_config;
+mod users;
 mod validate;
 
 use std::path::{Path, PathBuf};

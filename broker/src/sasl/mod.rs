@@ -17,15 +17,6 @@ pub enum SecurityProtocol {
     SaslPlaintext,
 }
 
-impl SecurityProtocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-        }
-    }
-}
-
 /// A SASL mechanism this broker can serve, by Kafka's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mechanism {

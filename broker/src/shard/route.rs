@@ -368,5 +368,9 @@ pub async fn serve_control_call(shard: Rc<Shard>, call: ControlCall) {
             let r = crate::admin::execute_election(&shard, election).await;
             let _ = reply.send(r);
         }
+        ControlCall::AlterScram { alteration, reply } => {
+            let r = crate::users::execute_alter(&shard, alteration).await;
+            let _ = reply.send(r);
+        }
     }
 }
