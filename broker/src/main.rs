@@ -97,6 +97,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::PartitionCommand,
     },
+    /// SASL users (SCRAM credentials): set-password, delete, list.
+    User {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +132,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Partition { common, command } => {
             admin_command(&common, cli::AdminCommand::Partition(command))
+        }
+        Command::User { common, command } => {
+            admin_command(&common, cli::AdminCommand::User(command))
         }
     }
 }

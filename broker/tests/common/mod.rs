@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     pub voters: Vec<String>,
     /// `[listeners] metrics` ("127.0.0.1:0": any free port; the broker prints which).
     pub metrics_listener: Option<String>,
+    /// The Kafka listener's security protocol prefix ("SASL_PLAINTEXT"); None: bare host:port.
+    pub kafka_protocol: Option<String>,
+    /// `[sasl] bootstrap_users` ("name:password").
+    pub sasl_bootstrap_users: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +67,8 @@ impl Default for BrokerConfig {
             internal_port: None,
             voters: Vec::new(),
             metrics_listener: None,
+            kafka_protocol: None,
+            sasl_bootstrap_users: Vec::new(),
         }
     }
 }
@@ -425,7 +431,13 @@ impl Broker {
     fn config_toml(&self) -> String {
         let mut toml = format!(
             "[node]\nid = {id}\ndata_dir = {data_dir:?}\n[cores]\nshards = {shards:?}\n\
-             [listeners]\nkafka = \"127.0.0.1:{port}\"\n",
+             [listeners]\nkafka = \"{protocol}127.0.0.1:{port}\"\n",
+            protocol = self
+                .config
+                .kafka_protocol
+                .as_ref()
+                .map(|p| format!("{p}://"))
+                .unwrap_or_default(),
             id = self.config.node_id,
             data_dir = self.data_dir.path().display().to_string(),
             shards = self.config.shards,
@@ -441,6 +453,12 @@ impl Broker {
             toml.push_str(&format!(
                 "[controller]\nvoters = {:?}\n",
                 self.config.voters
+            ));
+        }
+        if !self.config.sasl_bootstrap_users.is_empty() {
+            toml.push_str(&format!(
+                "[sasl]\nbootstrap_users = {:?}\n",
+                self.config.sasl_bootstrap_users
             ));
         }
         toml.push_str("[broker]\n");
