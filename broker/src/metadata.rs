@@ -248,6 +248,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl crate::sasl::CredentialStore for ClusterMetadata {
+    fn scram_credential(&self, user: &str, code: ScramMechanismCode) -> Option<ScramCredential> {
+        self.scram_credentials
+            .get(&(user.to_string(), code))
+            .cloned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,13 +334,5 @@ mod tests {
             md.topic_by_id(&Uuid::nil()).map(|t| t.name.as_str()),
             Some("t")
         );
-    }
-}
-
-impl crate::sasl::CredentialStore for ClusterMetadata {
-    fn scram_credential(&self, user: &str, code: ScramMechanismCode) -> Option<ScramCredential> {
-        self.scram_credentials
-            .get(&(user.to_string(), code))
-            .cloned()
     }
 }

@@ -111,8 +111,11 @@ pub trait CredentialStore {
 
 /// One mechanism's server side, for one authentication on one connection.
 pub enum Authenticator {
-    Plain { done: bool },
-    Scram(scram::ScramServer),
+    Plain {
+        done: bool,
+    },
+    /// Boxed: the exchange state is large and lives only while a client authenticates.
+    Scram(Box<scram::ScramServer>),
 }
 
 /// The answer to one client token.
@@ -127,7 +130,7 @@ impl Authenticator {
     pub fn new(mechanism: Mechanism) -> Self {
         match mechanism {
             Mechanism::Plain => Authenticator::Plain { done: false },
-            m => Authenticator::Scram(scram::ScramServer::new(m)),
+            m => Authenticator::Scram(Box::new(scram::ScramServer::new(m))),
         }
     }
 
