@@ -271,7 +271,7 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 16);
+    assert_eq!(requests, 18);
     assert_eq!(responses, 9);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");
