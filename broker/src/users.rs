@@ -122,11 +122,14 @@ async fn wait_visible(shard: &Shard, alteration: &ScramAlteration, reply: &Scram
             .upserts
             .iter()
             .filter(|u| done(&u.user))
-            .all(|u| match creds.get(&(u.user.clone(), u.mechanism)) {
-                // Bootstrap users keep whatever credential they already had.
-                Some(_) if alteration.only_if_absent => true,
-                Some(c) => c.stored_key == u.stored_key && c.salt == u.salt,
-                None => false,
+            .all(|u| {
+                if alteration.only_if_absent {
+                    // Bootstrap users keep whatever credentials they already had.
+                    return creds.keys().any(|(name, _)| *name == u.user);
+                }
+                creds
+                    .get(&(u.user.clone(), u.mechanism))
+                    .is_some_and(|c| c.stored_key == u.stored_key && c.salt == u.salt)
             });
         let deleted = alteration
             .deletions
@@ -161,7 +164,7 @@ pub fn upserts_for_password(user: &str, password: &str, iterations: i32) -> Vec<
 }
 
 /// Creates the `[sasl] bootstrap_users` that do not exist yet (run on the controller shard of
-/// every node; the controller skips users that already have a credential, so the nodes do not
+/// every node; the controller skips users that already have any credential, so the nodes do not
 /// race each other or undo a password changed since). Retries until the controller answers.
 pub async fn bootstrap(shard: Rc<Shard>) {
     let users = &shard.layout.sasl_bootstrap_users;

@@ -871,11 +871,12 @@ fn scram_changes(
             mechanism: *mechanism,
         });
     }
+    // Bootstrap users: a user that has any credential is left alone, so a password changed
+    // (or a mechanism removed) since is not undone by the next start.
+    if only_if_absent && image.scram_credentials.keys().any(|(u, _)| u == user) {
+        return Ok(records);
+    }
     for u in upserts.iter().filter(|u| u.user == user) {
-        let key = (u.user.clone(), u.mechanism);
-        if only_if_absent && image.scram_credentials.contains_key(&key) {
-            continue;
-        }
         records.push(MetadataRecord::UserScramCredential {
             user: u.user.clone(),
             mechanism: u.mechanism,
@@ -1123,5 +1124,47 @@ mod tests {
             }
             s.shutdown().await.unwrap();
         });
+    }
+
+    fn upsert(user: &str, mechanism: i8) -> skein_net::internal::ScramUpsert {
+        skein_net::internal::ScramUpsert {
+            user: user.into(),
+            mechanism,
+            iterations: 4096,
+            salt: vec![1],
+            stored_key: vec![2],
+            server_key: vec![3],
+        }
+    }
+
+    #[test]
+    fn scram_changes_per_user() {
+        let mut image = ClusterImage::default();
+        let ups = [upsert("a", 1), upsert("a", 2), upsert("b", 2)];
+        let records = scram_changes(&image, "a", &ups, &[], false).unwrap();
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            image.apply(r);
+        }
+        // Bootstrap: a user with any credential is left alone.
+        image.apply(&MetadataRecord::RemoveUserScramCredential {
+            user: "a".into(),
+            mechanism: 2,
+        });
+        assert!(scram_changes(&image, "a", &ups, &[], true)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            scram_changes(&image, "b", &ups, &[], true).unwrap().len(),
+            1
+        );
+        // Removing a credential that does not exist: RESOURCE_NOT_FOUND.
+        let missing = [("a".to_string(), 2)];
+        let e = scram_changes(&image, "a", &[], &missing, false).unwrap_err();
+        assert_eq!(e.0, codes::RESOURCE_NOT_FOUND);
+        let present = [("a".to_string(), 1)];
+        let records = scram_changes(&image, "a", &[], &present, false).unwrap();
+        image.apply(&records[0]);
+        assert!(image.scram_credentials.is_empty());
     }
 }

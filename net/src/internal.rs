@@ -149,7 +149,7 @@ pub enum InternalMessage {
         upserts: Vec<ScramUpsert>,
         /// `(user, mechanism)` pairs.
         deletions: Vec<(String, i8)>,
-        /// Bootstrap users: an upsert is skipped where the user already has that mechanism.
+        /// Bootstrap users: a user's upserts are skipped where it already has any credential.
         only_if_absent: bool,
     },
 }
