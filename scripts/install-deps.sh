@@ -13,8 +13,11 @@ set -euo pipefail
 #   perl                        mklove's configure uses it
 #   patch                       the test-runner build (scripts/lib/librdkafka-test-rf.patch)
 #   nftables                    broker/tests/faults.rs cuts one broker off the network (as root)
-#   (no libssl/libsasl/libcurl: the librdkafka build uses --disable-ssl --disable-gssapi --disable-curl)
-APT_PACKAGES=(kcat gcc g++ make pkg-config zlib1g-dev libzstd-dev python3 python3-pip perl patch nftables)
+#   libssl-dev                  the rdkafka crate's `ssl` feature (openssl-sys): librdkafka's SCRAM
+#                               in broker/tests/sasl.rs
+#   (no libsasl/libcurl; the scripts' own librdkafka build uses --disable-ssl --disable-gssapi
+#   --disable-curl)
+APT_PACKAGES=(kcat gcc g++ make pkg-config zlib1g-dev libzstd-dev python3 python3-pip perl patch nftables libssl-dev)
 
 # Python clients, pinned. confluent-kafka 2.12.1 bundles librdkafka 2.12.1, the same version
 # that rdkafka-sys vendors.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::limits;
+use crate::sasl::SecurityProtocol;
 use crate::settings::BrokerSettings;
 use crate::shard::ids::{NodeId, ShardId};
 
@@ -48,6 +49,32 @@ struct RawConfig {
     broker: toml::Table,
     #[serde(default)]
     placement: Vec<RawPlacement>,
+    #[serde(default)]
+    sasl: RawSasl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSasl {
+    /// "name:password" entries the controller writes as SCRAM credentials if the user has none.
+    #[serde(default)]
+    bootstrap_users: Vec<String>,
+}
+
+/// A user the cluster is given at start-up (`[sasl] bootstrap_users`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapUser {
+    pub name: String,
+    pub password: String,
+}
+
+// Passwords stay out of logs: the layout is debug-printed at start-up.
+impl std::fmt::Debug for BootstrapUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +126,8 @@ pub struct LayoutConfig {
     pub shard_cpus: Vec<usize>,
     pub controller_shard: ShardId,
     pub kafka_listener: SocketAddr,
+    /// `SASL_PLAINTEXT://host:port` in `listeners.kafka`; a bare host:port is PLAINTEXT.
+    pub kafka_security_protocol: SecurityProtocol,
     pub internal_listener: Option<SocketAddr>,
     pub metrics_listener: Option<SocketAddr>,
     /// The controller quorum: (node id, internal listener address). Empty: single-node mode,
@@ -110,6 +139,8 @@ pub struct LayoutConfig {
     pub broker: BrokerSettings,
     /// Per-topic placement overrides: the topic's partitions go only to these shards.
     pub placement: BTreeMap<String, Vec<ShardId>>,
+    /// `[sasl] bootstrap_users`: created (SCRAM-SHA-256 and -512) where they do not exist yet.
+    pub sasl_bootstrap_users: Vec<BootstrapUser>,
 }
 
 impl LayoutConfig {
@@ -186,8 +217,11 @@ impl LayoutConfig {
         if node_id < 0 {
             return Err(ConfigError::invalid("node.id", "must be >= 0"));
         }
-        let kafka_listener = parse_addr("listeners.kafka", raw.listeners.kafka.as_deref())?
+        let (kafka_security_protocol, kafka_address) =
+            split_protocol("listeners.kafka", raw.listeners.kafka.as_deref())?;
+        let kafka_listener = parse_addr("listeners.kafka", kafka_address)?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let sasl_bootstrap_users = parse_bootstrap_users(&raw.sasl.bootstrap_users)?;
         let internal_listener =
             parse_addr("listeners.internal", raw.listeners.internal.as_deref())?;
         let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
@@ -250,12 +284,14 @@ impl LayoutConfig {
             shard_cpus,
             controller_shard,
             kafka_listener,
+            kafka_security_protocol,
             internal_listener,
             metrics_listener,
             controller_voters,
             cluster_secret_file: raw.controller.secret_file,
             broker,
             placement,
+            sasl_bootstrap_users,
         })
     }
 
@@ -325,6 +361,62 @@ fn parse_voters(voters: &[String]) -> Result<Vec<(NodeId, SocketAddr)>, ConfigEr
             "controller.voters",
             format!("{} voters: use 1, 3 or 5", out.len()),
         ));
+    }
+    Ok(out)
+}
+
+/// Kafka's `PROTOCOL://host:port` listener form; a bare `host:port` stays PLAINTEXT.
+fn split_protocol<'a>(
+    key: &str,
+    value: Option<&'a str>,
+) -> Result<(SecurityProtocol, Option<&'a str>), ConfigError> {
+    let Some(v) = value else {
+        return Ok((SecurityProtocol::Plaintext, None));
+    };
+    let Some((protocol, address)) = v.split_once("://") else {
+        return Ok((SecurityProtocol::Plaintext, Some(v)));
+    };
+    let protocol = match protocol {
+        "PLAINTEXT" => SecurityProtocol::Plaintext,
+        "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+        "SSL" | "SASL_SSL" => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{protocol} is not built (TLS); use PLAINTEXT or SASL_PLAINTEXT"),
+            ))
+        }
+        other => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("unknown security protocol `{other}`"),
+            ))
+        }
+    };
+    Ok((protocol, Some(address)))
+}
+
+/// `[sasl] bootstrap_users`: "name:password", names distinct and non-empty.
+fn parse_bootstrap_users(entries: &[String]) -> Result<Vec<BootstrapUser>, ConfigError> {
+    let key = "sasl.bootstrap_users";
+    let mut out: Vec<BootstrapUser> = Vec::new();
+    for entry in entries {
+        // The name is all before the first ':', so a password may contain ':'.
+        let Some((name, password)) = entry.split_once(':') else {
+            return Err(ConfigError::invalid(key, "an entry is not name:password"));
+        };
+        if name.is_empty() || password.is_empty() {
+            return Err(ConfigError::invalid(key, "empty name or password"));
+        }
+        if out.iter().any(|u| u.name == name) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("user `{name}` is listed twice"),
+            ));
+        }
+        out.push(BootstrapUser {
+            name: name.to_string(),
+            password: password.to_string(),
+        });
     }
     Ok(out)
 }
@@ -433,5 +525,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("placement[0].shards"), "{e}");
+    }
+
+    #[test]
+    fn sasl_listener_and_bootstrap_users() {
+        let c = LayoutConfig::parse("").unwrap();
+        assert_eq!(c.kafka_security_protocol, SecurityProtocol::Plaintext);
+        let c = LayoutConfig::parse(
+            "[listeners]\nkafka = \"SASL_PLAINTEXT://127.0.0.1:9092\"\n\
+             [sasl]\nbootstrap_users = [\"admin:se:cret\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka_security_protocol, SecurityProtocol::SaslPlaintext);
+        assert_eq!(c.kafka_listener.port(), 9092);
+        assert_eq!(c.sasl_bootstrap_users[0].name, "admin");
+        assert_eq!(c.sasl_bootstrap_users[0].password, "se:cret");
+        assert!(!format!("{c:?}").contains("se:cret"));
+        for bad in [
+            "[listeners]\nkafka = \"SSL://127.0.0.1:9092\"\n",
+            "[listeners]\nkafka = \"FOO://127.0.0.1:9092\"\n",
+            "[sasl]\nbootstrap_users = [\"admin\"]\n",
+            "[sasl]\nbootstrap_users = [\"a:1\", \"a:2\"]\n",
+        ] {
+            assert!(LayoutConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 }

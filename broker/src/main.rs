@@ -16,10 +16,12 @@ mod partition;
 mod producer_ids;
 mod replica;
 mod replication;
+mod sasl;
 mod settings;
 mod shard;
 mod throttle;
 mod topic_config;
+mod users;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -96,6 +98,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::PartitionCommand,
     },
+    /// SASL users (SCRAM credentials): set-password, delete, list.
+    User {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::UserCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -124,6 +133,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Partition { common, command } => {
             admin_command(&common, cli::AdminCommand::Partition(command))
+        }
+        Command::User { common, command } => {
+            admin_command(&common, cli::AdminCommand::User(command))
         }
     }
 }

@@ -4,9 +4,10 @@
 //! shard), built on the controller shard each time the image moves (`from_image`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use skein_controller::image::{ClusterImage, NO_LEADER};
+use skein_controller::image::{ClusterImage, ScramCredential, ScramMechanismCode, NO_LEADER};
 use uuid::Uuid;
 
 use crate::shard::ids::{NodeId, ShardId};
@@ -70,6 +71,9 @@ pub struct ClusterMetadata {
     pub brokers: Vec<BrokerEndpoint>,
     /// Producer ids below this have been handed out (KIP-360 epoch bumps check it).
     pub next_producer_id: i64,
+    /// SCRAM credentials by (user, mechanism code); behind an Arc because snapshots are
+    /// cloned whole when only the controller moves.
+    pub scram_credentials: Arc<BTreeMap<(String, ScramMechanismCode), ScramCredential>>,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 
@@ -83,6 +87,7 @@ impl ClusterMetadata {
             topics: BTreeMap::new(),
             brokers: Vec::new(),
             next_producer_id: 0,
+            scram_credentials: Arc::default(),
             topic_names_by_id: HashMap::new(),
         }
     }
@@ -100,6 +105,7 @@ impl ClusterMetadata {
         md.revision = revision;
         md.controller_id = controller_id;
         md.next_producer_id = image.next_producer_id;
+        md.scram_credentials = Arc::new(image.scram_credentials.clone());
         md.brokers = image
             .brokers
             .values()
@@ -245,6 +251,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name contains the illegal character {c:?}"));
     }
     Ok(())
+}
+
+impl crate::sasl::CredentialStore for ClusterMetadata {
+    fn scram_credential(&self, user: &str, code: ScramMechanismCode) -> Option<ScramCredential> {
+        self.scram_credentials
+            .get(&(user.to_string(), code))
+            .cloned()
+    }
 }
 
 #[cfg(test)]

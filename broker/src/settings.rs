@@ -283,6 +283,10 @@ pub struct BrokerSettings {
     pub replication: ReplicationSettings,
     /// Broker-level defaults of topic configs, keyed by the topic config name.
     pub topic_defaults: BTreeMap<&'static str, String>,
+    /// `sasl.enabled.mechanisms` (on a SASL_PLAINTEXT listener; Kafka's default is GSSAPI).
+    pub sasl_enabled_mechanisms: Vec<crate::sasl::Mechanism>,
+    /// `connections.max.reauth.ms` (KIP-368): 0 = sessions never expire.
+    pub connections_max_reauth_ms: u64,
 }
 
 impl Default for BrokerSettings {
@@ -311,6 +315,8 @@ impl Default for BrokerSettings {
             leader_imbalance_check_interval_seconds: 300,
             replication: ReplicationSettings::default(),
             topic_defaults: BTreeMap::new(),
+            sasl_enabled_mechanisms: crate::sasl::Mechanism::ALL.to_vec(),
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -422,6 +428,12 @@ impl BrokerSettings {
                         parse_ranged(&text, 0, limits::TAIL_CACHE_BYTES_PER_SHARD_MAX)
                             .map_err(bad)?
                 }
+                "sasl.enabled.mechanisms" => {
+                    s.sasl_enabled_mechanisms = crate::sasl::parse_mechanisms(&text).map_err(bad)?
+                }
+                "connections.max.reauth.ms" => {
+                    s.connections_max_reauth_ms = parse_ranged(&text, 0, i64::MAX).map_err(bad)?
+                }
                 "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" => {
                     let per: i64 = if key.ends_with("hours") {
                         3_600_000
@@ -480,9 +492,12 @@ impl AdvertisedListener {
         if text.contains(',') {
             return Err("only one listener is supported".to_string());
         }
-        let Some(address) = text.strip_prefix("PLAINTEXT://") else {
+        let address = text
+            .strip_prefix("PLAINTEXT://")
+            .or_else(|| text.strip_prefix("SASL_PLAINTEXT://"));
+        let Some(address) = address else {
             return Err(format!(
-                "`{text}` is not PLAINTEXT://host:port (the only protocol served)"
+                "`{text}` is not PLAINTEXT://host:port or SASL_PLAINTEXT://host:port"
             ));
         };
         let (host, port) = address

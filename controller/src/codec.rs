@@ -12,7 +12,6 @@
 //! image        := version u8 (1) | count u32 | broker{count} | count u32 | topic{count}
 //!                 | count u32 | (name string, id uuid){count} | next_producer_id i64
 //!                 | cluster_id string                          (version 2; 1 had no cluster id)
-//!                 | count u32 | reassignment{count}            (version 3; 2 had none)
 //! entry        := version u8 (1) | entry_type u8 | term u64 | index u64 | context bytes | data bytes
 //! string/bytes := len u32 | len bytes (strings UTF-8)    uuid := 16 bytes
 //! bool         := u8 0 or 1                               option := bool, then the value if 1
@@ -31,12 +30,18 @@
 //! 11 ClusterId        id string
 //! 12 PartitionReplicas topic_id uuid | partition i32 | replicas ids | adding ids | removing ids
 //!                     | leader i32 | isr ids | leader_epoch i32 | partition_epoch i32
+//! 13 UserScramCredential        user string | mechanism i8 (as u8) | scram_credential
+//! 14 RemoveUserScramCredential  user string | mechanism i8 (as u8)
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
 //! partition_state := replicas ids | isr ids | leader i32 | leader_epoch i32 | partition_epoch i32
 //! topic (image)   := name string | id uuid | count u32 | partition_state{count} | configs
 //! reassignment    := topic_id uuid | partition i32 | adding ids | removing ids
+//! scram_credential := salt bytes | iterations i32 | stored_key bytes | server_key bytes
+//! image (version 3) := image (version 2) | count u32 | (user string, mechanism u8,
+//!                     scram_credential){count} | count u32 | reassignment{count};
+//!                     version 2 images still decode (no credentials, no reassignments)
 //! ```
 
 use std::collections::BTreeMap;
@@ -44,7 +49,8 @@ use std::collections::BTreeMap;
 use raft::eraftpb::{Entry, EntryType};
 
 use crate::image::{
-    BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, PartitionState, TopicState,
+    BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, PartitionState, ScramCredential,
+    TopicState,
 };
 
 mod wire;
@@ -53,7 +59,8 @@ pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
 pub const IMAGE_VERSION: u8 = 3;
-/// The oldest image this build reads (snapshots written before an upgrade).
+/// The oldest image this build reads (snapshots written before an upgrade): no SCRAM
+/// credentials, no reassignments.
 pub const IMAGE_VERSION_OLDEST: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
@@ -120,6 +127,8 @@ const TAG_CONFIG: u8 = 9;
 const TAG_PRODUCER_IDS: u8 = 10;
 const TAG_CLUSTER_ID: u8 = 11;
 const TAG_PARTITION_REPLICAS: u8 = 12;
+const TAG_USER_SCRAM_CREDENTIAL: u8 = 13;
+const TAG_REMOVE_USER_SCRAM_CREDENTIAL: u8 = 14;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -230,6 +239,19 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
             w.i32(*leader_epoch);
             w.i32(*partition_epoch);
         }
+        MetadataRecord::UserScramCredential {
+            user,
+            mechanism,
+            credential,
+        } => {
+            w.string("user", user);
+            w.u8(mechanism.to_be_bytes()[0]);
+            put_scram_credential(w, credential);
+        }
+        MetadataRecord::RemoveUserScramCredential { user, mechanism } => {
+            w.string("user", user);
+            w.u8(mechanism.to_be_bytes()[0]);
+        }
     }
     w.patch_len("record body", len_at);
 }
@@ -251,6 +273,13 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
         MetadataRecord::ProducerIds { .. } => (TAG_PRODUCER_IDS, "ProducerIds"),
         MetadataRecord::ClusterId { .. } => (TAG_CLUSTER_ID, "ClusterId"),
         MetadataRecord::PartitionReplicas { .. } => (TAG_PARTITION_REPLICAS, "PartitionReplicas"),
+        MetadataRecord::UserScramCredential { .. } => {
+            (TAG_USER_SCRAM_CREDENTIAL, "UserScramCredential")
+        }
+        MetadataRecord::RemoveUserScramCredential { .. } => (
+            TAG_REMOVE_USER_SCRAM_CREDENTIAL,
+            "RemoveUserScramCredential",
+        ),
     }
 }
 
@@ -320,6 +349,15 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
             isr: get_ids(&mut b, "isr")?,
             leader_epoch: b.i32("leader epoch")?,
             partition_epoch: b.i32("partition epoch")?,
+        },
+        TAG_USER_SCRAM_CREDENTIAL => MetadataRecord::UserScramCredential {
+            user: b.string("user")?,
+            mechanism: i8::from_be_bytes([b.u8("scram mechanism")?]),
+            credential: get_scram_credential(&mut b)?,
+        },
+        TAG_REMOVE_USER_SCRAM_CREDENTIAL => MetadataRecord::RemoveUserScramCredential {
+            user: b.string("user")?,
+            mechanism: i8::from_be_bytes([b.u8("scram mechanism")?]),
         },
         _ => {
             return Err(DecodeError::UnknownTag {
@@ -420,6 +458,22 @@ fn get_broker(r: &mut Reader<'_>) -> Result<BrokerRegistration, DecodeError> {
     })
 }
 
+fn put_scram_credential(w: &mut Writer, c: &ScramCredential) {
+    w.bytes("salt", &c.salt);
+    w.i32(c.iterations);
+    w.bytes("stored key", &c.stored_key);
+    w.bytes("server key", &c.server_key);
+}
+
+fn get_scram_credential(r: &mut Reader<'_>) -> Result<ScramCredential, DecodeError> {
+    Ok(ScramCredential {
+        salt: r.bytes("salt")?.to_vec(),
+        iterations: r.i32("iterations")?,
+        stored_key: r.bytes("stored key")?.to_vec(),
+        server_key: r.bytes("server key")?.to_vec(),
+    })
+}
+
 fn put_partition(w: &mut Writer, p: &PartitionState) {
     put_ids(w, "replicas", &p.replicas);
     put_ids(w, "isr", &p.isr);
@@ -468,6 +522,12 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
     }
     w.i64(image.next_producer_id);
     w.string("cluster id", &image.cluster_id);
+    w.len("scram credential count", image.scram_credentials.len());
+    for ((user, mechanism), c) in &image.scram_credentials {
+        w.string("user", user);
+        w.u8(mechanism.to_be_bytes()[0]);
+        put_scram_credential(&mut w, c);
+    }
     let reassigning: Vec<(&uuid::Uuid, i32, &PartitionState)> = image
         .topics
         .values()
@@ -527,6 +587,14 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
     image.next_producer_id = r.i64("next producer id")?;
     image.cluster_id = r.string("cluster id")?;
     if version >= 3 {
+        // user 4, mechanism 1, salt 4, iterations 4, keys 4 + 4.
+        let n = r.count("scram credential count", 21)?;
+        for _ in 0..n {
+            let user = r.string("user")?;
+            let mechanism = i8::from_be_bytes([r.u8("scram mechanism")?]);
+            let c = get_scram_credential(&mut r)?;
+            image.scram_credentials.insert((user, mechanism), c);
+        }
         // A reassignment is at least a uuid, a partition and two id counts.
         let n = r.count("reassignment count", 28)?;
         for _ in 0..n {

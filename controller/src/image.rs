@@ -150,6 +150,38 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
     },
+    /// A user's SCRAM credential for one mechanism, set or replaced.
+    UserScramCredential {
+        user: String,
+        mechanism: ScramMechanismCode,
+        credential: ScramCredential,
+    },
+    RemoveUserScramCredential {
+        user: String,
+        mechanism: ScramMechanismCode,
+    },
+}
+
+/// Kafka's ScramMechanism code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+pub type ScramMechanismCode = i8;
+
+/// What a SCRAM server keeps of a password (RFC 5802): enough to verify a client proof and to
+/// prove itself, never the password or anything that logs a client in by itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+// Keys stay out of logs and panics.
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -160,6 +192,8 @@ pub struct ClusterImage {
     pub next_producer_id: i64,
     /// Empty until the first active controller names the cluster.
     pub cluster_id: String,
+    /// SCRAM credentials by (user, mechanism).
+    pub scram_credentials: BTreeMap<(String, ScramMechanismCode), ScramCredential>,
 }
 
 impl ClusterImage {
@@ -310,6 +344,17 @@ impl ClusterImage {
                         removing_replicas: removing_replicas.clone(),
                     };
                 }
+            }
+            MetadataRecord::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                self.scram_credentials
+                    .insert((user.clone(), *mechanism), credential.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential { user, mechanism } => {
+                self.scram_credentials.remove(&(user.clone(), *mechanism));
             }
         }
     }

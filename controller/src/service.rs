@@ -22,7 +22,9 @@ use crate::codec;
 use crate::decide::{self, DecideError};
 use crate::error::Result;
 use crate::heartbeats::Heartbeats;
-use crate::image::{BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord};
+use crate::image::{
+    BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, ScramCredential,
+};
 use crate::node::{ControllerConfig, ControllerNode, ProposeError};
 use crate::transport::RaftTransport;
 
@@ -45,6 +47,7 @@ pub mod codes {
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const INVALID_UPDATE_VERSION: i16 = 108;
@@ -430,6 +433,39 @@ impl ControllerService {
                     }
                     Err((code, _)) => reassignments_error(code),
                 }
+            }
+            InternalMessage::AlterScramCredentials {
+                upserts,
+                deletions,
+                only_if_absent,
+            } => {
+                let mut users: Vec<String> = Vec::new();
+                for name in upserts
+                    .iter()
+                    .map(|u| &u.user)
+                    .chain(deletions.iter().map(|d| &d.0))
+                {
+                    if !users.contains(name) {
+                        users.push(name.clone());
+                    }
+                }
+                if not_controller {
+                    return all_failed(users, codes::NOT_CONTROLLER);
+                }
+                // One decision per user, as Kafka answers per user.
+                let mut results = Vec::with_capacity(users.len());
+                for user in users {
+                    let answer = self
+                        .decide(|image| {
+                            scram_changes(image, &user, &upserts, &deletions, only_if_absent)
+                        })
+                        .await;
+                    if answer.is_ok() {
+                        tracing::info!(%user, "SCRAM credentials changed");
+                    }
+                    results.push(result(user, answer));
+                }
+                InternalMessage::AdminResponse { results }
             }
             other => {
                 tracing::debug!(from_node, message = ?std::mem::discriminant(&other), "not a request; ignored");
@@ -882,6 +918,51 @@ fn result(name: String, answer: Answer) -> TopicResult {
     }
 }
 
+/// The records that set and remove `user`'s SCRAM credentials; removing one that does not exist
+/// fails the user's whole change (Kafka's RESOURCE_NOT_FOUND).
+fn scram_changes(
+    image: &ClusterImage,
+    user: &str,
+    upserts: &[skein_net::internal::ScramUpsert],
+    deletions: &[(String, i8)],
+    only_if_absent: bool,
+) -> std::result::Result<Vec<MetadataRecord>, (i16, String)> {
+    let mut records = Vec::new();
+    for (name, mechanism) in deletions.iter().filter(|d| d.0 == user) {
+        if !image
+            .scram_credentials
+            .contains_key(&(name.clone(), *mechanism))
+        {
+            return Err((
+                codes::RESOURCE_NOT_FOUND,
+                format!("user {user} has no credential for mechanism {mechanism}"),
+            ));
+        }
+        records.push(MetadataRecord::RemoveUserScramCredential {
+            user: name.clone(),
+            mechanism: *mechanism,
+        });
+    }
+    // Bootstrap users: a user that has any credential is left alone, so a password changed
+    // (or a mechanism removed) since is not undone by the next start.
+    if only_if_absent && image.scram_credentials.keys().any(|(u, _)| u == user) {
+        return Ok(records);
+    }
+    for u in upserts.iter().filter(|u| u.user == user) {
+        records.push(MetadataRecord::UserScramCredential {
+            user: u.user.clone(),
+            mechanism: u.mechanism,
+            credential: ScramCredential {
+                salt: u.salt.clone(),
+                iterations: u.iterations,
+                stored_key: u.stored_key.clone(),
+                server_key: u.server_key.clone(),
+            },
+        });
+    }
+    Ok(records)
+}
+
 fn all_failed(names: Vec<String>, error_code: i16) -> InternalMessage {
     InternalMessage::AdminResponse {
         results: names
@@ -1172,6 +1253,48 @@ mod tests {
             }
             s.shutdown().await.unwrap();
         });
+    }
+
+    fn upsert(user: &str, mechanism: i8) -> skein_net::internal::ScramUpsert {
+        skein_net::internal::ScramUpsert {
+            user: user.into(),
+            mechanism,
+            iterations: 4096,
+            salt: vec![1],
+            stored_key: vec![2],
+            server_key: vec![3],
+        }
+    }
+
+    #[test]
+    fn scram_changes_per_user() {
+        let mut image = ClusterImage::default();
+        let ups = [upsert("a", 1), upsert("a", 2), upsert("b", 2)];
+        let records = scram_changes(&image, "a", &ups, &[], false).unwrap();
+        assert_eq!(records.len(), 2);
+        for r in &records {
+            image.apply(r);
+        }
+        // Bootstrap: a user with any credential is left alone.
+        image.apply(&MetadataRecord::RemoveUserScramCredential {
+            user: "a".into(),
+            mechanism: 2,
+        });
+        assert!(scram_changes(&image, "a", &ups, &[], true)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            scram_changes(&image, "b", &ups, &[], true).unwrap().len(),
+            1
+        );
+        // Removing a credential that does not exist: RESOURCE_NOT_FOUND.
+        let missing = [("a".to_string(), 2)];
+        let e = scram_changes(&image, "a", &[], &missing, false).unwrap_err();
+        assert_eq!(e.0, codes::RESOURCE_NOT_FOUND);
+        let present = [("a".to_string(), 1)];
+        let records = scram_changes(&image, "a", &[], &present, false).unwrap();
+        image.apply(&records[0]);
+        assert!(image.scram_credentials.is_empty());
     }
 }
 

@@ -153,6 +153,38 @@ pub enum InternalMessage {
         error_code: i16,
         results: Vec<PartitionResult>,
     },
+    /// SCRAM credentials to set and remove (Kafka's AlterUserScramCredentials), answered with
+    /// [`InternalMessage::AdminResponse`], one result per user.
+    AlterScramCredentials {
+        upserts: Vec<ScramUpsert>,
+        /// `(user, mechanism)` pairs.
+        deletions: Vec<(String, i8)>,
+        /// Bootstrap users: a user's upserts are skipped where it already has any credential.
+        only_if_absent: bool,
+    },
+}
+
+/// One SCRAM credential to set: what the server keeps, never the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramUpsert {
+    pub user: String,
+    /// Kafka's ScramMechanism code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub iterations: i32,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+// The keys are password equivalents for a stolen-database attacker: keep them out of logs.
+impl std::fmt::Debug for ScramUpsert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramUpsert")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One topic of a forwarded CreateTopics request.
@@ -210,7 +242,8 @@ impl InternalMessage {
             | Self::AlterPartition { .. }
             | Self::AllocateProducerIds { .. }
             | Self::ElectLeaders { .. }
-            | Self::AlterReassignments { .. } => None,
+            | Self::AlterReassignments { .. }
+            | Self::AlterScramCredentials { .. } => None,
         }
     }
 
@@ -228,7 +261,8 @@ impl InternalMessage {
             | Self::AlterPartition { .. }
             | Self::AllocateProducerIds { .. }
             | Self::ElectLeaders { .. }
-            | Self::AlterReassignments { .. } => true,
+            | Self::AlterReassignments { .. }
+            | Self::AlterScramCredentials { .. } => true,
             Self::Raft(_)
             | Self::RegisterBrokerResponse { .. }
             | Self::HeartbeatResponse { .. }

@@ -13,11 +13,14 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, RequestKind, ResponseKind,
-    TopicName,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use skein_net::client::{decodable_response_versions, decode_response, encode_request};
 use skein_net::{request_api_key, CorrelationId, RequestHeader};
+
+use crate::sasl::scram::{self, ScramClient};
+use crate::sasl::Mechanism;
 
 /// The largest response the client accepts (a broken peer must not make it allocate without
 /// bound).
@@ -30,6 +33,14 @@ pub enum Target {
     Any,
     Node(i32),
     Controller,
+}
+
+/// Who the client authenticates as on a SASL listener.
+#[derive(Clone)]
+pub struct SaslLogin {
+    pub mechanism: Mechanism,
+    pub user: String,
+    pub password: String,
 }
 
 struct Conn {
@@ -47,11 +58,12 @@ pub struct Client {
     /// By node id; the bootstrap connection is `-1` until the metadata names it.
     conns: HashMap<i32, Conn>,
     correlation: i32,
+    login: Option<SaslLogin>,
 }
 
 impl Client {
     /// Connects to the first reachable address of `bootstrap` (comma-separated host:port).
-    pub fn connect(bootstrap: &str, timeout: Duration) -> Result<Client> {
+    pub fn connect(bootstrap: &str, timeout: Duration, login: Option<SaslLogin>) -> Result<Client> {
         let mut errors = Vec::new();
         for addr in bootstrap
             .split(',')
@@ -65,6 +77,7 @@ impl Client {
                 controller: None,
                 conns: HashMap::new(),
                 correlation: 0,
+                login: login.clone(),
             };
             match client.open(addr) {
                 Ok(conn) => {
@@ -115,7 +128,63 @@ impl Client {
             conn.versions
                 .insert(k.api_key, (k.min_version, k.max_version));
         }
+        if let Some(login) = self.login.clone() {
+            self.authenticate(&mut conn, &login)
+                .with_context(|| format!("SASL {} login to {addr}", login.mechanism))?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1, then the mechanism's tokens in SaslAuthenticate requests.
+    fn authenticate(&mut self, conn: &mut Conn, login: &SaslLogin) -> Result<()> {
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(login.mechanism.name()));
+        let ResponseKind::SaslHandshake(r) =
+            self.exchange(conn, 1, RequestKind::SaslHandshake(handshake))?
+        else {
+            bail!("SaslHandshake answered with another response");
+        };
+        if r.error_code != 0 {
+            let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+            bail!(
+                "{} (the broker offers {})",
+                error_name(r.error_code),
+                offered.join(", ")
+            );
+        }
+        let version = self.version(conn, ApiKey::SaslAuthenticate, (0, 2))?;
+        match login.mechanism {
+            Mechanism::Plain => {
+                let token = format!("\0{}\0{}", login.user, login.password);
+                self.sasl_token(conn, version, token.into_bytes())?;
+            }
+            m => {
+                let mut scram =
+                    ScramClient::new(m, &login.user, &login.password, scram::new_nonce());
+                let server_first = self.sasl_token(conn, version, scram.client_first())?;
+                let client_final = scram.client_final(&server_first)?;
+                let server_final = self.sasl_token(conn, version, client_final)?;
+                scram.verify_server_final(&server_final)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sasl_token(&mut self, conn: &mut Conn, version: i16, token: Vec<u8>) -> Result<Bytes> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let ResponseKind::SaslAuthenticate(r) =
+            self.exchange(conn, version, RequestKind::SaslAuthenticate(request))?
+        else {
+            bail!("SaslAuthenticate answered with another response");
+        };
+        if r.error_code != 0 {
+            bail!(
+                "{}: {}",
+                error_name(r.error_code),
+                r.error_message.as_deref().unwrap_or("")
+            );
+        }
+        Ok(r.auth_bytes)
     }
 
     fn exchange(

@@ -1,4 +1,4 @@
-//! `skein topic|group|cluster|leader|partition`: admin commands that talk to any broker over
+//! `skein topic|group|cluster|leader|partition|user`: admin commands that talk to any broker over
 //! the Kafka protocol (so they work against Kafka too). Tables for people by default, `--json`
 //! for scripts; the exit status is non-zero when anything asked for failed.
 
@@ -7,6 +7,7 @@ mod cluster;
 mod group;
 mod output;
 mod topic;
+mod user;
 
 use std::time::Duration;
 
@@ -32,6 +33,45 @@ pub struct Common {
     /// How long each request may take.
     #[arg(long = "timeout-ms", default_value_t = 30_000, global = true)]
     pub timeout_ms: u64,
+    /// Authenticate with SASL (a SASL_PLAINTEXT listener): PLAIN, SCRAM-SHA-256 or
+    /// SCRAM-SHA-512 (Kafka's sasl.mechanism).
+    #[arg(long = "sasl-mechanism", global = true, requires = "sasl_username")]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long = "sasl-username", global = true, requires = "sasl_mechanism")]
+    pub sasl_username: Option<String>,
+    /// The password; SKEIN_SASL_PASSWORD is read when this is not given (keeps it out of `ps`).
+    #[arg(
+        long = "sasl-password",
+        global = true,
+        env = "SKEIN_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// AlterUserScramCredentials: sets a user's password for one SCRAM mechanism (creating the
+    /// user). PLAIN logins check the SCRAM-SHA-512 credential, else the SCRAM-SHA-256 one.
+    SetPassword {
+        name: String,
+        #[arg(long, default_value = "SCRAM-SHA-512")]
+        mechanism: String,
+        /// The new password; SKEIN_USER_PASSWORD is read when this is not given.
+        #[arg(long, env = "SKEIN_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value_t = crate::sasl::scram::ITERATIONS_DEFAULT)]
+        iterations: i32,
+    },
+    /// AlterUserScramCredentials: removes a user's credentials (every mechanism it has, or
+    /// only --mechanism).
+    Delete {
+        name: String,
+        #[arg(long)]
+        mechanism: Option<String>,
+    },
+    /// DescribeUserScramCredentials: every user (or those named) with mechanisms and iterations.
+    List { names: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,12 +185,31 @@ pub enum AdminCommand {
     Cluster(ClusterCommand),
     Leader(LeaderCommand),
     Partition(PartitionCommand),
+    User(UserCommand),
 }
 
 /// Runs one admin command and prints what it found. Errors that stop the command are
 /// returned; per-item failures are printed and make the result `Ok(false)`.
 pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
-    let mut client = Client::connect(&common.bootstrap, Duration::from_millis(common.timeout_ms))?;
+    let login = match (&common.sasl_mechanism, &common.sasl_username) {
+        (Some(mechanism), Some(user)) => Some(client::SaslLogin {
+            mechanism: crate::sasl::Mechanism::parse(mechanism).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--sasl-mechanism {mechanism}: not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                )
+            })?,
+            user: user.clone(),
+            password: common.sasl_password.clone().ok_or_else(|| {
+                anyhow::anyhow!("--sasl-password (or SKEIN_SASL_PASSWORD) is needed")
+            })?,
+        }),
+        _ => None,
+    };
+    let mut client = Client::connect(
+        &common.bootstrap,
+        Duration::from_millis(common.timeout_ms),
+        login,
+    )?;
     let timeout_ms = i32::try_from(common.timeout_ms).unwrap_or(i32::MAX);
     let report: Report = match command {
         AdminCommand::Topic(c) => topic::run(&mut client, c, timeout_ms)?,
@@ -179,6 +238,7 @@ pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
         AdminCommand::Partition(PartitionCommand::Reassignments) => {
             cluster::reassignments(&mut client, timeout_ms)?
         }
+        AdminCommand::User(c) => user::run(&mut client, c)?,
     };
     report.print(common.json);
     Ok(report.ok)

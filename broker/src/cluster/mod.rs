@@ -228,8 +228,10 @@ pub async fn run(
 ) {
     let follower = glommio::spawn_local(follow_metadata(shard.clone(), plane.clone(), ready));
     let membership = glommio::spawn_local(membership(shard.clone(), plane.clone(), draining));
+    let bootstrap = glommio::spawn_local(crate::users::bootstrap(shard.clone()));
     membership.await;
     stop.store(true, Ordering::Release);
+    bootstrap.cancel().await;
     follower.cancel().await;
 }
 

@@ -55,6 +55,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // v0 handshakes take raw SASL tokens; v1 wraps them in SaslAuthenticate (kafka/sasl.rs).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -178,7 +183,16 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(handlers::offset_delete::handle(&ctx, r).await)
         }
-        _ => return Reply::Close,
+        RequestKind::DescribeUserScramCredentials(r) => ResponseKind::DescribeUserScramCredentials(
+            handlers::user_scram_credentials::describe(&ctx, r),
+        ),
+        RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+            handlers::user_scram_credentials::alter(&ctx, r).await,
+        ),
+        other => match super::sasl::out_of_place(&other) {
+            Some(body) => body,
+            None => return Reply::Close,
+        },
     };
     encode(
         ctx.header.api_key,

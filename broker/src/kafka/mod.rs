@@ -2,4 +2,5 @@
 
 pub mod dispatch;
 pub mod handlers;
+pub mod sasl;
 pub mod server;

@@ -10,6 +10,8 @@ use glommio::net::{TcpListener, TcpStream};
 use skein_net::{decode_request, read_frame, DecodeError};
 
 use super::dispatch::{self, Reply};
+use super::sasl::{Gate, SaslConnection};
+use crate::sasl::SecurityProtocol;
 use crate::shard::Shard;
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -33,8 +35,12 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
     }
     let max_bytes = shard.layout.broker.socket_request_max_bytes;
+    let mut sasl = match shard.layout.kafka_security_protocol {
+        SecurityProtocol::Plaintext => None,
+        SecurityProtocol::SaslPlaintext => Some(SaslConnection::new(&shard.layout.broker)),
+    };
     loop {
-        let frame = match read_frame(&mut stream, max_bytes).await {
+        let mut frame = match read_frame(&mut stream, max_bytes).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(e) => {
@@ -42,6 +48,23 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 return;
             }
         };
+        // The one branch a PLAINTEXT listener pays.
+        if let Some(conn) = sasl.as_mut() {
+            frame = match conn.gate(frame, &*shard.metadata()) {
+                Gate::Pass(f) => f,
+                Gate::Reply(r) => {
+                    if !write_sasl_reply(&mut stream, r).await {
+                        return;
+                    }
+                    continue;
+                }
+                Gate::ReplyThenClose(r) => {
+                    write_sasl_reply(&mut stream, r).await;
+                    return;
+                }
+                Gate::Close => return,
+            };
+        }
         let started = Instant::now();
         let received_bytes = frame.len() + skein_net::limits::FRAME_SIZE_PREFIX_BYTES;
         let mut api = None;
@@ -79,6 +102,15 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             return;
         }
     }
+}
+
+/// Writes a SASL answer; false when the connection must close.
+async fn write_sasl_reply(stream: &mut TcpStream, reply: Reply) -> bool {
+    let Reply::Frame(bytes) = reply else {
+        return false;
+    };
+    let written = stream.write_all(&bytes).await;
+    written.is_ok() && stream.flush().await.is_ok()
 }
 
 async fn write_parts(

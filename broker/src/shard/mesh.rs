@@ -91,6 +91,11 @@ pub enum ControlCall {
         timeout: Duration,
         reply: oneshot::Sender<ForwardReply>,
     },
+    /// A SCRAM credential change, sent to the metadata (controller) shard.
+    AlterScram {
+        alteration: crate::users::ScramAlteration,
+        reply: oneshot::Sender<crate::users::ScramReply>,
+    },
 }
 
 /// Everything a shard needs at boot to join the meshes; cloned into every executor.

@@ -375,5 +375,9 @@ pub async fn serve_control_call(shard: Rc<Shard>, call: ControlCall) {
             let r = crate::admin::execute_forward(&shard, request, timeout).await;
             let _ = reply.send(r);
         }
+        ControlCall::AlterScram { alteration, reply } => {
+            let r = crate::users::execute_alter(&shard, alteration).await;
+            let _ = reply.send(r);
+        }
     }
 }

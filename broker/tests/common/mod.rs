@@ -51,6 +51,10 @@ pub struct BrokerConfig {
     pub metrics_listener: Option<String>,
     /// `[controller] secret_file` (written only with voters).
     pub secret_file: Option<PathBuf>,
+    /// The Kafka listener's security protocol prefix ("SASL_PLAINTEXT"); None: bare host:port.
+    pub kafka_protocol: Option<String>,
+    /// `[sasl] bootstrap_users` ("name:password").
+    pub sasl_bootstrap_users: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -66,6 +70,8 @@ impl Default for BrokerConfig {
             voters: Vec::new(),
             metrics_listener: None,
             secret_file: None,
+            kafka_protocol: None,
+            sasl_bootstrap_users: Vec::new(),
         }
     }
 }
@@ -428,7 +434,13 @@ impl Broker {
     fn config_toml(&self) -> String {
         let mut toml = format!(
             "[node]\nid = {id}\ndata_dir = {data_dir:?}\n[cores]\nshards = {shards:?}\n\
-             [listeners]\nkafka = \"127.0.0.1:{port}\"\n",
+             [listeners]\nkafka = \"{protocol}127.0.0.1:{port}\"\n",
+            protocol = self
+                .config
+                .kafka_protocol
+                .as_ref()
+                .map(|p| format!("{p}://"))
+                .unwrap_or_default(),
             id = self.config.node_id,
             data_dir = self.data_dir.path().display().to_string(),
             shards = self.config.shards,
@@ -451,6 +463,12 @@ impl Broker {
                     secret.display().to_string()
                 ));
             }
+        }
+        if !self.config.sasl_bootstrap_users.is_empty() {
+            toml.push_str(&format!(
+                "[sasl]\nbootstrap_users = {:?}\n",
+                self.config.sasl_bootstrap_users
+            ));
         }
         toml.push_str("[broker]\n");
         for (key, value) in &self.config.broker {

@@ -145,7 +145,50 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
                 partition_epoch: p.partition_epoch,
             }
         }),
+        (arb_name(), any::<i8>(), arb_scram_credential()).prop_map(
+            |(user, mechanism, credential)| MetadataRecord::UserScramCredential {
+                user,
+                mechanism,
+                credential,
+            }
+        ),
+        (arb_name(), any::<i8>()).prop_map(|(user, mechanism)| {
+            MetadataRecord::RemoveUserScramCredential { user, mechanism }
+        }),
     ]
+}
+
+fn arb_scram_credential() -> impl Strategy<Value = ScramCredential> {
+    (
+        vec(any::<u8>(), 0..24),
+        any::<i32>(),
+        vec(any::<u8>(), 0..64),
+        vec(any::<u8>(), 0..64),
+    )
+        .prop_map(
+            |(salt, iterations, stored_key, server_key)| ScramCredential {
+                salt,
+                iterations,
+                stored_key,
+                server_key,
+            },
+        )
+}
+
+/// A credential or none, derived from `seed` so the image strategy keeps its shape.
+fn scram_credentials_of(seed: i64) -> BTreeMap<(String, i8), ScramCredential> {
+    let mut m = BTreeMap::new();
+    if seed % 2 == 0 {
+        let c = ScramCredential {
+            salt: seed.to_be_bytes().to_vec(),
+            iterations: 4096,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        };
+        m.insert((format!("u{seed}"), 1), c.clone());
+        m.insert((format!("u{seed}"), 2), c);
+    }
+    m
 }
 
 fn arb_image() -> impl Strategy<Value = ClusterImage> {
@@ -183,6 +226,7 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
                 topic_ids,
                 next_producer_id,
                 cluster_id: format!("c{next_producer_id}"),
+                scram_credentials: scram_credentials_of(next_producer_id),
             },
         )
 }
@@ -384,8 +428,9 @@ fn version_2_images_still_decode() {
     };
     let v3 = encode_image(&image).unwrap();
     assert_eq!(v3[0], 3);
-    // Version 2 is version 3 without the trailing reassignment section (here: a zero count).
-    let mut v2 = v3[..v3.len() - 4].to_vec();
+    // Version 2 is version 3 without the trailing credential and reassignment sections (here:
+    // two zero counts).
+    let mut v2 = v3[..v3.len() - 8].to_vec();
     v2[0] = 2;
     assert_eq!(decode_image(&v2).unwrap(), image);
     let mut v1 = v2.clone();
@@ -394,4 +439,19 @@ fn version_2_images_still_decode() {
         decode_image(&v1),
         Err(DecodeError::UnsupportedVersion { version: 1, .. })
     ));
+}
+
+#[test]
+fn version_2_images_decode_without_credentials() {
+    let mut w = Writer::default();
+    w.u8(2);
+    w.u32(0); // brokers
+    w.u32(0); // topics
+    w.u32(0); // topic names
+    w.i64(7);
+    w.string("cluster id", "c");
+    let bytes = w.finish().unwrap();
+    let image = decode_image(&bytes).unwrap();
+    assert_eq!(image.next_producer_id, 7);
+    assert!(image.scram_credentials.is_empty());
 }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use flatbuffers::{ForwardsUOffset, Vector};
 
 use super::{
-    fb, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec, PartitionResult, TopicResult,
+    fb, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec, PartitionResult, ScramUpsert,
+    TopicResult,
 };
 
 use InternalDecodeError::UnknownMessage;
@@ -232,6 +233,33 @@ pub(super) fn message(frame: &fb::Frame<'_>) -> Result<InternalMessage, Internal
             InternalMessage::AlterReassignmentsResponse {
                 error_code: m.error_code(),
                 results: partition_results(m.results()),
+            }
+        }
+        fb::Message::AlterScramCredentialsRequest => {
+            let m = frame
+                .message_as_alter_scram_credentials_request()
+                .ok_or(UnknownMessage)?;
+            let upserts = m.upserts().map(|v| {
+                v.iter()
+                    .map(|u| ScramUpsert {
+                        user: string(u.user()),
+                        mechanism: u.mechanism(),
+                        iterations: u.iterations(),
+                        salt: bytes(u.salt()).to_vec(),
+                        stored_key: bytes(u.stored_key()).to_vec(),
+                        server_key: bytes(u.server_key()).to_vec(),
+                    })
+                    .collect()
+            });
+            let deletions = m.deletions().map(|v| {
+                v.iter()
+                    .map(|d| (string(d.user()), d.mechanism()))
+                    .collect()
+            });
+            InternalMessage::AlterScramCredentials {
+                upserts: upserts.unwrap_or_default(),
+                deletions: deletions.unwrap_or_default(),
+                only_if_absent: m.only_if_absent(),
             }
         }
         // NONE, or a member added by a newer node.

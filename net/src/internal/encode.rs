@@ -323,6 +323,59 @@ pub(super) fn message<'b>(b: &mut FlatBufferBuilder<'b>, message: &InternalMessa
             );
             (fb::Message::AlterReassignmentsResponse, t.as_union_value())
         }
+        InternalMessage::AlterScramCredentials {
+            upserts,
+            deletions,
+            only_if_absent,
+        } => {
+            let ups: Vec<_> = upserts
+                .iter()
+                .map(|u| {
+                    let user = Some(b.create_string(&u.user));
+                    let salt = Some(b.create_vector(&u.salt));
+                    let stored_key = Some(b.create_vector(&u.stored_key));
+                    let server_key = Some(b.create_vector(&u.server_key));
+                    fb::ScramCredentialUpsert::create(
+                        b,
+                        &fb::ScramCredentialUpsertArgs {
+                            user,
+                            mechanism: u.mechanism,
+                            iterations: u.iterations,
+                            salt,
+                            stored_key,
+                            server_key,
+                        },
+                    )
+                })
+                .collect();
+            let upserts = Some(b.create_vector(&ups));
+            let dels: Vec<_> = deletions
+                .iter()
+                .map(|(user, mechanism)| {
+                    let user = Some(b.create_string(user));
+                    fb::ScramCredentialDeletion::create(
+                        b,
+                        &fb::ScramCredentialDeletionArgs {
+                            user,
+                            mechanism: *mechanism,
+                        },
+                    )
+                })
+                .collect();
+            let deletions = Some(b.create_vector(&dels));
+            let t = fb::AlterScramCredentialsRequest::create(
+                b,
+                &fb::AlterScramCredentialsRequestArgs {
+                    upserts,
+                    deletions,
+                    only_if_absent: *only_if_absent,
+                },
+            );
+            (
+                fb::Message::AlterScramCredentialsRequest,
+                t.as_union_value(),
+            )
+        }
     }
 }
 

@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 20;
+        pub const ENUM_MAX_MESSAGE: u8 = 21;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 21] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 22] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -49,6 +49,7 @@ pub mod skein {
             Message::ElectLeadersResponse,
             Message::AlterReassignmentsRequest,
             Message::AlterReassignmentsResponse,
+            Message::AlterScramCredentialsRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -77,9 +78,10 @@ pub mod skein {
             pub const ElectLeadersResponse: Self = Self(18);
             pub const AlterReassignmentsRequest: Self = Self(19);
             pub const AlterReassignmentsResponse: Self = Self(20);
+            pub const AlterScramCredentialsRequest: Self = Self(21);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 20;
+            pub const ENUM_MAX: u8 = 21;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -102,6 +104,7 @@ pub mod skein {
                 Self::ElectLeadersResponse,
                 Self::AlterReassignmentsRequest,
                 Self::AlterReassignmentsResponse,
+                Self::AlterScramCredentialsRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -127,6 +130,7 @@ pub mod skein {
                     Self::ElectLeadersResponse => Some("ElectLeadersResponse"),
                     Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
                     Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
+                    Self::AlterScramCredentialsRequest => Some("AlterScramCredentialsRequest"),
                     _ => None,
                 }
             }
@@ -5032,6 +5036,640 @@ pub mod skein {
                 ds.finish()
             }
         }
+        pub enum ScramCredentialUpsertOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ScramCredentialUpsert<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ScramCredentialUpsert<'a> {
+            type Inner = ScramCredentialUpsert<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ScramCredentialUpsert<'a> {
+            pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+            pub const VT_MECHANISM: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ITERATIONS: ::flatbuffers::VOffsetT = 8;
+            pub const VT_SALT: ::flatbuffers::VOffsetT = 10;
+            pub const VT_STORED_KEY: ::flatbuffers::VOffsetT = 12;
+            pub const VT_SERVER_KEY: ::flatbuffers::VOffsetT = 14;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ScramCredentialUpsert { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ScramCredentialUpsertArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ScramCredentialUpsert<'bldr>> {
+                let mut builder = ScramCredentialUpsertBuilder::new(_fbb);
+                if let Some(x) = args.server_key {
+                    builder.add_server_key(x);
+                }
+                if let Some(x) = args.stored_key {
+                    builder.add_stored_key(x);
+                }
+                if let Some(x) = args.salt {
+                    builder.add_salt(x);
+                }
+                builder.add_iterations(args.iterations);
+                if let Some(x) = args.user {
+                    builder.add_user(x);
+                }
+                builder.add_mechanism(args.mechanism);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn user(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ScramCredentialUpsert::VT_USER,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn mechanism(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(ScramCredentialUpsert::VT_MECHANISM, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn iterations(&self) -> i32 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i32>(ScramCredentialUpsert::VT_ITERATIONS, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn salt(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                            ScramCredentialUpsert::VT_SALT,
+                            None,
+                        )
+                }
+            }
+            #[inline]
+            pub fn stored_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                            ScramCredentialUpsert::VT_STORED_KEY,
+                            None,
+                        )
+                }
+            }
+            #[inline]
+            pub fn server_key(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(
+                            ScramCredentialUpsert::VT_SERVER_KEY,
+                            None,
+                        )
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ScramCredentialUpsert<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "user",
+                        Self::VT_USER,
+                        false,
+                    )?
+                    .visit_field::<i8>("mechanism", Self::VT_MECHANISM, false)?
+                    .visit_field::<i32>("iterations", Self::VT_ITERATIONS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "salt",
+                        Self::VT_SALT,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "stored_key",
+                        Self::VT_STORED_KEY,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>(
+                        "server_key",
+                        Self::VT_SERVER_KEY,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ScramCredentialUpsertArgs<'a> {
+            pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub mechanism: i8,
+            pub iterations: i32,
+            pub salt: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub stored_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+            pub server_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+        }
+        impl<'a> Default for ScramCredentialUpsertArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ScramCredentialUpsertArgs {
+                    user: None,
+                    mechanism: 0,
+                    iterations: 0,
+                    salt: None,
+                    stored_key: None,
+                    server_key: None,
+                }
+            }
+        }
+
+        pub struct ScramCredentialUpsertBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScramCredentialUpsertBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ScramCredentialUpsert::VT_USER,
+                    user,
+                );
+            }
+            #[inline]
+            pub fn add_mechanism(&mut self, mechanism: i8) {
+                self.fbb_
+                    .push_slot::<i8>(ScramCredentialUpsert::VT_MECHANISM, mechanism, 0);
+            }
+            #[inline]
+            pub fn add_iterations(&mut self, iterations: i32) {
+                self.fbb_
+                    .push_slot::<i32>(ScramCredentialUpsert::VT_ITERATIONS, iterations, 0);
+            }
+            #[inline]
+            pub fn add_salt(
+                &mut self,
+                salt: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ScramCredentialUpsert::VT_SALT,
+                    salt,
+                );
+            }
+            #[inline]
+            pub fn add_stored_key(
+                &mut self,
+                stored_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ScramCredentialUpsert::VT_STORED_KEY,
+                    stored_key,
+                );
+            }
+            #[inline]
+            pub fn add_server_key(
+                &mut self,
+                server_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, u8>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ScramCredentialUpsert::VT_SERVER_KEY,
+                    server_key,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ScramCredentialUpsertBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ScramCredentialUpsertBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ScramCredentialUpsert<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ScramCredentialUpsert<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ScramCredentialUpsert");
+                ds.field("user", &self.user());
+                ds.field("mechanism", &self.mechanism());
+                ds.field("iterations", &self.iterations());
+                ds.field("salt", &self.salt());
+                ds.field("stored_key", &self.stored_key());
+                ds.field("server_key", &self.server_key());
+                ds.finish()
+            }
+        }
+        pub enum ScramCredentialDeletionOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ScramCredentialDeletion<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ScramCredentialDeletion<'a> {
+            type Inner = ScramCredentialDeletion<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ScramCredentialDeletion<'a> {
+            pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+            pub const VT_MECHANISM: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ScramCredentialDeletion { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ScramCredentialDeletionArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ScramCredentialDeletion<'bldr>> {
+                let mut builder = ScramCredentialDeletionBuilder::new(_fbb);
+                if let Some(x) = args.user {
+                    builder.add_user(x);
+                }
+                builder.add_mechanism(args.mechanism);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn user(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        ScramCredentialDeletion::VT_USER,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn mechanism(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(ScramCredentialDeletion::VT_MECHANISM, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ScramCredentialDeletion<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "user",
+                        Self::VT_USER,
+                        false,
+                    )?
+                    .visit_field::<i8>("mechanism", Self::VT_MECHANISM, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ScramCredentialDeletionArgs<'a> {
+            pub user: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub mechanism: i8,
+        }
+        impl<'a> Default for ScramCredentialDeletionArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ScramCredentialDeletionArgs {
+                    user: None,
+                    mechanism: 0,
+                }
+            }
+        }
+
+        pub struct ScramCredentialDeletionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ScramCredentialDeletionBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_user(&mut self, user: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ScramCredentialDeletion::VT_USER,
+                    user,
+                );
+            }
+            #[inline]
+            pub fn add_mechanism(&mut self, mechanism: i8) {
+                self.fbb_
+                    .push_slot::<i8>(ScramCredentialDeletion::VT_MECHANISM, mechanism, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ScramCredentialDeletionBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ScramCredentialDeletionBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ScramCredentialDeletion<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ScramCredentialDeletion<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ScramCredentialDeletion");
+                ds.field("user", &self.user());
+                ds.field("mechanism", &self.mechanism());
+                ds.finish()
+            }
+        }
+        pub enum AlterScramCredentialsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterScramCredentialsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterScramCredentialsRequest<'a> {
+            type Inner = AlterScramCredentialsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterScramCredentialsRequest<'a> {
+            pub const VT_UPSERTS: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DELETIONS: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ONLY_IF_ABSENT: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterScramCredentialsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterScramCredentialsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterScramCredentialsRequest<'bldr>> {
+                let mut builder = AlterScramCredentialsRequestBuilder::new(_fbb);
+                if let Some(x) = args.deletions {
+                    builder.add_deletions(x);
+                }
+                if let Some(x) = args.upserts {
+                    builder.add_upserts(x);
+                }
+                builder.add_only_if_absent(args.only_if_absent);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn upserts(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<
+                    'a,
+                    ::flatbuffers::ForwardsUOffset<ScramCredentialUpsert<'a>>,
+                >,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            'a,
+                            ::flatbuffers::ForwardsUOffset<ScramCredentialUpsert>,
+                        >,
+                    >>(AlterScramCredentialsRequest::VT_UPSERTS, None)
+                }
+            }
+            #[inline]
+            pub fn deletions(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<
+                    'a,
+                    ::flatbuffers::ForwardsUOffset<ScramCredentialDeletion<'a>>,
+                >,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            'a,
+                            ::flatbuffers::ForwardsUOffset<ScramCredentialDeletion>,
+                        >,
+                    >>(AlterScramCredentialsRequest::VT_DELETIONS, None)
+                }
+            }
+            #[inline]
+            pub fn only_if_absent(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(AlterScramCredentialsRequest::VT_ONLY_IF_ABSENT, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterScramCredentialsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            '_,
+                            ::flatbuffers::ForwardsUOffset<ScramCredentialUpsert>,
+                        >,
+                    >>("upserts", Self::VT_UPSERTS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<
+                            '_,
+                            ::flatbuffers::ForwardsUOffset<ScramCredentialDeletion>,
+                        >,
+                    >>("deletions", Self::VT_DELETIONS, false)?
+                    .visit_field::<bool>("only_if_absent", Self::VT_ONLY_IF_ABSENT, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterScramCredentialsRequestArgs<'a> {
+            pub upserts: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'a,
+                        ::flatbuffers::ForwardsUOffset<ScramCredentialUpsert<'a>>,
+                    >,
+                >,
+            >,
+            pub deletions: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'a,
+                        ::flatbuffers::ForwardsUOffset<ScramCredentialDeletion<'a>>,
+                    >,
+                >,
+            >,
+            pub only_if_absent: bool,
+        }
+        impl<'a> Default for AlterScramCredentialsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterScramCredentialsRequestArgs {
+                    upserts: None,
+                    deletions: None,
+                    only_if_absent: false,
+                }
+            }
+        }
+
+        pub struct AlterScramCredentialsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterScramCredentialsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_upserts(
+                &mut self,
+                upserts: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'b,
+                        ::flatbuffers::ForwardsUOffset<ScramCredentialUpsert<'b>>,
+                    >,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterScramCredentialsRequest::VT_UPSERTS,
+                    upserts,
+                );
+            }
+            #[inline]
+            pub fn add_deletions(
+                &mut self,
+                deletions: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<
+                        'b,
+                        ::flatbuffers::ForwardsUOffset<ScramCredentialDeletion<'b>>,
+                    >,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterScramCredentialsRequest::VT_DELETIONS,
+                    deletions,
+                );
+            }
+            #[inline]
+            pub fn add_only_if_absent(&mut self, only_if_absent: bool) {
+                self.fbb_.push_slot::<bool>(
+                    AlterScramCredentialsRequest::VT_ONLY_IF_ABSENT,
+                    only_if_absent,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterScramCredentialsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterScramCredentialsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterScramCredentialsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterScramCredentialsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterScramCredentialsRequest");
+                ds.field("upserts", &self.upserts());
+                ds.field("deletions", &self.deletions());
+                ds.field("only_if_absent", &self.only_if_absent());
+                ds.finish()
+            }
+        }
         pub enum FrameOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -5440,6 +6078,23 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_scram_credentials_request(
+                &self,
+            ) -> Option<AlterScramCredentialsRequest<'a>> {
+                if self.message_type() == Message::AlterScramCredentialsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterScramCredentialsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -5473,6 +6128,7 @@ pub mod skein {
           Message::ElectLeadersResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ElectLeadersResponse>>("Message::ElectLeadersResponse", pos),
           Message::AlterReassignmentsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("Message::AlterReassignmentsRequest", pos),
           Message::AlterReassignmentsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("Message::AlterReassignmentsResponse", pos),
+          Message::AlterScramCredentialsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterScramCredentialsRequest>>("Message::AlterScramCredentialsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -5742,6 +6398,16 @@ pub mod skein {
                     }
                     Message::AlterReassignmentsResponse => {
                         if let Some(x) = self.message_as_alter_reassignments_response() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterScramCredentialsRequest => {
+                        if let Some(x) = self.message_as_alter_scram_credentials_request() {
                             ds.field("message", &x)
                         } else {
                             ds.field(

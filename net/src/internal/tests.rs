@@ -201,6 +201,23 @@ fn every_message() -> Vec<InternalMessage> {
                 error_message: None,
             }],
         },
+        InternalMessage::AlterScramCredentials {
+            upserts: vec![ScramUpsert {
+                user: "alice".into(),
+                mechanism: 2,
+                iterations: 4096,
+                salt: vec![1, 2, 3],
+                stored_key: vec![4; 64],
+                server_key: vec![5; 64],
+            }],
+            deletions: vec![("bob".into(), 1)],
+            only_if_absent: true,
+        },
+        InternalMessage::AlterScramCredentials {
+            upserts: Vec::new(),
+            deletions: Vec::new(),
+            only_if_absent: false,
+        },
     ]
 }
 
@@ -271,7 +288,7 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 17);
+    assert_eq!(requests, 19);
     assert_eq!(responses, 10);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");
