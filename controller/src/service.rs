@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::codec;
 use crate::decide::{self, DecideError};
 use crate::error::Result;
+use crate::events;
 use crate::heartbeats::Heartbeats;
 use crate::image::{BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord};
 use crate::node::{ControllerConfig, ControllerNode, ProposeError};
@@ -481,7 +482,7 @@ impl ControllerService {
                 self.heartbeats
                     .borrow_mut()
                     .record(broker_id, Instant::now());
-                tracing::info!(broker_id, epoch = epoch.get(), "broker registered");
+                tracing::info!(broker_id, broker_epoch = epoch.get(), "broker registered");
                 (codes::NONE, epoch.get())
             }
             Err((code, message)) => {
@@ -606,15 +607,15 @@ impl ControllerService {
                 "not the active controller".to_string(),
             ));
         }
-        let records = decision(&self.node.image())?;
+        let before = self.node.image();
+        let records = decision(&before)?;
         if records.is_empty() {
             return Ok(());
         }
-        self.node
-            .propose(&records)
-            .await
-            .map(|_| ())
-            .map_err(propose_error)
+        self.node.propose(&records).await.map_err(propose_error)?;
+        // Decisions run one at a time, so `before` is the image these records applied to.
+        events::log_partition_events(&events::partition_events(&before, &records));
+        Ok(())
     }
 
     /// One round of the active controller's checks.
