@@ -51,6 +51,8 @@ struct RawConfig {
     placement: Vec<RawPlacement>,
     #[serde(default)]
     sasl: RawSasl,
+    #[serde(default)]
+    log: RawLog,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +77,13 @@ impl std::fmt::Debug for BootstrapUser {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +118,41 @@ struct RawController {
     secret_file: Option<PathBuf>,
 }
 
+/// `[log] format`: how each log line is written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// tracing-subscriber's human-readable lines.
+    Text,
+    /// One JSON object per line (fields flattened), for log shippers.
+    Json,
+}
+
+/// `[log]`: what the broker logs and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive string ("info,skein::replication=debug"), checked at load.
+    /// The `SKEIN_LOG` environment variable overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Whether a config's CPUs must be available to this process. `skein check` loads a layout
+/// whose CPUs may be missing, so that it can say which and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuCheck {
+    Available,
+    Unchecked,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlacement {
@@ -141,20 +185,29 @@ pub struct LayoutConfig {
     pub placement: BTreeMap<String, Vec<ShardId>>,
     /// `[sasl] bootstrap_users`: created (SCRAM-SHA-256 and -512) where they do not exist yet.
     pub sasl_bootstrap_users: Vec<BootstrapUser>,
+    pub log: LogConfig,
 }
 
 impl LayoutConfig {
     /// The embedded default: one node on 127.0.0.1:9092, data in ./skein-data, every core a shard.
     pub fn embedded_default() -> Result<Self, ConfigError> {
-        Self::from_raw(RawConfig::default())
+        Self::from_raw(RawConfig::default(), CpuCheck::Available)
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(Some(path), CpuCheck::Available)
+    }
+
+    /// `load` (or the embedded default, without a path), with or without the CPU check.
+    pub fn load_with(path: Option<&Path>, cpus: CpuCheck) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Self::from_raw(RawConfig::default(), cpus);
+        };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::parse_with(&text, cpus).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_path_buf(),
                 message,
@@ -163,15 +216,20 @@ impl LayoutConfig {
         })
     }
 
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, CpuCheck::Available)
+    }
+
+    fn parse_with(text: &str, cpus: CpuCheck) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, cpus)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    fn from_raw(raw: RawConfig, cpu_check: CpuCheck) -> Result<Self, ConfigError> {
         let available = available_cpus();
         let shard_cpus = match &raw.cores.shards {
             Some(spec) => {
@@ -192,7 +250,10 @@ impl LayoutConfig {
                 ),
             ));
         }
-        for cpu in &shard_cpus {
+        for cpu in shard_cpus
+            .iter()
+            .filter(|_| cpu_check == CpuCheck::Available)
+        {
             if !available.contains(cpu) {
                 return Err(ConfigError::invalid(
                     "cores.shards",
@@ -274,6 +335,8 @@ impl LayoutConfig {
             }
         }
 
+        let log = parse_log(raw.log)?;
+
         Ok(LayoutConfig {
             node_id: NodeId(node_id),
             data_dir: raw
@@ -292,6 +355,7 @@ impl LayoutConfig {
             broker,
             placement,
             sasl_bootstrap_users,
+            log,
         })
     }
 
@@ -334,6 +398,28 @@ impl LayoutConfig {
             None => self.kafka_listener.ip().to_string(),
         }
     }
+}
+
+/// `[log]`: the level must parse as an `EnvFilter` now, not fail silently at start-up.
+fn parse_log(raw: RawLog) -> Result<LogConfig, ConfigError> {
+    let mut log = LogConfig::default();
+    if let Some(level) = raw.level {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&level)
+            .map_err(|e| ConfigError::invalid("log.level", format!("`{level}`: {e}")))?;
+        log.level = level;
+    }
+    log.format = match raw.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "log.format",
+                format!("`{other}` is neither \"text\" nor \"json\""),
+            ))
+        }
+    };
+    Ok(log)
 }
 
 /// `controller.voters`: "id@host:port" entries, ids positive and distinct.
@@ -511,6 +597,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("advertised.listeners"), "{e}");
+    }
+
+    #[test]
+    fn log_section() {
+        let c = LayoutConfig::parse("").unwrap();
+        assert_eq!(c.log, LogConfig::default());
+        let c = LayoutConfig::parse(
+            "[log]\nlevel = \"info,skein::replication=debug\"\nformat = \"json\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.level, "info,skein::replication=debug");
+        assert_eq!(c.log.format, LogFormat::Json);
+        let e = LayoutConfig::parse("[log]\nlevel = \"info,=bogus[\"\n").unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
+        let e = LayoutConfig::parse("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(e.to_string().contains("log.format"), "{e}");
+        let e = LayoutConfig::parse("[log]\nlevl = \"info\"\n").unwrap_err();
+        assert!(e.to_string().contains("levl"), "{e}");
+    }
+
+    #[test]
+    fn unchecked_cpus_load_a_missing_core() {
+        let text = "[cores]\nshards = \"4095\"\n";
+        assert!(LayoutConfig::parse(text).is_err());
+        let c = LayoutConfig::parse_with(text, CpuCheck::Unchecked).unwrap();
+        assert_eq!(c.shard_cpus, vec![4095]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! leader|partition` administer any Kafka-protocol cluster.
 
 mod admin;
+mod check;
 mod cli;
 mod clock;
 mod cluster;
@@ -10,6 +11,7 @@ mod config;
 mod group;
 mod kafka;
 mod limits;
+mod logging;
 mod metadata;
 mod metrics;
 mod partition;
@@ -105,19 +107,28 @@ enum Command {
         #[command(subcommand)]
         command: cli::UserCommand,
     },
+    /// Verify this host can run a broker with this config (exit 1 when a check fails).
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON document on stdout, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SKEIN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The broker logs as its config says; everything else as the default does.
+    if !matches!(cli.command, Command::Broker { .. }) {
+        logging::init(&config::LogConfig::default());
+    }
     match cli.command {
-        Command::Broker { config } => run_broker(&load_layout(config.as_deref())?),
+        Command::Broker { config } => {
+            let layout = load_layout(config.as_deref())?;
+            logging::init(&layout.log);
+            run_broker(&layout)
+        }
         Command::Layout { config } => print_layout(&load_layout(config.as_deref())?),
         Command::Topic { common, command } => {
             admin_command(&common, cli::AdminCommand::Topic(command))
@@ -137,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         Command::User { common, command } => {
             admin_command(&common, cli::AdminCommand::User(command))
         }
+        Command::Check { config, json } => check::run(config.as_deref(), json),
     }
 }
 

@@ -131,7 +131,7 @@ async fn propose(shard: Rc<Shard>, p: Weak<Partition>, proposal: IsrProposal) {
             partition_epoch,
             ..
         }) => {
-            tracing::info!(partition = %p.tp, ?isr, partition_epoch, "ISR changed");
+            tracing::debug!(partition = %p.tp, ?isr, partition_epoch, "ISR changed");
             p.isr_proposal_done(Some((isr, partition_epoch)));
         }
         other => {

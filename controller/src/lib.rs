@@ -31,6 +31,7 @@
 pub mod codec;
 pub mod decide;
 mod error;
+pub mod events;
 pub mod heartbeats;
 mod ids;
 pub mod image;

@@ -116,3 +116,7 @@ const _: () = assert!(MSG_ENTRIES_BYTES_MAX <= PEER_QUEUE_BYTES_MAX as u64);
 const _: () = assert!(PEER_RECONNECT_BACKOFF_MS_MIN <= PEER_RECONNECT_BACKOFF_MS_MAX);
 const _: () = assert!(RPC_CONNECT_TIMEOUT_MS < RPC_ATTEMPT_TIMEOUT_MS);
 const _: () = assert!(RPC_ROUND_BACKOFF_MS < RPC_ATTEMPT_TIMEOUT_MS);
+
+/// Info lines one decision writes for its partition leader/ISR changes; the rest go to debug,
+/// counted in one info line (fencing a broker that leads thousands of partitions stays readable).
+pub const PARTITION_EVENT_LINES_MAX: usize = 64;

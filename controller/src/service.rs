@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::codec;
 use crate::decide::{self, DecideError};
 use crate::error::Result;
+use crate::events;
 use crate::heartbeats::Heartbeats;
 use crate::image::{
     BrokerId, BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, ScramCredential,
@@ -551,7 +552,7 @@ impl ControllerService {
                 self.heartbeats
                     .borrow_mut()
                     .record(broker_id, Instant::now());
-                tracing::info!(broker_id, epoch = epoch.get(), "broker registered");
+                tracing::info!(broker_id, broker_epoch = epoch.get(), "broker registered");
                 (codes::NONE, epoch.get())
             }
             Err((code, message)) => {
@@ -685,6 +686,8 @@ impl ControllerService {
         self.node.propose(&records).await.map_err(propose_error)?;
         self.leader_elections
             .set(self.leader_elections.get() + elections);
+        // Decisions run one at a time, so `image` is the image these records applied to.
+        events::log_partition_events(&events::partition_events(&image, &records));
         Ok(())
     }
 

@@ -321,7 +321,15 @@ async fn follow_metadata(shard: Rc<Shard>, plane: Rc<ControlPlane>, ready: Rc<Ce
                 .brokers
                 .get(&node_id)
                 .is_some_and(|b| !b.fenced && b.epoch == plane.broker_epoch.get());
-            plane.unfenced.set(unfenced);
+            // This node's own view of the controller's verdict, once per change.
+            if unfenced != plane.unfenced.replace(unfenced) {
+                let broker_epoch = plane.broker_epoch.get();
+                if unfenced {
+                    tracing::info!(broker_id = node_id, broker_epoch, "this broker is unfenced");
+                } else {
+                    tracing::info!(broker_id = node_id, broker_epoch, "this broker is fenced");
+                }
+            }
         }
         if let Err(e) = publish(&shard, Arc::new(md)).await {
             tracing::error!(error = %e, "installing metadata failed; retrying");
@@ -484,7 +492,11 @@ async fn membership(shard: Rc<Shard>, plane: Rc<ControlPlane>, draining: Arc<Ato
                     error_code: codes::NONE,
                     broker_epoch,
                 }) => {
-                    tracing::info!(broker_epoch, "registered with the controller");
+                    tracing::info!(
+                        broker_id = node_id,
+                        broker_epoch,
+                        "registered with the controller"
+                    );
                     plane.broker_epoch.set(broker_epoch);
                     refused_since = None;
                     continue;
@@ -582,7 +594,11 @@ async fn controlled_shutdown(shard: &Shard, plane: &ControlPlane, interval: Dura
             ..
         }) = heartbeat(shard, plane, true, interval * 2).await
         {
-            tracing::info!(waited = ?start.elapsed(), "controlled shutdown: leaderships moved");
+            tracing::info!(
+                broker_id = shard.layout.node_id.0,
+                waited = ?start.elapsed(),
+                "controlled shutdown: leaderships moved"
+            );
             return;
         }
         glommio::timer::sleep(FENCED_HEARTBEAT).await;
