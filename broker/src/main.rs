@@ -279,6 +279,10 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
                 let failed = failed.clone();
                 let shutdown = shutdown.clone();
                 move || async move {
+                    let _on_panic = StopOnPanic {
+                        failed: failed.clone(),
+                        shutdown: shutdown.clone(),
+                    };
                     let r = shard::run(boot).await;
                     if r.is_err() {
                         failed.store(true, Ordering::Release);
@@ -320,6 +324,22 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
     }
     tracing::info!("clean shutdown complete");
     Ok(())
+}
+
+/// Stops the broker when a shard's thread unwinds from a panic: without it the main thread would
+/// wait for that shard to get ready forever, and the other shards would never be told to stop.
+struct StopOnPanic {
+    failed: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.failed.store(true, Ordering::Release);
+            self.shutdown.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Every replica must sit on a shard this layout has (the shard count may not shrink under
