@@ -36,6 +36,18 @@ impl Heartbeats {
         self.last.insert(broker, now);
     }
 
+    /// `broker`'s heartbeat connection closed: unless it is heard from again, it expires
+    /// `remaining` from `now` (or sooner, if its session ends first).
+    pub fn cut_short(&mut self, broker: BrokerId, now: Instant, remaining: Duration) {
+        let Some(t) = self.last.get_mut(&broker) else {
+            return;
+        };
+        let spent = self.session.saturating_sub(remaining);
+        if let Some(as_if_last) = now.checked_sub(spent) {
+            *t = (*t).min(as_if_last);
+        }
+    }
+
     pub fn forget(&mut self, broker: BrokerId) {
         self.last.remove(&broker);
     }
@@ -83,6 +95,18 @@ mod tests {
         assert!(h.is_alive(3, t + Duration::from_millis(1000)));
         h.forget(2);
         assert_eq!(h.expired(t + session), vec![1, 3]);
+        // A closed heartbeat connection leaves `remaining` of the session; a heartbeat after
+        // it restores the whole session.
+        let mut h = Heartbeats::new(session);
+        h.record(1, t);
+        h.record(2, t);
+        h.cut_short(1, t, Duration::from_millis(500));
+        assert!(h.expired(t + Duration::from_millis(499)).is_empty());
+        assert_eq!(h.expired(t + Duration::from_millis(500)), vec![1]);
+        h.record(1, t + Duration::from_millis(200));
+        assert!(h.expired(t + Duration::from_millis(1000)).is_empty());
+        h.cut_short(3, t, Duration::ZERO);
+        assert!(!h.is_alive(3, t), "an unknown broker stays unknown");
         // A broker whose silence began earlier (the old controller's own) expires sooner.
         let mut h = Heartbeats::new(session);
         let earlier = t - Duration::from_millis(700);

@@ -58,6 +58,8 @@ pub mod codes {
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// The longest a metadata fetch is held open waiting for a change.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How much later than its connection's close a leader's last message may be stepped.
+const RAFT_STEP_SLACK: Duration = Duration::from_millis(20);
 /// Producer ids handed to a broker at a time (Kafka's block size).
 pub const PRODUCER_ID_BLOCK: i32 = 1000;
 
@@ -90,6 +92,8 @@ pub struct ControllerService {
     /// Partition leader changes this voter committed as the active controller (Kafka's
     /// controller LeaderElectionRate, as a counter).
     leader_elections: Cell<u64>,
+    /// When each voter's Raft connection to this node last closed.
+    raft_peer_gone: RefCell<BTreeMap<i32, Instant>>,
 }
 
 impl ControllerService {
@@ -113,6 +117,7 @@ impl ControllerService {
             checker: RefCell::new(None),
             grace_credit,
             leader_elections: Cell::new(0),
+            raft_peer_gone: RefCell::new(BTreeMap::new()),
         });
         let weak = Rc::downgrade(&service);
         *service.checker.borrow_mut() = Some(glommio::spawn_local(check_loop(weak)));
@@ -139,6 +144,32 @@ impl ControllerService {
             // Someone still holds it (a request in flight): dropping it stops the driver.
             Err(_) => Ok(()),
         }
+    }
+
+    /// A broker's heartbeat connection to this controller closed. A killed process's sockets
+    /// close at once, so unless the broker heartbeats again (a live one reconnects at its next
+    /// heartbeat) it is fenced half a session from now rather than a whole session after its
+    /// last heartbeat. A hung process keeps its sockets open and gets its whole session.
+    pub fn heartbeats_connection_closed(&self, broker: BrokerId) {
+        if !self.is_active() {
+            return;
+        }
+        let remaining = self.settings.session_timeout / 2;
+        self.heartbeats
+            .borrow_mut()
+            .cut_short(broker, Instant::now(), remaining);
+        tracing::debug!(
+            broker_id = broker,
+            ?remaining,
+            "heartbeat connection closed"
+        );
+    }
+
+    /// A voter's Raft connection to this node closed (a killed leader's closes at once).
+    pub fn raft_connection_closed(&self, node: i32) {
+        self.raft_peer_gone
+            .borrow_mut()
+            .insert(node, Instant::now());
     }
 
     /// `handle` boxed, for the RPC server's handler trait.
@@ -714,10 +745,22 @@ impl ControllerService {
             // The previous controller's own broker (the same node id) fell silent with it as
             // far as this voter can tell: its session runs from the last message that leader
             // sent here, so a killed controller node costs no more than any killed broker.
+            // And if its Raft connection closed after that last message (a killed process),
+            // it gets half a session from then, as a broker whose heartbeat connection closed.
             let status = self.node.status();
             let predecessor = status.leader_contact.filter(|(id, _)| *id != status.id);
+            let closed_at = |id: i32, last: Instant| {
+                let gone = self.raft_peer_gone.borrow().get(&id).copied()?;
+                // The last message may be stepped a moment after its connection closed; a
+                // live leader that reconnected sends again a heartbeat tick or more later.
+                let closed_after_last = gone + RAFT_STEP_SLACK >= last;
+                closed_after_last.then(|| gone.checked_sub(self.settings.session_timeout / 2))?
+            };
             let starts = image.brokers.keys().map(|b| match predecessor {
-                Some((id, at)) if id.0 == *b => (*b, at.min(heard)),
+                Some((id, at)) if id.0 == *b => {
+                    let start = at.min(heard);
+                    (*b, closed_at(id.0, at).map_or(start, |c| start.min(c)))
+                }
                 _ => (*b, heard),
             });
             self.heartbeats.borrow_mut().start_grace(starts);

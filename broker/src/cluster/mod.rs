@@ -173,6 +173,14 @@ impl RequestHandler for Handler {
     ) -> Pin<Box<dyn Future<Output = InternalMessage>>> {
         self.0.handle_boxed(from_node, request)
     }
+
+    fn heartbeats_connection_closed(&self, node: i32) {
+        self.0.heartbeats_connection_closed(node);
+    }
+
+    fn raft_connection_closed(&self, node: i32) {
+        self.0.raft_connection_closed(node);
+    }
 }
 
 /// The controller shard's membership state.

@@ -38,6 +38,13 @@ pub trait RequestHandler {
         from_node: i32,
         request: InternalMessage,
     ) -> Pin<Box<dyn Future<Output = InternalMessage>>>;
+
+    /// The connection that carried `node`'s heartbeats closed (its process may be gone: a
+    /// killed process's sockets close at once, a hung one's do not).
+    fn heartbeats_connection_closed(&self, _node: i32) {}
+
+    /// The connection that carried `node`'s Raft messages closed.
+    fn raft_connection_closed(&self, _node: i32) {}
 }
 
 /// Responses carry no sender: the caller matches them by correlation id.
@@ -111,6 +118,10 @@ async fn serve_connection(
     // Dropped when this function returns: the writer and every request of this connection end.
     let tasks = TaskSet::new();
     tasks.spawn(write_loop(writer, outgoing, peer));
+    // The broker whose heartbeats, and the voter whose Raft messages, this connection
+    // carries, once one arrived.
+    let mut heartbeats_of: Option<i32> = None;
+    let mut raft_of: Option<i32> = None;
     loop {
         let body = match skein_net::read_frame(&mut reader, INTERNAL_FRAME_BYTES_MAX).await {
             Ok(Some(body)) => body,
@@ -134,11 +145,17 @@ async fn serve_connection(
         } = frame;
         match message {
             InternalMessage::Raft(payload) => match decode_message(&payload) {
-                Ok(msg) => handler.deliver_raft(msg),
+                Ok(msg) => {
+                    raft_of = Some(from_node);
+                    handler.deliver_raft(msg)
+                }
                 // Framing was intact, so the connection is fine; Raft resends what is lost.
                 Err(e) => tracing::debug!(?peer, error = %e, "undecodable raft message dropped"),
             },
             request if request.is_request() => {
+                if let InternalMessage::Heartbeat { broker_id, .. } = &request {
+                    heartbeats_of = Some(*broker_id);
+                }
                 // Back-pressure: with every permit taken, this stops reading the connection.
                 let Ok(permit) = permits.acquire_static_permit(1).await else {
                     break;
@@ -168,6 +185,12 @@ async fn serve_connection(
         }
     }
     tracing::debug!(?peer, "internal connection closed");
+    if let Some(node) = heartbeats_of {
+        handler.heartbeats_connection_closed(node);
+    }
+    if let Some(node) = raft_of {
+        handler.raft_connection_closed(node);
+    }
 }
 
 async fn write_loop(
