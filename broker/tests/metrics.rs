@@ -138,6 +138,12 @@ fn produce_shows_in_request_byte_and_partition_metrics() {
         assert!(sum(&after, "skein_partition_size_bytes", &labels) >= 100.0 * 1000.0);
     }
     assert_eq!(sum(&after, "skein_under_replicated_partitions", &[]), 0.0);
+    // Nothing is being handled while the scrape runs (the producer is done).
+    assert!(after
+        .samples
+        .iter()
+        .any(|s| s.metric == "skein_shard_requests_in_flight"));
+    assert_eq!(sum(&after, "skein_shard_requests_in_flight", &[]), 0.0);
 
     // The histogram counts every request the counter counts.
     let produce_histograms: Vec<_> = after

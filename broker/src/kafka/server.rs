@@ -66,6 +66,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             };
         }
         let started = Instant::now();
+        let _in_flight = shard.metrics.request_started();
         let received_bytes = frame.len() + skein_net::limits::FRAME_SIZE_PREFIX_BYTES;
         let mut api = None;
         let reply = match decode_request(frame) {

@@ -64,6 +64,18 @@ pub struct ShardMetrics {
     /// Error code -> partitions answered with it (error paths only, so a map is fine).
     produce_errors: RefCell<BTreeMap<i16, u64>>,
     fetch_errors: RefCell<BTreeMap<i16, u64>>,
+    /// Requests read and not yet answered: this shard's backlog of work (glommio does not
+    /// expose its run-queue length).
+    requests_in_flight: Cell<u64>,
+}
+
+/// Counts one request in flight while it lives (dropped however the request ends).
+pub struct InFlight<'a>(&'a Cell<u64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 impl Default for ShardMetrics {
@@ -74,11 +86,19 @@ impl Default for ShardMetrics {
             network_sent_bytes: Cell::new(0),
             produce_errors: RefCell::new(BTreeMap::new()),
             fetch_errors: RefCell::new(BTreeMap::new()),
+            requests_in_flight: Cell::new(0),
         }
     }
 }
 
 impl ShardMetrics {
+    /// One more request in flight until the returned guard drops.
+    pub fn request_started(&self) -> InFlight<'_> {
+        self.requests_in_flight
+            .set(self.requests_in_flight.get() + 1);
+        InFlight(&self.requests_in_flight)
+    }
+
     /// One request handled: `received_bytes` read (size prefix included), `sent_bytes` written
     /// back, `elapsed` from the frame being read to the answer being ready.
     pub fn record_request(
@@ -178,6 +198,7 @@ pub struct ShardSnapshot {
     pub apis: Vec<ApiSnapshot>,
     pub network_received_bytes: u64,
     pub network_sent_bytes: u64,
+    pub requests_in_flight: u64,
     pub produce_errors: Vec<(i16, u64)>,
     pub fetch_errors: Vec<(i16, u64)>,
     pub partitions: Vec<PartitionSnapshot>,
@@ -286,6 +307,7 @@ impl Shard {
             apis,
             network_received_bytes: m.network_received_bytes.get(),
             network_sent_bytes: m.network_sent_bytes.get(),
+            requests_in_flight: m.requests_in_flight.get(),
             produce_errors: m
                 .produce_errors
                 .borrow()

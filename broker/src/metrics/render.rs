@@ -106,6 +106,18 @@ fn render_shard_counters(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: 
     per_shard(
         e,
         (
+            "skein_shard_requests_in_flight",
+            Kind::Gauge,
+            "Kafka requests read and not yet answered on the shard (its backlog; long polls \
+             count while they wait).",
+        ),
+        shards,
+        labels,
+        |s| s.requests_in_flight.into(),
+    );
+    per_shard(
+        e,
+        (
             "skein_tail_cache_hits_total",
             Kind::Counter,
             "Reads served from the shard's in-memory tail cache.",
@@ -456,6 +468,7 @@ mod tests {
             apis: Vec::new(),
             network_received_bytes: 5,
             network_sent_bytes: 6,
+            requests_in_flight: 2,
             produce_errors: vec![(6, 2)],
             fetch_errors: Vec::new(),
             partitions: vec![PartitionSnapshot {
@@ -507,6 +520,7 @@ mod tests {
             "skein_under_replicated_partitions{shard=\"1\"} 1",
             "skein_shard_busy_seconds_total{shard=\"1\"} 1.5",
             "skein_broker_ready 1",
+            "skein_shard_requests_in_flight{shard=\"1\"} 2",
             "skein_consumer_group_committed_offset{group=\"g\",topic=\"u\",partition=\"0\",shard=\"1\"} 1",
             "skein_consumer_group_lag{group=\"g\",topic=\"t\",partition=\"3\",shard=\"1\"} 3",
         ] {
