@@ -31,3 +31,15 @@ const _: () = assert!(PRODUCER_IDS_PER_BLOCK > 0);
 /// Largest protocol metadata one group member may send in JoinGroup: more could never be written
 /// in the group's record (the offsets topic's default `max.message.bytes` is about 1 MiB).
 pub const GROUP_MEMBER_METADATA_BYTES_MAX: usize = 1 << 20;
+
+/// Slots of the node-wide per-IP connection map and of the client-id quota map: each slot has
+/// its own lock, so shards accepting at once rarely meet.
+pub const QUOTA_MAP_SLOTS: usize = 16;
+/// Client-ids one slot of the quota map keeps before those owing nothing are forgotten.
+pub const QUOTA_CLIENTS_PER_SLOT_MAX: usize = 4096;
+/// Longest one response throttles a client (Kafka's bound is its quota window, 11 s); a client
+/// still in debt afterwards is throttled again on its next request.
+pub const QUOTA_THROTTLE_TIME_MS_MAX: u32 = 10_000;
+
+const _: () = assert!(QUOTA_MAP_SLOTS > 0);
+const _: () = assert!(QUOTA_THROTTLE_TIME_MS_MAX <= i32::MAX as u32);

@@ -16,6 +16,7 @@ mod metadata;
 mod metrics;
 mod partition;
 mod producer_ids;
+mod quota;
 mod replica;
 mod replication;
 mod sasl;
@@ -246,6 +247,10 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
             .follower_throttled_rate_bytes_per_s,
         std::time::Instant::now(),
     ));
+    let quotas = Arc::new(quota::Quotas::new(
+        &layout.broker.quotas,
+        std::time::Instant::now(),
+    ));
     let mesh = MeshBoot::new(layout.shard_count());
     let failed = Arc::new(AtomicBool::new(false));
     let mut controller = Some(ControllerBoot {
@@ -272,6 +277,7 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
             },
             kafka_addr,
             replication_budget: replication_budget.clone(),
+            quotas: quotas.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("skein-shard-{i}"))

@@ -253,6 +253,82 @@ impl Default for GroupSettings {
     }
 }
 
+/// Limits on any one client (Kafka's names; see `quota.rs`). `u32::MAX` / `i64::MAX`:
+/// unlimited, Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: u32,
+    /// `max.connections.per.ip.overrides` ("address:count,..."; IP addresses only).
+    pub per_ip_overrides: std::collections::HashMap<std::net::IpAddr, u32>,
+    /// `max.connections`: all connections of this broker.
+    pub max_connections: u32,
+    /// `quota.producer.default`: produce bytes per second per client-id.
+    pub producer_default: i64,
+    /// `quota.consumer.default`: fetch bytes per second per client-id.
+    pub consumer_default: i64,
+    /// `skein.quota.producer.overrides` ("client-id:rate,...").
+    pub producer_overrides: std::collections::HashMap<String, i64>,
+    /// `skein.quota.consumer.overrides` ("client-id:rate,...").
+    pub consumer_overrides: std::collections::HashMap<String, i64>,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            max_connections_per_ip: u32::MAX,
+            per_ip_overrides: std::collections::HashMap::new(),
+            max_connections: u32::MAX,
+            producer_default: i64::MAX,
+            consumer_default: i64::MAX,
+            producer_overrides: std::collections::HashMap::new(),
+            consumer_overrides: std::collections::HashMap::new(),
+        }
+    }
+}
+
+/// A connection count; Kafka's default `Integer.MAX_VALUE` means unlimited.
+fn parse_connections(text: &str) -> Result<u32, String> {
+    let v: u32 = parse_ranged(text, 0, i32::MAX.into())?;
+    Ok(if v == i32::MAX.unsigned_abs() {
+        u32::MAX
+    } else {
+        v
+    })
+}
+
+/// "key:value,key:value" (the key may itself hold ':' — an IPv6 address — so the last one
+/// splits); an empty string is an empty list.
+fn parse_pairs<K, V>(
+    text: &str,
+    key: impl Fn(&str) -> Result<K, String>,
+    value: impl Fn(&str) -> Result<V, String>,
+) -> Result<Vec<(K, V)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (k, v) = item
+                .rsplit_once(':')
+                .ok_or_else(|| format!("`{item}` is not key:value"))?;
+            Ok((key(k.trim())?, value(v)?))
+        })
+        .collect()
+}
+
+fn parse_ip(text: &str) -> Result<std::net::IpAddr, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse()
+        .map_err(|_| format!("`{text}` is not an IP address (host names are not resolved)"))
+}
+
+fn parse_rate(text: &str) -> Result<i64, String> {
+    parse_ranged(text, 1, i64::MAX)
+}
+
 /// The `[broker]` table.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -287,6 +363,8 @@ pub struct BrokerSettings {
     pub sasl_enabled_mechanisms: Vec<crate::sasl::Mechanism>,
     /// `connections.max.reauth.ms` (KIP-368): 0 = sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// Connection limits and client quotas.
+    pub quotas: QuotaSettings,
 }
 
 impl Default for BrokerSettings {
@@ -317,6 +395,7 @@ impl Default for BrokerSettings {
             topic_defaults: BTreeMap::new(),
             sasl_enabled_mechanisms: crate::sasl::Mechanism::ALL.to_vec(),
             connections_max_reauth_ms: 0,
+            quotas: QuotaSettings::default(),
         }
     }
 }
@@ -433,6 +512,34 @@ impl BrokerSettings {
                 }
                 "connections.max.reauth.ms" => {
                     s.connections_max_reauth_ms = parse_ranged(&text, 0, i64::MAX).map_err(bad)?
+                }
+                "max.connections.per.ip" => {
+                    s.quotas.max_connections_per_ip = parse_connections(&text).map_err(bad)?
+                }
+                "max.connections.per.ip.overrides" => {
+                    s.quotas.per_ip_overrides = parse_pairs(&text, parse_ip, parse_connections)
+                        .map_err(bad)?
+                        .into_iter()
+                        .collect()
+                }
+                "max.connections" => {
+                    s.quotas.max_connections = parse_connections(&text).map_err(bad)?
+                }
+                "quota.producer.default" => {
+                    s.quotas.producer_default = parse_rate(&text).map_err(bad)?
+                }
+                "quota.consumer.default" => {
+                    s.quotas.consumer_default = parse_rate(&text).map_err(bad)?
+                }
+                "skein.quota.producer.overrides" | "skein.quota.consumer.overrides" => {
+                    let client_id = |k: &str| Ok(k.to_string());
+                    let pairs = parse_pairs(&text, client_id, parse_rate).map_err(bad)?;
+                    let map = pairs.into_iter().collect();
+                    if key.contains("producer") {
+                        s.quotas.producer_overrides = map;
+                    } else {
+                        s.quotas.consumer_overrides = map;
+                    }
                 }
                 "log.retention.hours" | "log.retention.minutes" | "log.roll.hours" => {
                     let per: i64 = if key.ends_with("hours") {
@@ -632,6 +739,41 @@ mod tests {
         for bad in ["0", "-1", "\"fast\""] {
             let text = format!("\"follower.replication.throttled.rate\" = {bad}");
             assert!(BrokerSettings::from_table(&table(&text)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_and_quotas() {
+        let unset = BrokerSettings::from_table(&table("")).unwrap();
+        assert_eq!(unset.quotas, QuotaSettings::default());
+        let s = BrokerSettings::from_table(&table(
+            "\"max.connections.per.ip\" = 3\n\"max.connections\" = 2147483647\n\
+             \"max.connections.per.ip.overrides\" = \"10.0.0.1:10, [::1]:0\"\n\
+             \"quota.producer.default\" = 102400\n\
+             \"skein.quota.consumer.overrides\" = \"alice:2048,my:app:4096\"",
+        ))
+        .unwrap();
+        assert_eq!(s.quotas.max_connections_per_ip, 3);
+        assert_eq!(s.quotas.max_connections, u32::MAX, "Integer.MAX: unlimited");
+        assert_eq!(
+            s.quotas.per_ip_overrides.get(&"10.0.0.1".parse().unwrap()),
+            Some(&10)
+        );
+        assert_eq!(
+            s.quotas.per_ip_overrides.get(&"::1".parse().unwrap()),
+            Some(&0)
+        );
+        assert_eq!(s.quotas.producer_default, 102_400);
+        assert_eq!(s.quotas.consumer_default, i64::MAX);
+        assert_eq!(s.quotas.consumer_overrides.get("my:app"), Some(&4096));
+        for bad in [
+            "\"max.connections.per.ip\" = -1",
+            "\"max.connections.per.ip.overrides\" = \"broker.example:3\"",
+            "\"max.connections.per.ip.overrides\" = \"10.0.0.1\"",
+            "\"quota.producer.default\" = 0",
+            "\"skein.quota.producer.overrides\" = \"alice:fast\"",
+        ] {
+            assert!(BrokerSettings::from_table(&table(bad)).is_err(), "{bad}");
         }
     }
 

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub header: RequestHeader,
     /// The client's address, as group members report it (`client_host`).
     pub peer: Option<std::net::SocketAddr>,
+    /// The connection's client quota state; None when no quota is configured.
+    pub quota: Option<Rc<crate::quota::ConnectionQuota>>,
 }
 
 impl RequestCtx {
@@ -87,6 +89,7 @@ pub async fn dispatch(
     shard: &Rc<Shard>,
     request: DecodedRequest,
     peer: Option<std::net::SocketAddr>,
+    quota: Option<Rc<crate::quota::ConnectionQuota>>,
 ) -> Reply {
     let DecodedRequest { header, body } = request;
     let supported = supported_range(header.api_key)
@@ -98,6 +101,7 @@ pub async fn dispatch(
         shard: shard.clone(),
         header,
         peer,
+        quota,
     };
     let body = match body {
         RequestKind::ApiVersions(r) => {

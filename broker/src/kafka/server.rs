@@ -31,6 +31,11 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 
 async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer = stream.peer_addr().ok();
+    // Over a connection limit: dropping the stream closes it, as Kafka does.
+    let Some(_permit) = crate::quota::admit(&shard.quotas, peer) else {
+        return;
+    };
+    let quota = crate::quota::ConnectionQuota::new(&shard.quotas);
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
     }
@@ -72,7 +77,10 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         let reply = match decode_request(frame) {
             Ok(request) => {
                 api = Some(request.header.api_key);
-                dispatch::dispatch(&shard, request, peer).await
+                if let Some(q) = &quota {
+                    q.charge_request(&request.header, received_bytes);
+                }
+                dispatch::dispatch(&shard, request, peer, quota.clone()).await
             }
             Err(DecodeError::UnsupportedVersion {
                 api_key,
@@ -101,6 +109,14 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         if let Err(e) = written {
             tracing::debug!(?peer, error = %e, "write failed; closing connection");
             return;
+        }
+        // KIP-219: a throttled client was told for how long; its connection is muted that
+        // long too, so a client that ignores the field is held back all the same.
+        if let Some(q) = &quota {
+            let mute = q.take_throttle();
+            if !mute.is_zero() {
+                glommio::timer::sleep(mute).await;
+            }
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct ShardBoot {
     pub kafka_addr: std::net::SocketAddr,
     /// `follower.replication.throttled.rate`: one budget for the whole node.
     pub replication_budget: Arc<ByteBudget>,
+    /// Connection limits and client quotas: one for the whole node.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 pub struct Shard {
@@ -73,6 +75,8 @@ pub struct Shard {
     stopping: Cell<bool>,
     /// What this node's catch-up fetches may still take, shared by every shard.
     pub replication_budget: Arc<ByteBudget>,
+    /// Connection limits and client quotas, shared by every shard.
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +158,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         metrics: ShardMetrics::default(),
         stopping: Cell::new(false),
         replication_budget: boot.replication_budget.clone(),
+        quotas: boot.quotas.clone(),
     });
     if let Some((state, _)) = &metrics_server {
         // Set once, here; the cell is empty only until now.

@@ -210,7 +210,7 @@ fn respond(
         });
     }
     let desc = FetchResponseDesc {
-        throttle_time_ms: 0,
+        throttle_time_ms: ctx.charge_fetch(&out_topics),
         error_code: 0,
         session_id: 0,
         topics: out_topics,

@@ -57,6 +57,7 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
         return None;
     }
     let mut resp = ProduceResponse::default();
+    resp.throttle_time_ms = ctx.throttle_time_ms();
     for (name, parts) in topics {
         let mut tr = TopicProduceResponse::default();
         tr.name = name;
