@@ -28,6 +28,7 @@
 //! mode inside `skein broker` included; on branch `cluster-broker`), and membership changes
 //! (the voter set is fixed when the group is born; a restart with other voters is refused).
 
+pub mod acl;
 pub mod codec;
 pub mod decide;
 mod error;
