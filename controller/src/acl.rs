@@ -229,6 +229,43 @@ pub fn authorize(
     allowed
 }
 
+/// Whether `user` may do `operation` on at least one resource of `resource_type` (Kafka's
+/// `authorizeByResourceType`, which lets an idempotent producer with WRITE on some topic get a
+/// producer id). Simplified: an ALLOW that applies and is not cancelled by a DENY on the
+/// literal wildcard or on the same pattern; with `allow_if_no_acl`, no binding of that type.
+pub fn authorize_any(
+    config: &AuthorizerConfig,
+    acls: &[AclBinding],
+    user: &str,
+    host: Option<IpAddr>,
+    operation: AclOperation,
+    resource_type: ResourceType,
+) -> bool {
+    if !config.enabled || config.super_users.iter().any(|s| s == user) {
+        return true;
+    }
+    let of_type = || acls.iter().filter(|b| b.resource_type == resource_type);
+    if config.allow_if_no_acl && of_type().next().is_none() {
+        return true;
+    }
+    let denies = |b: &AclBinding| {
+        of_type().any(|d| {
+            d.permission == AclPermission::Deny
+                && d.operation.denies(operation)
+                && d.applies_to(user, host)
+                && ((d.pattern_type == PatternType::Literal
+                    && d.resource_name == WILDCARD_RESOURCE)
+                    || (d.pattern_type == b.pattern_type && d.resource_name == b.resource_name))
+        })
+    };
+    of_type().any(|b| {
+        b.permission == AclPermission::Allow
+            && b.operation.allows(operation)
+            && b.applies_to(user, host)
+            && !denies(b)
+    })
+}
+
 /// A DescribeAcls / DeleteAcls filter; codes as Kafka sends them (`CODE_ANY` for any).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AclFilter {
@@ -429,6 +466,21 @@ mod tests {
             Cluster,
             CLUSTER_NAME
         ));
+    }
+
+    #[test]
+    fn any_resource_of_a_type() {
+        let any =
+            |acls: &[AclBinding], user| authorize_any(&on(), acls, user, None, Op::Write, Topic);
+        let acls = [b(Topic, "logs-", Prefixed, "User:bob", Op::Write, Allow)];
+        assert!(any(&acls, "bob"));
+        assert!(!any(&acls, "ann"));
+        assert!(any(&[], "admin"));
+        let acls = [
+            b(Topic, "logs-", Prefixed, "User:bob", Op::Write, Allow),
+            b(Topic, "*", Literal, "User:bob", Op::Write, Deny),
+        ];
+        assert!(!any(&acls, "bob"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
     }
     let max_bytes = shard.layout.broker.socket_request_max_bytes;
+    // Kafka's principal of an unauthenticated connection; one allocation per connection.
+    let anonymous: Rc<str> = Rc::from(skein_controller::acl::ANONYMOUS);
     let mut sasl = match shard.layout.kafka_security_protocol {
         SecurityProtocol::Plaintext => None,
         SecurityProtocol::SaslPlaintext => Some(SaslConnection::new(&shard.layout.broker)),
@@ -71,7 +73,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         let reply = match decode_request(frame) {
             Ok(request) => {
                 api = Some(request.header.api_key);
-                dispatch::dispatch(&shard, request, peer).await
+                let user = sasl.as_ref().and_then(|c| c.user()).unwrap_or(&anonymous);
+                dispatch::dispatch(&shard, request, peer, user.clone()).await
             }
             Err(DecodeError::UnsupportedVersion {
                 api_key,

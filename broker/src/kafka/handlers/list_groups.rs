@@ -5,6 +5,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
 use crate::shard::ids::ShardId;
@@ -42,6 +44,10 @@ pub async fn handle(ctx: &RequestCtx, req: ListGroupsRequest) -> ListGroupsRespo
         };
         for (id, protocol_type, state) in listed {
             if !states.is_empty() && !states.iter().any(|s| s == &state.to_ascii_lowercase()) {
+                continue;
+            }
+            // Kafka lists only the groups the client may describe.
+            if !ctx.authorized(AclOperation::Describe, ResourceType::Group, &id) {
                 continue;
             }
             let mut g = ListedGroup::default();

@@ -11,6 +11,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp, NewTopic};
 use crate::kafka::dispatch::RequestCtx;
 use crate::metadata::{validate_topic_name, ClusterMetadata, TopicMeta};
@@ -52,7 +54,11 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
         let missing: Vec<NewTopic> = wanted
             .iter()
             .filter_map(|w| match w {
-                Wanted::Name(n) if !md.topics.contains_key(n) && validate_topic_name(n).is_ok() => {
+                Wanted::Name(n)
+                    if !md.topics.contains_key(n)
+                        && validate_topic_name(n).is_ok()
+                        && may_create(ctx, n) =>
+                {
                     Some(NewTopic {
                         name: n.clone(),
                         num_partitions: -1,
@@ -114,6 +120,8 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
             .topics
             .values()
             .filter(|t| !t.internal || version >= 1)
+            // Kafka: a topic the client may not describe is left out of "all topics".
+            .filter(|t| ctx.authorized(AclOperation::Describe, ResourceType::Topic, &t.name))
             .map(|t| topic_entry(&md, t, version, include_ops))
             .collect(),
         Some(wanted) => wanted
@@ -123,6 +131,20 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
                     Wanted::Name(n) => md.topics.get(n),
                     Wanted::Id(id) => md.topic_by_id(id),
                 };
+                let name = match &w {
+                    Wanted::Name(n) => Some(n.as_str()),
+                    Wanted::Id(_) => found.map(|t| t.name.as_str()),
+                };
+                if name.is_some_and(|n| {
+                    !ctx.authorized(AclOperation::Describe, ResourceType::Topic, n)
+                }) {
+                    let (name, id) = match w {
+                        Wanted::Name(n) => (Some(n), Uuid::nil()),
+                        Wanted::Id(id) => (None, id),
+                    };
+                    let code = ResponseError::TopicAuthorizationFailed;
+                    return error_entry(name, id, code, version);
+                }
                 match (found, w) {
                     (Some(t), _) => topic_entry(&md, t, version, include_ops),
                     (None, Wanted::Name(n)) => {
@@ -141,6 +163,13 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
             .collect(),
     };
     resp
+}
+
+/// Kafka's rule for auto-creation: DESCRIBE on the topic, and CREATE on the cluster or topic.
+fn may_create(ctx: &RequestCtx, name: &str) -> bool {
+    ctx.authorized(AclOperation::Describe, ResourceType::Topic, name)
+        && (ctx.cluster_authorized(AclOperation::Create)
+            || ctx.authorized(AclOperation::Create, ResourceType::Topic, name))
 }
 
 fn error_entry(

@@ -6,11 +6,18 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
 
 pub async fn handle(ctx: &RequestCtx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.to_string();
+    if !ctx.authorized(AclOperation::Delete, ResourceType::Group, &group) {
+        let mut resp = OffsetDeleteResponse::default();
+        resp.error_code = kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code();
+        return resp;
+    }
     let md = ctx.shard.metadata();
     // (topic, partition, known to the cluster) in request order.
     let asked: Vec<(String, i32, bool)> = req
