@@ -1,10 +1,11 @@
 //! ACLs against real clients: librdkafka (the `rdkafka` crate) logged in over SASL PLAIN as
 //! users with and without ACLs; CreateAcls / DescribeAcls / DeleteAcls as raw frames (the Rust
-//! client has no ACL admin calls), sent by the super user.
+//! client has no ACL admin calls), sent by the super user; and `skein acl`.
 
 mod common;
 
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use kafka_protocol::messages::create_acls_request::AclCreation;
@@ -24,7 +25,7 @@ use rdkafka::TopicPartitionList;
 
 use common::clients::{block_on, client_config};
 use common::raw::roundtrip;
-use common::{Broker, BrokerConfig};
+use common::{skein_bin, Broker, BrokerConfig};
 
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
 const ALICE: (&str, &str) = ("alice", "alice-secret");
@@ -265,4 +266,55 @@ fn without_an_authorizer_acl_requests_get_security_disabled() {
         .with_permission_type(ANY);
     let r: DescribeAclsResponse = roundtrip(&mut s, ApiKey::DescribeAcls, 3, 2, &describe);
     assert_eq!(r.error_code, SECURITY_DISABLED);
+}
+
+/// `skein acl ARGS --json` as `who` over PLAIN: (exit status, JSON).
+fn skein_acl(broker: &Broker, who: (&str, &str), args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(skein_bin())
+        .arg("acl")
+        .args(args)
+        .args(["--bootstrap-server", &broker.bootstrap(), "--json"])
+        .args(["--sasl-mechanism", "PLAIN", "--sasl-username", who.0])
+        .env("SKEIN_SASL_PASSWORD", who.1)
+        .output()
+        .expect("run skein");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn skein_acl_adds_lists_and_removes_bindings() {
+    let broker = acl_broker();
+    create_topics(&broker, &["payments"]);
+    let spec = [
+        "--topic",
+        "pay",
+        "--prefixed",
+        "--principal",
+        "User:alice",
+        "--operation",
+        "write",
+    ];
+    let (status, json) = skein_acl(&broker, ADMIN, &[&["add"][..], &spec[..]].concat());
+    assert_eq!(status, 0, "{json}");
+    produce_as(&broker, ALICE, "payments").expect("alice writes with the CLI's ACL");
+
+    // Listing a topic shows the prefixed binding that applies to it.
+    let (status, json) = skein_acl(&broker, ADMIN, &["list", "--topic", "payments"]);
+    assert_eq!(status, 0, "{json}");
+    assert_eq!(json["acls"][0]["pattern_type"], "PREFIXED", "{json}");
+    assert_eq!(json["acls"][0]["operation"], "WRITE", "{json}");
+
+    // alice is no super user: CLUSTER_AUTHORIZATION_FAILED, exit 1.
+    let (status, json) = skein_acl(&broker, ALICE, &[&["add"][..], &spec[..]].concat());
+    assert_eq!(status, 1, "{json}");
+    assert_eq!(json["error"]["code"], 31, "{json}");
+
+    let (status, json) = skein_acl(&broker, ADMIN, &[&["remove"][..], &spec[..]].concat());
+    assert_eq!(status, 0, "{json}");
+    assert_eq!(json["removed"], 1, "{json}");
+    let (status, _) = skein_acl(&broker, ADMIN, &[&["remove"][..], &spec[..]].concat());
+    assert_eq!(status, 1, "removing a missing binding fails");
+    produce_as(&broker, ALICE, "payments").expect_err("the ACL was removed");
 }
