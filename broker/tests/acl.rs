@@ -21,6 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 
 use common::clients::{block_on, client_config};
@@ -36,6 +37,8 @@ const TOPIC: i8 = 2;
 const LITERAL: i8 = 3;
 const PREFIXED: i8 = 4;
 const ANY: i8 = 1;
+const GROUP: i8 = 3;
+const READ: i8 = 3;
 const WRITE: i8 = 4;
 const ALLOW: i8 = 3;
 const DENY: i8 = 2;
@@ -159,6 +162,10 @@ fn binding(name: &str, pattern: i8, principal: &str, operation: i8, permission: 
         .with_host(StrBytes::from_static_str("*"))
         .with_operation(operation)
         .with_permission_type(permission)
+}
+
+fn group_binding(name: &str, principal: &str, operation: i8) -> AclCreation {
+    binding(name, LITERAL, principal, operation, ALLOW).with_resource_type(GROUP)
 }
 
 fn create_acls(s: &mut TcpStream, creations: Vec<AclCreation>) -> Vec<i16> {
@@ -317,4 +324,71 @@ fn skein_acl_adds_lists_and_removes_bindings() {
     let (status, _) = skein_acl(&broker, ADMIN, &[&["remove"][..], &spec[..]].concat());
     assert_eq!(status, 1, "removing a missing binding fails");
     produce_as(&broker, ALICE, "payments").expect_err("the ACL was removed");
+}
+
+/// A group member subscribed to `topic`: the first message's payload, or the first error.
+fn group_consume(
+    broker: &Broker,
+    who: (&str, &str),
+    group: &str,
+    topic: &str,
+) -> Result<String, String> {
+    let c: BaseConsumer = config_as(broker, who)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let payload = m.payload().map(|p| String::from_utf8_lossy(p).to_string());
+                c.commit_message(&m, rdkafka::consumer::CommitMode::Sync)
+                    .map_err(|e| format!("commit: {e}"))?;
+                return Ok(payload.unwrap_or_default());
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Err("nothing consumed".into())
+}
+
+#[test]
+fn consumer_groups_need_group_and_topic_read_and_idempotent_producers_need_write() {
+    let broker = acl_broker();
+    create_topics(&broker, &["events"]);
+    let mut admin = login(&broker, ADMIN);
+    // WRITE on a topic is enough for an idempotent producer's InitProducerId.
+    let codes = create_acls(
+        &mut admin,
+        vec![binding("events", LITERAL, "User:alice", WRITE, ALLOW)],
+    );
+    assert_eq!(codes, vec![0]);
+    let p: FutureProducer = config_as(&broker, ALICE)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let record = FutureRecord::<(), str>::to("events").payload("first");
+    block_on(p.send(record, Duration::from_secs(10))).expect("idempotent produce");
+
+    // Topic READ without the group: GROUP_AUTHORIZATION_FAILED.
+    let codes = create_acls(
+        &mut admin,
+        vec![binding("events", LITERAL, "User:alice", READ, ALLOW)],
+    );
+    assert_eq!(codes, vec![0]);
+    let e = group_consume(&broker, ALICE, "billing", "events")
+        .expect_err("consumed without a group ACL");
+    assert!(e.to_lowercase().contains("group authorization"), "{e}");
+
+    // With group READ: joins, consumes and commits.
+    let codes = create_acls(
+        &mut admin,
+        vec![group_binding("billing", "User:alice", READ)],
+    );
+    assert_eq!(codes, vec![0]);
+    let payload = group_consume(&broker, ALICE, "billing", "events").expect("group consume");
+    assert_eq!(payload, "first");
 }

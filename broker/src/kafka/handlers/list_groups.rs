@@ -28,6 +28,8 @@ pub async fn handle(ctx: &RequestCtx, req: ListGroupsRequest) -> ListGroupsRespo
     if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE) {
         return resp;
     }
+    // Kafka: CLUSTER DESCRIBE lists every group; otherwise only those the client may describe.
+    let every_group = ctx.cluster_authorized(AclOperation::Describe);
     for index in 0..ctx.shard.shard_count() {
         let Ok(index) = u16::try_from(index) else {
             break;
@@ -46,8 +48,7 @@ pub async fn handle(ctx: &RequestCtx, req: ListGroupsRequest) -> ListGroupsRespo
             if !states.is_empty() && !states.iter().any(|s| s == &state.to_ascii_lowercase()) {
                 continue;
             }
-            // Kafka lists only the groups the client may describe.
-            if !ctx.authorized(AclOperation::Describe, ResourceType::Group, &id) {
+            if !every_group && !ctx.authorized(AclOperation::Describe, ResourceType::Group, &id) {
                 continue;
             }
             let mut g = ListedGroup::default();
