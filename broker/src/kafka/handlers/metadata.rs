@@ -115,6 +115,13 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
         resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     }
     let include_ops = version >= 8 && req.include_topic_authorized_operations;
+    let entry = |t: &TopicMeta| {
+        let mut e = topic_entry(&md, t, version, include_ops);
+        if include_ops && ctx.authorizer_enabled() {
+            e.topic_authorized_operations = topic_operations(ctx, &t.name);
+        }
+        e
+    };
     resp.topics = match wanted {
         None => md
             .topics
@@ -122,7 +129,7 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
             .filter(|t| !t.internal || version >= 1)
             // Kafka: a topic the client may not describe is left out of "all topics".
             .filter(|t| ctx.authorized(AclOperation::Describe, ResourceType::Topic, &t.name))
-            .map(|t| topic_entry(&md, t, version, include_ops))
+            .map(entry)
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -146,7 +153,7 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
                     return error_entry(name, id, code, version);
                 }
                 match (found, w) {
-                    (Some(t), _) => topic_entry(&md, t, version, include_ops),
+                    (Some(t), _) => entry(t),
                     (None, Wanted::Name(n)) => {
                         let code = if validate_topic_name(&n).is_err() {
                             ResponseError::InvalidTopicException
@@ -163,6 +170,32 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
             .collect(),
     };
     resp
+}
+
+/// The bit set of TOPIC_OPERATIONS_ALL's operations the client may do on `name`.
+fn topic_operations(ctx: &RequestCtx, name: &str) -> i32 {
+    operation_bits(
+        TOPIC_OPERATIONS
+            .into_iter()
+            .filter(|op| ctx.authorized(*op, ResourceType::Topic, name)),
+    )
+}
+
+/// The operations TOPIC_OPERATIONS_ALL holds.
+const TOPIC_OPERATIONS: [AclOperation; 8] = [
+    AclOperation::Read,
+    AclOperation::Write,
+    AclOperation::Create,
+    AclOperation::Delete,
+    AclOperation::Alter,
+    AclOperation::Describe,
+    AclOperation::DescribeConfigs,
+    AclOperation::AlterConfigs,
+];
+
+/// Kafka's authorized-operations bit set: bit n for the operation with code n.
+fn operation_bits(ops: impl Iterator<Item = AclOperation>) -> i32 {
+    ops.fold(0, |bits, op| bits | (1 << (op as i32)))
 }
 
 /// Kafka's rule for auto-creation: DESCRIBE on the topic, and CREATE on the cluster or topic.
@@ -240,4 +273,17 @@ fn topic_entry(
         })
         .collect();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_operation_makes_the_all_operations_bits() {
+        assert_eq!(
+            operation_bits(TOPIC_OPERATIONS.into_iter()),
+            TOPIC_OPERATIONS_ALL
+        );
+    }
 }
