@@ -108,6 +108,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::UserCommand,
     },
+    /// ACLs: add, list, remove.
+    Acl {
+        #[command(flatten)]
+        common: cli::Common,
+        #[command(subcommand)]
+        command: cli::AclCommand,
+    },
     /// Verify this host can run a broker with this config (exit 1 when a check fails).
     Check {
         #[arg(long)]
@@ -149,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         Command::User { common, command } => {
             admin_command(&common, cli::AdminCommand::User(command))
         }
+        Command::Acl { common, command } => admin_command(&common, cli::AdminCommand::Acl(command)),
         Command::Check { config, json } => check::run(config.as_deref(), json),
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use skein_controller::acl::AclBinding;
 use skein_controller::image::{ClusterImage, ScramCredential, ScramMechanismCode, NO_LEADER};
 use uuid::Uuid;
 
@@ -74,6 +75,8 @@ pub struct ClusterMetadata {
     /// SCRAM credentials by (user, mechanism code); behind an Arc because snapshots are
     /// cloned whole when only the controller moves.
     pub scram_credentials: Arc<BTreeMap<(String, ScramMechanismCode), ScramCredential>>,
+    /// ACL bindings, grouped by resource type; behind an Arc for the same reason.
+    pub acls: Arc<Vec<AclBinding>>,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 
@@ -88,6 +91,7 @@ impl ClusterMetadata {
             brokers: Vec::new(),
             next_producer_id: 0,
             scram_credentials: Arc::default(),
+            acls: Arc::default(),
             topic_names_by_id: HashMap::new(),
         }
     }
@@ -106,6 +110,7 @@ impl ClusterMetadata {
         md.controller_id = controller_id;
         md.next_producer_id = image.next_producer_id;
         md.scram_credentials = Arc::new(image.scram_credentials.clone());
+        md.acls = Arc::new(image.acls.iter().cloned().collect());
         md.brokers = image
             .brokers
             .values()

@@ -365,6 +365,9 @@ pub struct BrokerSettings {
     pub connections_max_reauth_ms: u64,
     /// Connection limits and client quotas.
     pub quotas: QuotaSettings,
+    /// ACLs: on when `authorizer.class.name` is non-empty; `super.users`,
+    /// `allow.everyone.if.no.acl.found`.
+    pub authorizer: skein_controller::acl::AuthorizerConfig,
 }
 
 impl Default for BrokerSettings {
@@ -396,6 +399,7 @@ impl Default for BrokerSettings {
             sasl_enabled_mechanisms: crate::sasl::Mechanism::ALL.to_vec(),
             connections_max_reauth_ms: 0,
             quotas: QuotaSettings::default(),
+            authorizer: skein_controller::acl::AuthorizerConfig::default(),
         }
     }
 }
@@ -509,6 +513,13 @@ impl BrokerSettings {
                 }
                 "sasl.enabled.mechanisms" => {
                     s.sasl_enabled_mechanisms = crate::sasl::parse_mechanisms(&text).map_err(bad)?
+                }
+                "authorizer.class.name" => s.authorizer.enabled = !text.trim().is_empty(),
+                "super.users" => {
+                    s.authorizer.super_users = parse_super_users(&text).map_err(bad)?
+                }
+                "allow.everyone.if.no.acl.found" => {
+                    s.authorizer.allow_if_no_acl = parse_bool(&text).map_err(bad)?
                 }
                 "connections.max.reauth.ms" => {
                     s.connections_max_reauth_ms = parse_ranged(&text, 0, i64::MAX).map_err(bad)?
@@ -649,6 +660,18 @@ fn toml_scalar(v: &toml::Value) -> Option<String> {
     }
 }
 
+/// Kafka's `super.users`: `User:a;User:b`; the names without `User:`.
+fn parse_super_users(text: &str) -> Result<Vec<String>, String> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_prefix("User:") {
+            Some(name) if !name.is_empty() => Ok(name.to_string()),
+            _ => Err(format!("{p:?} is not User:<name>")),
+        })
+        .collect()
+}
+
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),
@@ -691,6 +714,22 @@ mod tests {
             s.topic_defaults.get("segment.bytes").map(String::as_str),
             Some("1048576")
         );
+    }
+
+    #[test]
+    fn authorizer_settings() {
+        let off = BrokerSettings::from_table(&table("")).unwrap();
+        assert!(!off.authorizer.enabled);
+        let s = BrokerSettings::from_table(&table(
+            "\"authorizer.class.name\" = \"skein.StandardAuthorizer\"\n\"super.users\" = \"User:a; User:b\"\n\"allow.everyone.if.no.acl.found\" = true",
+        ))
+        .unwrap();
+        assert!(s.authorizer.enabled);
+        assert_eq!(s.authorizer.super_users, vec!["a", "b"]);
+        assert!(s.authorizer.allow_if_no_acl);
+        assert!(BrokerSettings::from_table(&table("\"super.users\" = \"alice\"")).is_err());
+        let empty = BrokerSettings::from_table(&table("\"authorizer.class.name\" = \"\"")).unwrap();
+        assert!(!empty.authorizer.enabled);
     }
 
     #[test]

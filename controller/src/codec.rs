@@ -32,22 +32,28 @@
 //!                     | leader i32 | isr ids | leader_epoch i32 | partition_epoch i32
 //! 13 UserScramCredential        user string | mechanism i8 (as u8) | scram_credential
 //! 14 RemoveUserScramCredential  user string | mechanism i8 (as u8)
+//! 15 CreateAcl, 16 DeleteAcl   acl
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
 //! partition_state := replicas ids | isr ids | leader i32 | leader_epoch i32 | partition_epoch i32
 //! topic (image)   := name string | id uuid | count u32 | partition_state{count} | configs
 //! reassignment    := topic_id uuid | partition i32 | adding ids | removing ids
+//! acl             := resource_type u8 | resource_name string | pattern_type u8 | principal string
+//!                    | host string | operation u8 | permission u8   (Kafka's codes)
 //! scram_credential := salt bytes | iterations i32 | stored_key bytes | server_key bytes
 //! image (version 3) := image (version 2) | count u32 | (user string, mechanism u8,
 //!                     scram_credential){count} | count u32 | reassignment{count};
 //!                     version 2 images still decode (no credentials, no reassignments)
+//! image (version 4) := image (version 3) | count u32 | acl{count}; versions 2 and 3 decode
+//!                     with no ACLs
 //! ```
 
 use std::collections::BTreeMap;
 
 use raft::eraftpb::{Entry, EntryType};
 
+use crate::acl::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::image::{
     BrokerRegistration, ClusterImage, Endpoint, MetadataRecord, PartitionState, ScramCredential,
     TopicState,
@@ -58,9 +64,9 @@ mod wire;
 pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
-pub const IMAGE_VERSION: u8 = 3;
+pub const IMAGE_VERSION: u8 = 4;
 /// The oldest image this build reads (snapshots written before an upgrade): no SCRAM
-/// credentials, no reassignments.
+/// credentials, no reassignments, no ACLs.
 pub const IMAGE_VERSION_OLDEST: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
@@ -129,6 +135,8 @@ const TAG_CLUSTER_ID: u8 = 11;
 const TAG_PARTITION_REPLICAS: u8 = 12;
 const TAG_USER_SCRAM_CREDENTIAL: u8 = 13;
 const TAG_REMOVE_USER_SCRAM_CREDENTIAL: u8 = 14;
+const TAG_CREATE_ACL: u8 = 15;
+const TAG_DELETE_ACL: u8 = 16;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -252,6 +260,9 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
             w.string("user", user);
             w.u8(mechanism.to_be_bytes()[0]);
         }
+        MetadataRecord::CreateAcl(binding) | MetadataRecord::DeleteAcl(binding) => {
+            put_acl(w, binding);
+        }
     }
     w.patch_len("record body", len_at);
 }
@@ -280,6 +291,8 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
             TAG_REMOVE_USER_SCRAM_CREDENTIAL,
             "RemoveUserScramCredential",
         ),
+        MetadataRecord::CreateAcl(_) => (TAG_CREATE_ACL, "CreateAcl"),
+        MetadataRecord::DeleteAcl(_) => (TAG_DELETE_ACL, "DeleteAcl"),
     }
 }
 
@@ -359,6 +372,8 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
             user: b.string("user")?,
             mechanism: i8::from_be_bytes([b.u8("scram mechanism")?]),
         },
+        TAG_CREATE_ACL => MetadataRecord::CreateAcl(get_acl(&mut b)?),
+        TAG_DELETE_ACL => MetadataRecord::DeleteAcl(get_acl(&mut b)?),
         _ => {
             return Err(DecodeError::UnknownTag {
                 what: "record",
@@ -474,6 +489,43 @@ fn get_scram_credential(r: &mut Reader<'_>) -> Result<ScramCredential, DecodeErr
     })
 }
 
+fn put_acl(w: &mut Writer, b: &AclBinding) {
+    w.u8(b.resource_type as u8);
+    w.string("resource name", &b.resource_name);
+    w.u8(b.pattern_type as u8);
+    w.string("principal", &b.principal);
+    w.string("host", &b.host);
+    w.u8(b.operation as u8);
+    w.u8(b.permission as u8);
+}
+
+/// Reads one Kafka code byte and maps it; an unknown code is `InvalidValue`.
+fn get_code<T>(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    from_code: fn(i8) -> Option<T>,
+) -> Result<T, DecodeError> {
+    let at = r.position();
+    let v = r.u8(what)?;
+    from_code(i8::from_be_bytes([v])).ok_or(DecodeError::InvalidValue {
+        what,
+        value: u64::from(v),
+        at,
+    })
+}
+
+fn get_acl(r: &mut Reader<'_>) -> Result<AclBinding, DecodeError> {
+    Ok(AclBinding {
+        resource_type: get_code(r, "acl resource type", ResourceType::from_code)?,
+        resource_name: r.string("acl resource name")?,
+        pattern_type: get_code(r, "acl pattern type", PatternType::from_code)?,
+        principal: r.string("acl principal")?,
+        host: r.string("acl host")?,
+        operation: get_code(r, "acl operation", AclOperation::from_code)?,
+        permission: get_code(r, "acl permission", AclPermission::from_code)?,
+    })
+}
+
 fn put_partition(w: &mut Writer, p: &PartitionState) {
     put_ids(w, "replicas", &p.replicas);
     put_ids(w, "isr", &p.isr);
@@ -546,6 +598,10 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
         put_ids(&mut w, "adding replicas", &p.adding_replicas);
         put_ids(&mut w, "removing replicas", &p.removing_replicas);
     }
+    w.len("acl count", image.acls.len());
+    for b in &image.acls {
+        put_acl(&mut w, b);
+    }
     w.finish()
 }
 
@@ -610,6 +666,13 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
                 p.adding_replicas = adding;
                 p.removing_replicas = removing;
             }
+        }
+    }
+    if version >= 4 {
+        // Four code bytes and three string lengths.
+        let n = r.count("acl count", 16)?;
+        for _ in 0..n {
+            image.acls.insert(get_acl(&mut r)?);
         }
     }
     r.finish("image")?;

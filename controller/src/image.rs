@@ -2,9 +2,11 @@
 //! only way it changes, so every voter and every broker that applies the same log holds the same
 //! image. Pure data; no I/O, no clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
+
+use crate::acl::AclBinding;
 
 /// A broker's node id (Kafka's `broker.id` / `node.id`).
 pub type BrokerId = i32;
@@ -160,6 +162,10 @@ pub enum MetadataRecord {
         user: String,
         mechanism: ScramMechanismCode,
     },
+    /// An ACL binding added (adding one that exists changes nothing).
+    CreateAcl(AclBinding),
+    /// An ACL binding removed (removing one that does not exist changes nothing).
+    DeleteAcl(AclBinding),
 }
 
 /// Kafka's ScramMechanism code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
@@ -194,6 +200,8 @@ pub struct ClusterImage {
     pub cluster_id: String,
     /// SCRAM credentials by (user, mechanism).
     pub scram_credentials: BTreeMap<(String, ScramMechanismCode), ScramCredential>,
+    /// ACL bindings, ordered by resource type first.
+    pub acls: BTreeSet<AclBinding>,
 }
 
 impl ClusterImage {
@@ -355,6 +363,12 @@ impl ClusterImage {
             }
             MetadataRecord::RemoveUserScramCredential { user, mechanism } => {
                 self.scram_credentials.remove(&(user.clone(), *mechanism));
+            }
+            MetadataRecord::CreateAcl(binding) => {
+                self.acls.insert(binding.clone());
+            }
+            MetadataRecord::DeleteAcl(binding) => {
+                self.acls.remove(binding);
             }
         }
     }

@@ -6,6 +6,8 @@
 //!   [`decide`]: the active controller's decisions (registration, fencing, elections, ISR
 //!   changes, topics), all pure and deterministic so every voter applying the same log agrees;
 //!   [`heartbeats`]: broker liveness as the active controller sees it.
+//! - [`acl`]: ACL bindings (Kafka's model, kept in the image), the filters that match them and
+//!   the authorizer's decision, all pure.
 //! - [`codec`]: the hand-written, versioned binary formats of a record batch (one Raft entry),
 //!   the image (a snapshot's data) and a stored Raft entry.
 //! - [`node`]: [`ControllerNode`], one voter of a Raft group of 1, 3 or 5 (raft-rs `RawNode`,
@@ -28,6 +30,7 @@
 //! mode inside `skein broker` included; on branch `cluster-broker`), and membership changes
 //! (the voter set is fixed when the group is born; a restart with other voters is refused).
 
+pub mod acl;
 pub mod codec;
 pub mod decide;
 mod error;

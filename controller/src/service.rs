@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use skein_net::internal::{InternalMessage, NewTopicSpec, PartitionResult, TopicResult};
 use uuid::Uuid;
 
+use crate::acl::{self, AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
 use crate::codec;
 use crate::decide::{self, DecideError};
 use crate::error::Result;
@@ -247,6 +248,44 @@ impl ControllerService {
                 for t in topics {
                     let name = t.name.clone();
                     results.push(result(name, self.create_topic(t, validate_only).await));
+                }
+                InternalMessage::AdminResponse { results }
+            }
+            InternalMessage::AlterAcls {
+                creations,
+                deletions,
+            } => {
+                let names: Vec<String> = creations
+                    .iter()
+                    .chain(&deletions)
+                    .map(|e| e.resource_name.clone())
+                    .collect();
+                if not_controller {
+                    return all_failed(names, codes::NOT_CONTROLLER);
+                }
+                let checked: Vec<_> = creations
+                    .iter()
+                    .map(|e| (true, acl_binding(e)))
+                    .chain(deletions.iter().map(|e| (false, acl_binding(e))))
+                    .collect();
+                // One proposal for every valid binding, so a request applies whole or not at all.
+                let answer = self.decide(|image| Ok(acl_changes(image, &checked))).await;
+                let results = names
+                    .into_iter()
+                    .zip(&checked)
+                    .map(|(name, (_, binding))| match binding {
+                        Ok(_) => result(name, answer.clone()),
+                        Err(message) => {
+                            result(name, Err((codes::INVALID_REQUEST, message.clone())))
+                        }
+                    })
+                    .collect();
+                if answer.is_ok() {
+                    tracing::info!(
+                        created = creations.len(),
+                        deleted = deletions.len(),
+                        "ACLs changed"
+                    );
                 }
                 InternalMessage::AdminResponse { results }
             }
@@ -1007,6 +1046,44 @@ fn scram_changes(
         });
     }
     Ok(records)
+}
+
+/// A forwarded ACL entry as a binding, or why it is not one (Kafka's INVALID_REQUEST).
+fn acl_binding(e: &skein_net::internal::AclEntry) -> std::result::Result<AclBinding, String> {
+    let binding = AclBinding {
+        resource_type: ResourceType::from_code(e.resource_type)
+            .ok_or_else(|| format!("unknown resource type {}", e.resource_type))?,
+        resource_name: e.resource_name.clone(),
+        pattern_type: PatternType::from_code(e.pattern_type)
+            .ok_or_else(|| format!("unknown pattern type {}", e.pattern_type))?,
+        principal: e.principal.clone(),
+        host: e.host.clone(),
+        operation: AclOperation::from_code(e.operation)
+            .ok_or_else(|| format!("unknown operation {}", e.operation))?,
+        permission: AclPermission::from_code(e.permission)
+            .ok_or_else(|| format!("unknown permission type {}", e.permission))?,
+    };
+    acl::validate(&binding)?;
+    Ok(binding)
+}
+
+/// The records for the valid entries of an ACL change (`true`: create); a binding that already
+/// exists (or is already gone) needs none.
+fn acl_changes(
+    image: &ClusterImage,
+    checked: &[(bool, std::result::Result<AclBinding, String>)],
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for (create, binding) in checked {
+        let Ok(binding) = binding else { continue };
+        let exists = image.acls.contains(binding);
+        if *create && !exists {
+            records.push(MetadataRecord::CreateAcl(binding.clone()));
+        } else if !*create && exists {
+            records.push(MetadataRecord::DeleteAcl(binding.clone()));
+        }
+    }
+    records
 }
 
 fn all_failed(names: Vec<String>, error_code: i16) -> InternalMessage {

@@ -162,6 +162,24 @@ pub enum InternalMessage {
         /// Bootstrap users: a user's upserts are skipped where it already has any credential.
         only_if_absent: bool,
     },
+    /// ACL bindings to add and remove (Kafka's CreateAcls / DeleteAcls), answered with
+    /// [`InternalMessage::AdminResponse`]: one result per creation, then one per deletion.
+    AlterAcls {
+        creations: Vec<AclEntry>,
+        deletions: Vec<AclEntry>,
+    },
+}
+
+/// One ACL binding in Kafka's codes (the controller validates them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AclEntry {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
 }
 
 /// One SCRAM credential to set: what the server keeps, never the password.
@@ -243,7 +261,8 @@ impl InternalMessage {
             | Self::AllocateProducerIds { .. }
             | Self::ElectLeaders { .. }
             | Self::AlterReassignments { .. }
-            | Self::AlterScramCredentials { .. } => None,
+            | Self::AlterScramCredentials { .. }
+            | Self::AlterAcls { .. } => None,
         }
     }
 
@@ -262,7 +281,8 @@ impl InternalMessage {
             | Self::AllocateProducerIds { .. }
             | Self::ElectLeaders { .. }
             | Self::AlterReassignments { .. }
-            | Self::AlterScramCredentials { .. } => true,
+            | Self::AlterScramCredentials { .. }
+            | Self::AlterAcls { .. } => true,
             Self::Raft(_)
             | Self::RegisterBrokerResponse { .. }
             | Self::HeartbeatResponse { .. }

@@ -1,7 +1,8 @@
-//! `skein topic|group|cluster|leader|partition|user`: admin commands that talk to any broker over
+//! `skein topic|group|cluster|leader|partition|user|acl`: admin commands that talk to any broker over
 //! the Kafka protocol (so they work against Kafka too). Tables for people by default, `--json`
 //! for scripts; the exit status is non-zero when anything asked for failed.
 
+mod acl;
 mod client;
 mod cluster;
 mod group;
@@ -72,6 +73,58 @@ pub enum UserCommand {
     },
     /// DescribeUserScramCredentials: every user (or those named) with mechanisms and iterations.
     List { names: Vec<String> },
+}
+
+/// The resource of an ACL: one of these (none: every resource, for `list`).
+#[derive(Args, Clone, Debug)]
+pub struct AclResource {
+    #[arg(long)]
+    pub topic: Option<String>,
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The cluster resource (kafka-cluster).
+    #[arg(long)]
+    pub cluster: bool,
+    #[arg(long = "transactional-id")]
+    pub transactional_id: Option<String>,
+}
+
+/// One ACL binding.
+#[derive(Args, Clone, Debug)]
+pub struct AclSpec {
+    #[command(flatten)]
+    pub resource: AclResource,
+    /// The resource name is a prefix (Kafka's PREFIXED pattern; LITERAL otherwise).
+    #[arg(long)]
+    pub prefixed: bool,
+    /// User:<name>, or User:* for everyone.
+    #[arg(long)]
+    pub principal: String,
+    /// * or an IP address.
+    #[arg(long, default_value = "*")]
+    pub host: String,
+    /// ALL, READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+    /// ALTER_CONFIGS or IDEMPOTENT_WRITE.
+    #[arg(long)]
+    pub operation: String,
+    /// A DENY binding (ALLOW otherwise).
+    #[arg(long)]
+    pub deny: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// CreateAcls: adds one binding.
+    Add(AclSpec),
+    /// DeleteAcls: removes the binding named exactly (exit 1 when there is none).
+    Remove(AclSpec),
+    /// DescribeAcls: every binding, or those that apply to a resource, or a principal's.
+    List {
+        #[command(flatten)]
+        resource: AclResource,
+        #[arg(long)]
+        principal: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +239,7 @@ pub enum AdminCommand {
     Leader(LeaderCommand),
     Partition(PartitionCommand),
     User(UserCommand),
+    Acl(AclCommand),
 }
 
 /// Runs one admin command and prints what it found. Errors that stop the command are
@@ -239,6 +293,7 @@ pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
             cluster::reassignments(&mut client, timeout_ms)?
         }
         AdminCommand::User(c) => user::run(&mut client, c)?,
+        AdminCommand::Acl(c) => acl::run(&mut client, c)?,
     };
     report.print(common.json);
     Ok(report.ok)

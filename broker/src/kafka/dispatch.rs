@@ -6,6 +6,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use skein_net::{encode_response, CorrelationId, DecodedRequest, RequestHeader, WirePart};
 
+use skein_controller::acl::{self, AclOperation, ResourceType};
+
 use super::handlers;
 use crate::shard::route::FetchChunk;
 use crate::shard::Shard;
@@ -60,6 +62,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -77,11 +82,57 @@ pub struct RequestCtx {
     pub peer: Option<std::net::SocketAddr>,
     /// The connection's client quota state; None when no quota is configured.
     pub quota: Option<Rc<crate::quota::ConnectionQuota>>,
+    /// The authenticated user's name (Kafka's principal `User:<name>`), `ANONYMOUS` without SASL.
+    pub user: Rc<str>,
 }
 
 impl RequestCtx {
     pub fn version(&self) -> i16 {
         self.header.api_version
+    }
+
+    /// Whether the authorizer lets this request's user do `operation` on a resource. With the
+    /// authorizer off (the default) this is one branch and touches nothing else.
+    pub fn authorized(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        let config = &self.shard.layout.broker.authorizer;
+        if !config.enabled {
+            return true;
+        }
+        let md = self.shard.metadata();
+        acl::authorize(
+            config,
+            &md.acls,
+            &self.user,
+            self.peer.map(|p| p.ip()),
+            operation,
+            resource_type,
+            name,
+        )
+    }
+
+    /// [`RequestCtx::authorized`] on the cluster resource.
+    pub fn cluster_authorized(&self, operation: AclOperation) -> bool {
+        self.authorized(operation, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// Whether the user may do `operation` on some resource of `resource_type`.
+    pub fn authorized_any(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        let config = &self.shard.layout.broker.authorizer;
+        if !config.enabled {
+            return true;
+        }
+        let md = self.shard.metadata();
+        let host = self.peer.map(|p| p.ip());
+        acl::authorize_any(config, &md.acls, &self.user, host, operation, resource_type)
+    }
+
+    pub fn authorizer_enabled(&self) -> bool {
+        self.shard.layout.broker.authorizer.enabled
     }
 }
 
@@ -90,6 +141,7 @@ pub async fn dispatch(
     request: DecodedRequest,
     peer: Option<std::net::SocketAddr>,
     quota: Option<Rc<crate::quota::ConnectionQuota>>,
+    user: Rc<str>,
 ) -> Reply {
     let DecodedRequest { header, body } = request;
     let supported = supported_range(header.api_key)
@@ -102,6 +154,7 @@ pub async fn dispatch(
         header,
         peer,
         quota,
+        user,
     };
     let body = match body {
         RequestKind::ApiVersions(r) => {
@@ -193,6 +246,15 @@ pub async fn dispatch(
         RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
             handlers::user_scram_credentials::alter(&ctx, r).await,
         ),
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(handlers::acls::describe(&ctx, r))
+        }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(handlers::acls::create(&ctx, r).await)
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(handlers::acls::delete(&ctx, r).await)
+        }
         other => match super::sasl::out_of_place(&other) {
             Some(body) => body,
             None => return Reply::Close,

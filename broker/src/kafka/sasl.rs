@@ -6,6 +6,7 @@
 //!
 //! A PLAINTEXT listener never creates a [`SaslConnection`]: its requests pay one branch.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -47,7 +48,8 @@ enum State {
 
 #[derive(Clone)]
 struct Session {
-    user: String,
+    /// Shared with every request's context, so serving a request allocates nothing for it.
+    user: Rc<str>,
     /// When the client must have re-authenticated by; `None`: never.
     expires_at: Option<Instant>,
 }
@@ -77,6 +79,18 @@ impl SaslConnection {
             state: State::Handshake,
             enabled: settings.sasl_enabled_mechanisms.clone(),
             reauth_ms: settings.connections_max_reauth_ms,
+        }
+    }
+
+    /// The authenticated user (during a re-authentication, the session being renewed).
+    pub fn user(&self) -> Option<&Rc<str>> {
+        match &self.state {
+            State::Authenticated(session) => Some(&session.user),
+            State::Authenticating {
+                renewing: Some(session),
+                ..
+            } => Some(&session.user),
+            State::Handshake | State::Authenticating { .. } => None,
         }
     }
 
@@ -229,7 +243,7 @@ impl SaslConnection {
                 return Err(e);
             }
         };
-        if let Some(old) = renewing.as_ref().filter(|s| s.user != user) {
+        if let Some(old) = renewing.as_ref().filter(|s| *s.user != *user) {
             tracing::info!(from = %old.user, to = %user, "re-authentication changed the user");
             self.state = State::Handshake;
             return Err(SaslError::Failed(
@@ -240,7 +254,10 @@ impl SaslConnection {
         let expires_at =
             (self.reauth_ms > 0).then(|| Instant::now() + Duration::from_millis(self.reauth_ms));
         tracing::debug!(%user, %mechanism, "SASL authentication succeeded");
-        self.state = State::Authenticated(Session { user, expires_at });
+        self.state = State::Authenticated(Session {
+            user: Rc::from(user),
+            expires_at,
+        });
         Ok((token, Some(lifetime_ms)))
     }
 }

@@ -40,6 +40,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
     }
     let max_bytes = shard.layout.broker.socket_request_max_bytes;
+    // Kafka's principal of an unauthenticated connection; one allocation per connection.
+    let anonymous: Rc<str> = Rc::from(skein_controller::acl::ANONYMOUS);
     let mut sasl = match shard.layout.kafka_security_protocol {
         SecurityProtocol::Plaintext => None,
         SecurityProtocol::SaslPlaintext => Some(SaslConnection::new(&shard.layout.broker)),
@@ -80,7 +82,8 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 if let Some(q) = &quota {
                     q.charge_request(&request.header, received_bytes);
                 }
-                dispatch::dispatch(&shard, request, peer, quota.clone()).await
+                let user = sasl.as_ref().and_then(|c| c.user()).unwrap_or(&anonymous);
+                dispatch::dispatch(&shard, request, peer, quota.clone(), user.clone()).await
             }
             Err(DecodeError::UnsupportedVersion {
                 api_key,

@@ -155,7 +155,33 @@ fn arb_record() -> impl Strategy<Value = MetadataRecord> {
         (arb_name(), any::<i8>()).prop_map(|(user, mechanism)| {
             MetadataRecord::RemoveUserScramCredential { user, mechanism }
         }),
+        arb_acl().prop_map(MetadataRecord::CreateAcl),
+        arb_acl().prop_map(MetadataRecord::DeleteAcl),
     ]
+}
+
+fn arb_acl() -> impl Strategy<Value = AclBinding> {
+    use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+    (
+        2i8..=5,
+        arb_name(),
+        3i8..=4,
+        arb_name(),
+        arb_name(),
+        2i8..=12,
+        2i8..=3,
+    )
+        .prop_filter_map("codes", |(rt, name, pt, principal, host, op, perm)| {
+            Some(AclBinding {
+                resource_type: ResourceType::from_code(rt)?,
+                resource_name: name,
+                pattern_type: PatternType::from_code(pt)?,
+                principal,
+                host,
+                operation: AclOperation::from_code(op)?,
+                permission: AclPermission::from_code(perm)?,
+            })
+        })
 }
 
 fn arb_scram_credential() -> impl Strategy<Value = ScramCredential> {
@@ -205,9 +231,10 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
         ),
         btree_map(arb_name(), arb_uuid(), 0..4),
         any::<i64>(),
+        proptest::collection::btree_set(arb_acl(), 0..4),
     )
         .prop_map(
-            |(brokers, topics, topic_ids, next_producer_id)| ClusterImage {
+            |(brokers, topics, topic_ids, next_producer_id, acls)| ClusterImage {
                 brokers: brokers.into_iter().map(|b| (b.id, b)).collect(),
                 topics: topics
                     .into_iter()
@@ -227,6 +254,7 @@ fn arb_image() -> impl Strategy<Value = ClusterImage> {
                 next_producer_id,
                 cluster_id: format!("c{next_producer_id}"),
                 scram_credentials: scram_credentials_of(next_producer_id),
+                acls,
             },
         )
 }
@@ -426,11 +454,14 @@ fn version_2_images_still_decode() {
         next_producer_id: 7,
         ..ClusterImage::default()
     };
-    let v3 = encode_image(&image).unwrap();
-    assert_eq!(v3[0], 3);
-    // Version 2 is version 3 without the trailing credential and reassignment sections (here:
-    // two zero counts).
-    let mut v2 = v3[..v3.len() - 8].to_vec();
+    let v4 = encode_image(&image).unwrap();
+    assert_eq!(v4[0], 4);
+    // Version 3 is version 4 without the trailing ACL section (here: one zero count), and
+    // version 2 is version 3 without the credential and reassignment sections (two more).
+    let mut v3 = v4[..v4.len() - 4].to_vec();
+    v3[0] = 3;
+    assert_eq!(decode_image(&v3).unwrap(), image);
+    let mut v2 = v4[..v4.len() - 12].to_vec();
     v2[0] = 2;
     assert_eq!(decode_image(&v2).unwrap(), image);
     let mut v1 = v2.clone();
@@ -454,4 +485,43 @@ fn version_2_images_decode_without_credentials() {
     let image = decode_image(&bytes).unwrap();
     assert_eq!(image.next_producer_id, 7);
     assert!(image.scram_credentials.is_empty());
+}
+
+#[test]
+fn acl_records_and_images_round_trip() {
+    use crate::acl::{AclOperation, AclPermission, PatternType, ResourceType};
+    let binding = AclBinding {
+        resource_type: ResourceType::Topic,
+        resource_name: "logs-".into(),
+        pattern_type: PatternType::Prefixed,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: AclOperation::Write,
+        permission: AclPermission::Allow,
+    };
+    let records = vec![
+        MetadataRecord::CreateAcl(binding.clone()),
+        MetadataRecord::DeleteAcl(binding.clone()),
+    ];
+    let bytes = encode_records(&records).unwrap();
+    // Tag 15 right after the batch header (version, count).
+    assert_eq!(bytes[5], 15);
+    assert_eq!(decode_records(&bytes).unwrap(), records);
+    let mut image = ClusterImage::default();
+    image.apply(&records[0]);
+    assert!(image.acls.contains(&binding));
+    assert_eq!(decode_image(&encode_image(&image).unwrap()).unwrap(), image);
+    image.apply(&records[1]);
+    assert!(image.acls.is_empty());
+    // An unknown operation code is refused, not mapped to something else.
+    let mut bad = encode_records(&records[..1]).unwrap();
+    let op_at = bad.len() - 2;
+    bad[op_at] = 99;
+    assert!(matches!(
+        decode_records(&bad),
+        Err(DecodeError::InvalidValue {
+            what: "acl operation",
+            ..
+        })
+    ));
 }

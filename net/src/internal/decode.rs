@@ -262,9 +262,37 @@ pub(super) fn message(frame: &fb::Frame<'_>) -> Result<InternalMessage, Internal
                 only_if_absent: m.only_if_absent(),
             }
         }
+        fb::Message::AlterAclsRequest => {
+            let m = frame
+                .message_as_alter_acls_request()
+                .ok_or(UnknownMessage)?;
+            InternalMessage::AlterAcls {
+                creations: acl_entries(m.creations()),
+                deletions: acl_entries(m.deletions()),
+            }
+        }
         // NONE, or a member added by a newer node.
         _ => return Err(UnknownMessage),
     })
+}
+
+fn acl_entries(
+    v: Option<Vector<'_, ForwardsUOffset<fb::AclEntry<'_>>>>,
+) -> Vec<crate::internal::AclEntry> {
+    v.map(|v| {
+        v.iter()
+            .map(|e| crate::internal::AclEntry {
+                resource_type: e.resource_type(),
+                resource_name: string(e.resource_name()),
+                pattern_type: e.pattern_type(),
+                principal: string(e.principal()),
+                host: string(e.host()),
+                operation: e.operation(),
+                permission: e.permission(),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn partition_results(

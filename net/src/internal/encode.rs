@@ -376,7 +376,45 @@ pub(super) fn message<'b>(b: &mut FlatBufferBuilder<'b>, message: &InternalMessa
                 t.as_union_value(),
             )
         }
+        InternalMessage::AlterAcls {
+            creations,
+            deletions,
+        } => {
+            let c: Vec<_> = creations.iter().map(|e| acl_entry(b, e)).collect();
+            let creations = Some(b.create_vector(&c));
+            let d: Vec<_> = deletions.iter().map(|e| acl_entry(b, e)).collect();
+            let deletions = Some(b.create_vector(&d));
+            let t = fb::AlterAclsRequest::create(
+                b,
+                &fb::AlterAclsRequestArgs {
+                    creations,
+                    deletions,
+                },
+            );
+            (fb::Message::AlterAclsRequest, t.as_union_value())
+        }
     }
+}
+
+fn acl_entry<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    e: &crate::internal::AclEntry,
+) -> WIPOffset<fb::AclEntry<'b>> {
+    let resource_name = Some(b.create_string(&e.resource_name));
+    let principal = Some(b.create_string(&e.principal));
+    let host = Some(b.create_string(&e.host));
+    fb::AclEntry::create(
+        b,
+        &fb::AclEntryArgs {
+            resource_type: e.resource_type,
+            resource_name,
+            pattern_type: e.pattern_type,
+            principal,
+            host,
+            operation: e.operation,
+            permission: e.permission,
+        },
+    )
 }
 
 fn partition_result<'b>(

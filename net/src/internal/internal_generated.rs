@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 21;
+        pub const ENUM_MAX_MESSAGE: u8 = 22;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 22] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 23] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -50,6 +50,7 @@ pub mod skein {
             Message::AlterReassignmentsRequest,
             Message::AlterReassignmentsResponse,
             Message::AlterScramCredentialsRequest,
+            Message::AlterAclsRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -79,9 +80,10 @@ pub mod skein {
             pub const AlterReassignmentsRequest: Self = Self(19);
             pub const AlterReassignmentsResponse: Self = Self(20);
             pub const AlterScramCredentialsRequest: Self = Self(21);
+            pub const AlterAclsRequest: Self = Self(22);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 21;
+            pub const ENUM_MAX: u8 = 22;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -105,6 +107,7 @@ pub mod skein {
                 Self::AlterReassignmentsRequest,
                 Self::AlterReassignmentsResponse,
                 Self::AlterScramCredentialsRequest,
+                Self::AlterAclsRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -131,6 +134,7 @@ pub mod skein {
                     Self::AlterReassignmentsRequest => Some("AlterReassignmentsRequest"),
                     Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
                     Self::AlterScramCredentialsRequest => Some("AlterScramCredentialsRequest"),
+                    Self::AlterAclsRequest => Some("AlterAclsRequest"),
                     _ => None,
                 }
             }
@@ -5670,6 +5674,437 @@ pub mod skein {
                 ds.finish()
             }
         }
+        pub enum AclEntryOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AclEntry<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AclEntry<'a> {
+            type Inner = AclEntry<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AclEntry<'a> {
+            pub const VT_RESOURCE_TYPE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_RESOURCE_NAME: ::flatbuffers::VOffsetT = 6;
+            pub const VT_PATTERN_TYPE: ::flatbuffers::VOffsetT = 8;
+            pub const VT_PRINCIPAL: ::flatbuffers::VOffsetT = 10;
+            pub const VT_HOST: ::flatbuffers::VOffsetT = 12;
+            pub const VT_OPERATION: ::flatbuffers::VOffsetT = 14;
+            pub const VT_PERMISSION: ::flatbuffers::VOffsetT = 16;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AclEntry { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AclEntryArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AclEntry<'bldr>> {
+                let mut builder = AclEntryBuilder::new(_fbb);
+                if let Some(x) = args.host {
+                    builder.add_host(x);
+                }
+                if let Some(x) = args.principal {
+                    builder.add_principal(x);
+                }
+                if let Some(x) = args.resource_name {
+                    builder.add_resource_name(x);
+                }
+                builder.add_permission(args.permission);
+                builder.add_operation(args.operation);
+                builder.add_pattern_type(args.pattern_type);
+                builder.add_resource_type(args.resource_type);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn resource_type(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(AclEntry::VT_RESOURCE_TYPE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn resource_name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        AclEntry::VT_RESOURCE_NAME,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn pattern_type(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(AclEntry::VT_PATTERN_TYPE, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn principal(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(AclEntry::VT_PRINCIPAL, None)
+                }
+            }
+            #[inline]
+            pub fn host(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(AclEntry::VT_HOST, None)
+                }
+            }
+            #[inline]
+            pub fn operation(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(AclEntry::VT_OPERATION, Some(0))
+                        .unwrap()
+                }
+            }
+            #[inline]
+            pub fn permission(&self) -> i8 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<i8>(AclEntry::VT_PERMISSION, Some(0))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AclEntry<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<i8>("resource_type", Self::VT_RESOURCE_TYPE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "resource_name",
+                        Self::VT_RESOURCE_NAME,
+                        false,
+                    )?
+                    .visit_field::<i8>("pattern_type", Self::VT_PATTERN_TYPE, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "principal",
+                        Self::VT_PRINCIPAL,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "host",
+                        Self::VT_HOST,
+                        false,
+                    )?
+                    .visit_field::<i8>("operation", Self::VT_OPERATION, false)?
+                    .visit_field::<i8>("permission", Self::VT_PERMISSION, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AclEntryArgs<'a> {
+            pub resource_type: i8,
+            pub resource_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub pattern_type: i8,
+            pub principal: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub host: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub operation: i8,
+            pub permission: i8,
+        }
+        impl<'a> Default for AclEntryArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AclEntryArgs {
+                    resource_type: 0,
+                    resource_name: None,
+                    pattern_type: 0,
+                    principal: None,
+                    host: None,
+                    operation: 0,
+                    permission: 0,
+                }
+            }
+        }
+
+        pub struct AclEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AclEntryBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_resource_type(&mut self, resource_type: i8) {
+                self.fbb_
+                    .push_slot::<i8>(AclEntry::VT_RESOURCE_TYPE, resource_type, 0);
+            }
+            #[inline]
+            pub fn add_resource_name(&mut self, resource_name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AclEntry::VT_RESOURCE_NAME,
+                    resource_name,
+                );
+            }
+            #[inline]
+            pub fn add_pattern_type(&mut self, pattern_type: i8) {
+                self.fbb_
+                    .push_slot::<i8>(AclEntry::VT_PATTERN_TYPE, pattern_type, 0);
+            }
+            #[inline]
+            pub fn add_principal(&mut self, principal: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AclEntry::VT_PRINCIPAL,
+                    principal,
+                );
+            }
+            #[inline]
+            pub fn add_host(&mut self, host: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(AclEntry::VT_HOST, host);
+            }
+            #[inline]
+            pub fn add_operation(&mut self, operation: i8) {
+                self.fbb_
+                    .push_slot::<i8>(AclEntry::VT_OPERATION, operation, 0);
+            }
+            #[inline]
+            pub fn add_permission(&mut self, permission: i8) {
+                self.fbb_
+                    .push_slot::<i8>(AclEntry::VT_PERMISSION, permission, 0);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AclEntryBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AclEntryBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AclEntry<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AclEntry<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AclEntry");
+                ds.field("resource_type", &self.resource_type());
+                ds.field("resource_name", &self.resource_name());
+                ds.field("pattern_type", &self.pattern_type());
+                ds.field("principal", &self.principal());
+                ds.field("host", &self.host());
+                ds.field("operation", &self.operation());
+                ds.field("permission", &self.permission());
+                ds.finish()
+            }
+        }
+        pub enum AlterAclsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterAclsRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterAclsRequest<'a> {
+            type Inner = AlterAclsRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterAclsRequest<'a> {
+            pub const VT_CREATIONS: ::flatbuffers::VOffsetT = 4;
+            pub const VT_DELETIONS: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterAclsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterAclsRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterAclsRequest<'bldr>> {
+                let mut builder = AlterAclsRequestBuilder::new(_fbb);
+                if let Some(x) = args.deletions {
+                    builder.add_deletions(x);
+                }
+                if let Some(x) = args.creations {
+                    builder.add_creations(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn creations(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry>>,
+                    >>(AlterAclsRequest::VT_CREATIONS, None)
+                }
+            }
+            #[inline]
+            pub fn deletions(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry>>,
+                    >>(AlterAclsRequest::VT_DELETIONS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterAclsRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AclEntry>>,
+                    >>("creations", Self::VT_CREATIONS, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AclEntry>>,
+                    >>("deletions", Self::VT_DELETIONS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterAclsRequestArgs<'a> {
+            pub creations: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry<'a>>>,
+                >,
+            >,
+            pub deletions: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AclEntry<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for AlterAclsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterAclsRequestArgs {
+                    creations: None,
+                    deletions: None,
+                }
+            }
+        }
+
+        pub struct AlterAclsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterAclsRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_creations(
+                &mut self,
+                creations: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<AclEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterAclsRequest::VT_CREATIONS,
+                    creations,
+                );
+            }
+            #[inline]
+            pub fn add_deletions(
+                &mut self,
+                deletions: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<AclEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterAclsRequest::VT_DELETIONS,
+                    deletions,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterAclsRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterAclsRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterAclsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterAclsRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterAclsRequest");
+                ds.field("creations", &self.creations());
+                ds.field("deletions", &self.deletions());
+                ds.finish()
+            }
+        }
         pub enum FrameOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -6095,6 +6530,21 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_acls_request(&self) -> Option<AlterAclsRequest<'a>> {
+                if self.message_type() == Message::AlterAclsRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterAclsRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -6129,6 +6579,7 @@ pub mod skein {
           Message::AlterReassignmentsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsRequest>>("Message::AlterReassignmentsRequest", pos),
           Message::AlterReassignmentsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("Message::AlterReassignmentsResponse", pos),
           Message::AlterScramCredentialsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterScramCredentialsRequest>>("Message::AlterScramCredentialsRequest", pos),
+          Message::AlterAclsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterAclsRequest>>("Message::AlterAclsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6408,6 +6859,16 @@ pub mod skein {
                     }
                     Message::AlterScramCredentialsRequest => {
                         if let Some(x) = self.message_as_alter_scram_credentials_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterAclsRequest => {
+                        if let Some(x) = self.message_as_alter_acls_request() {
                             ds.field("message", &x)
                         } else {
                             ds.field(

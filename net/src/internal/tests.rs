@@ -218,6 +218,18 @@ fn every_message() -> Vec<InternalMessage> {
             deletions: Vec::new(),
             only_if_absent: false,
         },
+        InternalMessage::AlterAcls {
+            creations: vec![super::AclEntry {
+                resource_type: 2,
+                resource_name: "logs-".into(),
+                pattern_type: 4,
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: 4,
+                permission: 3,
+            }],
+            deletions: Vec::new(),
+        },
     ]
 }
 
@@ -288,7 +300,7 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 19);
+    assert_eq!(requests, 20);
     assert_eq!(responses, 10);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");

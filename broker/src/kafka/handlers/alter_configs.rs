@@ -11,6 +11,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_configs::RESOURCE_TOPIC;
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp, ConfigChange, ItemResult};
 use crate::kafka::dispatch::RequestCtx;
 
@@ -27,6 +29,9 @@ async fn alter(
             ResponseError::InvalidRequest,
             Some("only topic configs can be altered; broker configs are static".to_string()),
         ));
+    }
+    if !ctx.authorized(AclOperation::AlterConfigs, ResourceType::Topic, name) {
+        return Err((ResponseError::TopicAuthorizationFailed, None));
     }
     let op = AdminOp::AlterTopicConfig {
         topic: name.to_string(),

@@ -5,6 +5,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp};
 use crate::kafka::dispatch::RequestCtx;
 
@@ -12,7 +14,8 @@ pub async fn handle(ctx: &RequestCtx, req: CreatePartitionsRequest) -> CreatePar
     let mut resp = CreatePartitionsResponse::default();
     let mut ops = Vec::new();
     let mut manual = Vec::new();
-    for t in &req.topics {
+    let allowed = |n: &str| ctx.authorized(AclOperation::Alter, ResourceType::Topic, n);
+    for t in req.topics.iter().filter(|t| allowed(&t.name)) {
         if t.assignments.is_some() {
             manual.push(t.name.0.to_string());
         } else {
@@ -32,7 +35,9 @@ pub async fn handle(ctx: &RequestCtx, req: CreatePartitionsRequest) -> CreatePar
         let mut r = CreatePartitionsTopicResult::default();
         let name = t.name.0.to_string();
         r.name = TopicName(StrBytes::from_string(name.clone()));
-        if manual.contains(&name) {
+        if !allowed(&name) {
+            r.error_code = ResponseError::TopicAuthorizationFailed.code();
+        } else if manual.contains(&name) {
             r.error_code = ResponseError::InvalidReplicaAssignment.code();
             r.error_message = Some(StrBytes::from_static_str(
                 "manual replica assignment is not supported on a single-node cluster",

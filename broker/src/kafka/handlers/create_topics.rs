@@ -8,15 +8,29 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp, NewTopic};
 use crate::kafka::dispatch::RequestCtx;
 use crate::topic_config::EffectiveTopicConfig;
 
 pub async fn handle(ctx: &RequestCtx, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let version = ctx.version();
+    // Kafka: CREATE on the cluster, or on each topic.
+    let cluster_create = ctx.cluster_authorized(AclOperation::Create);
+    let allowed = |name: &str| {
+        cluster_create || ctx.authorized(AclOperation::Create, ResourceType::Topic, name)
+    };
+    let denied: Vec<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|n| !allowed(n))
+        .collect();
     let topics: Vec<NewTopic> = req
         .topics
         .iter()
+        .filter(|t| !denied.iter().any(|d| d.as_str() == t.name.0.as_str()))
         .map(|t| NewTopic {
             name: t.name.0.to_string(),
             num_partitions: t.num_partitions,
@@ -33,7 +47,7 @@ pub async fn handle(ctx: &RequestCtx, req: CreateTopicsRequest) -> CreateTopicsR
             has_assignments: !t.assignments.is_empty(),
         })
         .collect();
-    let reply = admin::submit(
+    let mut reply = admin::submit(
         &ctx.shard,
         AdminOp::CreateTopics {
             topics,
@@ -41,6 +55,13 @@ pub async fn handle(ctx: &RequestCtx, req: CreateTopicsRequest) -> CreateTopicsR
         },
     )
     .await;
+    let refused = Err((
+        kafka_protocol::error::ResponseError::TopicAuthorizationFailed,
+        None,
+    ));
+    reply
+        .results
+        .extend(denied.into_iter().map(|n| (n, refused.clone())));
     let md = ctx.shard.metadata();
     let mut resp = CreateTopicsResponse::default();
     for (name, result) in reply.results {

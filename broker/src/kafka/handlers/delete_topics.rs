@@ -6,6 +6,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp};
 use crate::kafka::dispatch::RequestCtx;
 
@@ -34,7 +36,12 @@ pub async fn handle(ctx: &RequestCtx, req: DeleteTopicsRequest) -> DeleteTopicsR
             .collect()
     };
     drop(md);
-    let names: Vec<String> = wanted.iter().filter_map(|(n, _)| n.clone()).collect();
+    let allowed = |n: &str| ctx.authorized(AclOperation::Delete, ResourceType::Topic, n);
+    let names: Vec<String> = wanted
+        .iter()
+        .filter_map(|(n, _)| n.clone())
+        .filter(|n| allowed(n))
+        .collect();
     let mut reply = admin::submit(&ctx.shard, AdminOp::DeleteTopics { names })
         .await
         .results
@@ -47,6 +54,10 @@ pub async fn handle(ctx: &RequestCtx, req: DeleteTopicsRequest) -> DeleteTopicsR
         }
         match name {
             None => r.error_code = ResponseError::UnknownTopicId.code(),
+            Some(n) if !allowed(&n) => {
+                r.name = Some(TopicName(StrBytes::from_string(n)));
+                r.error_code = ResponseError::TopicAuthorizationFailed.code();
+            }
             Some(n) => {
                 r.name = Some(TopicName(StrBytes::from_string(n)));
                 if let Some((_, Err((e, m)))) = reply.next() {

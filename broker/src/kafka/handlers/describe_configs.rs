@@ -7,6 +7,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::settings::ConfigSource;
 use crate::topic_config::EffectiveTopicConfig;
@@ -29,6 +31,23 @@ pub fn handle(ctx: &RequestCtx, req: DescribeConfigsRequest) -> DescribeConfigsR
             .configuration_keys
             .map(|k| k.iter().map(|s| s.to_string()).collect());
         let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
+        let topic_denied = res.resource_type == RESOURCE_TOPIC
+            && !ctx.authorized(
+                AclOperation::DescribeConfigs,
+                ResourceType::Topic,
+                &res.resource_name,
+            );
+        let broker_denied = res.resource_type == RESOURCE_BROKER
+            && !ctx.cluster_authorized(AclOperation::DescribeConfigs);
+        if topic_denied || broker_denied {
+            out.error_code = if topic_denied {
+                ResponseError::TopicAuthorizationFailed.code()
+            } else {
+                ResponseError::ClusterAuthorizationFailed.code()
+            };
+            resp.results.push(out);
+            continue;
+        }
         match res.resource_type {
             RESOURCE_TOPIC => match md.topics.get(res.resource_name.as_str()) {
                 None => {

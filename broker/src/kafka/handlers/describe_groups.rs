@@ -4,6 +4,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
 
@@ -17,6 +19,11 @@ pub async fn handle(ctx: &RequestCtx, req: DescribeGroupsRequest) -> DescribeGro
         let mut out = DescribedGroup::default();
         out.group_id = group_id;
         out.authorized_operations = OPERATIONS_NOT_REQUESTED;
+        if !ctx.authorized(AclOperation::Describe, ResourceType::Group, &group) {
+            out.error_code = kafka_protocol::error::ResponseError::GroupAuthorizationFailed.code();
+            resp.groups.push(out);
+            continue;
+        }
         let name = group.clone();
         let r = coordinator::on_coordinator(&ctx.shard, &group, move |p| {
             coordinator::describe(p, name)

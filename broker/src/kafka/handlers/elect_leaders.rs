@@ -7,6 +7,8 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::AclOperation;
+
 use crate::admin::{self, Election};
 use crate::kafka::dispatch::RequestCtx;
 
@@ -36,6 +38,10 @@ pub async fn handle(ctx: &RequestCtx, req: ElectLeadersRequest) -> ElectLeadersR
         timeout,
     };
     let mut resp = ElectLeadersResponse::default();
+    if !ctx.cluster_authorized(AclOperation::Alter) {
+        resp.error_code = kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     let results: Vec<(String, PartitionResult)> =
         match admin::elect_leaders(&ctx.shard, election).await {
             Ok(results) => results

@@ -14,9 +14,12 @@ use skein_net::{
 };
 use uuid::Uuid;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::{Reply, RequestCtx};
 use crate::limits::FETCH_MAX_WAIT_MS_MAX;
 use crate::partition::{PartitionRead, ReadSpec};
+use crate::sasl::SecurityProtocol;
 use crate::shard::ids::TopicPartition;
 use crate::shard::route::{FetchChunk, Watch};
 
@@ -53,6 +56,13 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
     } else {
         req.replica_id.0
     };
+    // Followers need CLUSTER_ACTION (Kafka's rule). Brokers replicate over the Kafka listener
+    // without SASL, so on a PLAINTEXT listener an anonymous replica fetch is let through;
+    // on a SASL listener the follower must be a principal allowed CLUSTER_ACTION.
+    let replica_allowed = replica_id < 0
+        || !ctx.authorizer_enabled()
+        || ctx.shard.layout.kafka_security_protocol == SecurityProtocol::Plaintext
+        || ctx.cluster_authorized(AclOperation::ClusterAction);
     let md = ctx.shard.metadata();
     let topics: Vec<TopicWanted> = req
         .topics
@@ -67,6 +77,18 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
                 )
             };
             let name = meta.map_or_else(|| t.topic.0.to_string(), |m| m.name.clone());
+            let allowed = if replica_id >= 0 {
+                replica_allowed
+            } else {
+                ctx.authorized(AclOperation::Read, ResourceType::Topic, &name)
+            };
+            // An unauthorized topic is answered like an unknown one, with Kafka's code (an
+            // unknown topic id stays UNKNOWN_TOPIC_ID: there is no name to authorize).
+            let (meta, unknown_error) = if allowed || (meta.is_none() && version >= 13) {
+                (meta, unknown_error)
+            } else {
+                (None, ResponseError::TopicAuthorizationFailed)
+            };
             TopicWanted {
                 id: meta.map_or(t.topic_id, |m| m.id),
                 unknown_error,

@@ -7,6 +7,8 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
 
@@ -38,6 +40,9 @@ async fn find(ctx: &RequestCtx, key: &str, key_type: i8) -> Found {
     }
     if key.is_empty() {
         return failed(ResponseError::InvalidGroupId, "empty group id");
+    }
+    if !ctx.authorized(AclOperation::Describe, ResourceType::Group, key) {
+        return failed(ResponseError::GroupAuthorizationFailed, "not authorized");
     }
     let leader = match coordinator::coordinator_of(&ctx.shard, key).await {
         Ok(leader) => leader,

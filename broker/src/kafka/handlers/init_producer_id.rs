@@ -8,6 +8,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use skein_storage::{ProducerEpoch, ProducerId};
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::producer_ids::{init_producer, ProducerIdError};
 
@@ -31,6 +33,12 @@ async fn answer(
         // Kafka's coordinator refuses an empty id before anything else.
         Some(id) if id.is_empty() => return Err(ResponseError::InvalidRequest),
         Some(_) => return Err(ResponseError::TransactionalIdAuthorizationFailed),
+    }
+    // Kafka: an idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on a topic.
+    if !ctx.cluster_authorized(AclOperation::IdempotentWrite)
+        && !ctx.authorized_any(AclOperation::Write, ResourceType::Topic)
+    {
+        return Err(ResponseError::ClusterAuthorizationFailed);
     }
     // Kafka: both or neither (KIP-360's "current" producer id and epoch).
     let current = match (req.producer_id.0, req.producer_epoch) {

@@ -8,6 +8,8 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::group::state::{JoinRequest, JoinResult};
 use crate::kafka::dispatch::RequestCtx;
@@ -33,6 +35,9 @@ pub async fn handle(ctx: &RequestCtx, req: JoinGroupRequest) -> JoinGroupRespons
 
 /// Kafka's request checks, and the request in the coordinator's terms.
 fn check(ctx: &RequestCtx, req: &JoinGroupRequest) -> Result<JoinRequest, ResponseError> {
+    if !ctx.authorized(AclOperation::Read, ResourceType::Group, &req.group_id) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
     let settings = &ctx.shard.layout.broker.group;
     if req.session_timeout_ms < settings.min_session_timeout_ms
         || req.session_timeout_ms > settings.max_session_timeout_ms

@@ -1,7 +1,10 @@
 //! LeaveGroup: one member (v0-2) or a batch of members, by id or by static instance id (v3+).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
+
+use skein_controller::acl::{AclOperation, ResourceType};
 
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
@@ -9,6 +12,11 @@ use crate::kafka::dispatch::RequestCtx;
 pub async fn handle(ctx: &RequestCtx, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let version = ctx.version();
     let group = req.group_id.0.to_string();
+    if !ctx.authorized(AclOperation::Read, ResourceType::Group, &group) {
+        let mut resp = LeaveGroupResponse::default();
+        resp.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return resp;
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()

@@ -5,6 +5,8 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::kafka::dispatch::RequestCtx;
 use crate::shard::ids::ShardId;
@@ -26,6 +28,8 @@ pub async fn handle(ctx: &RequestCtx, req: ListGroupsRequest) -> ListGroupsRespo
     if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE) {
         return resp;
     }
+    // Kafka: CLUSTER DESCRIBE lists every group; otherwise only those the client may describe.
+    let every_group = ctx.cluster_authorized(AclOperation::Describe);
     for index in 0..ctx.shard.shard_count() {
         let Ok(index) = u16::try_from(index) else {
             break;
@@ -42,6 +46,9 @@ pub async fn handle(ctx: &RequestCtx, req: ListGroupsRequest) -> ListGroupsRespo
         };
         for (id, protocol_type, state) in listed {
             if !states.is_empty() && !states.iter().any(|s| s == &state.to_ascii_lowercase()) {
+                continue;
+            }
+            if !every_group && !ctx.authorized(AclOperation::Describe, ResourceType::Group, &id) {
                 continue;
             }
             let mut g = ListedGroup::default();

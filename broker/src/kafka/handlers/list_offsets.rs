@@ -7,6 +7,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use kafka_protocol::error::ResponseError;
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::shard::ids::TopicPartition;
 
@@ -16,12 +19,16 @@ pub async fn handle(ctx: &RequestCtx, req: ListOffsetsRequest) -> ListOffsetsRes
     let mut work = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
+        let allowed = ctx.authorized(AclOperation::Describe, ResourceType::Topic, &name);
         let mut parts = Vec::new();
         for p in t.partitions {
             parts.push(p.partition_index);
             let tp = TopicPartition::new(name.as_str(), p.partition_index);
             let shard = ctx.shard.clone();
             work.push(async move {
+                if !allowed {
+                    return Err(ResponseError::TopicAuthorizationFailed);
+                }
                 shard
                     .list_offset(tp, p.timestamp, p.current_leader_epoch)
                     .await

@@ -11,6 +11,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::admin::{self, AdminOp, NewTopic};
 use crate::kafka::dispatch::RequestCtx;
 use crate::metadata::{validate_topic_name, ClusterMetadata, TopicMeta};
@@ -52,7 +54,11 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
         let missing: Vec<NewTopic> = wanted
             .iter()
             .filter_map(|w| match w {
-                Wanted::Name(n) if !md.topics.contains_key(n) && validate_topic_name(n).is_ok() => {
+                Wanted::Name(n)
+                    if !md.topics.contains_key(n)
+                        && validate_topic_name(n).is_ok()
+                        && may_create(ctx, n) =>
+                {
                     Some(NewTopic {
                         name: n.clone(),
                         num_partitions: -1,
@@ -109,12 +115,21 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
         resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     }
     let include_ops = version >= 8 && req.include_topic_authorized_operations;
+    let entry = |t: &TopicMeta| {
+        let mut e = topic_entry(&md, t, version, include_ops);
+        if include_ops && ctx.authorizer_enabled() {
+            e.topic_authorized_operations = topic_operations(ctx, &t.name);
+        }
+        e
+    };
     resp.topics = match wanted {
         None => md
             .topics
             .values()
             .filter(|t| !t.internal || version >= 1)
-            .map(|t| topic_entry(&md, t, version, include_ops))
+            // Kafka: a topic the client may not describe is left out of "all topics".
+            .filter(|t| ctx.authorized(AclOperation::Describe, ResourceType::Topic, &t.name))
+            .map(entry)
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -123,8 +138,22 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
                     Wanted::Name(n) => md.topics.get(n),
                     Wanted::Id(id) => md.topic_by_id(id),
                 };
+                let name = match &w {
+                    Wanted::Name(n) => Some(n.as_str()),
+                    Wanted::Id(_) => found.map(|t| t.name.as_str()),
+                };
+                if name.is_some_and(|n| {
+                    !ctx.authorized(AclOperation::Describe, ResourceType::Topic, n)
+                }) {
+                    let (name, id) = match w {
+                        Wanted::Name(n) => (Some(n), Uuid::nil()),
+                        Wanted::Id(id) => (None, id),
+                    };
+                    let code = ResponseError::TopicAuthorizationFailed;
+                    return error_entry(name, id, code, version);
+                }
                 match (found, w) {
-                    (Some(t), _) => topic_entry(&md, t, version, include_ops),
+                    (Some(t), _) => entry(t),
                     (None, Wanted::Name(n)) => {
                         let code = if validate_topic_name(&n).is_err() {
                             ResponseError::InvalidTopicException
@@ -141,6 +170,39 @@ pub async fn handle(ctx: &RequestCtx, req: MetadataRequest) -> MetadataResponse 
             .collect(),
     };
     resp
+}
+
+/// The bit set of TOPIC_OPERATIONS_ALL's operations the client may do on `name`.
+fn topic_operations(ctx: &RequestCtx, name: &str) -> i32 {
+    operation_bits(
+        TOPIC_OPERATIONS
+            .into_iter()
+            .filter(|op| ctx.authorized(*op, ResourceType::Topic, name)),
+    )
+}
+
+/// The operations TOPIC_OPERATIONS_ALL holds.
+const TOPIC_OPERATIONS: [AclOperation; 8] = [
+    AclOperation::Read,
+    AclOperation::Write,
+    AclOperation::Create,
+    AclOperation::Delete,
+    AclOperation::Alter,
+    AclOperation::Describe,
+    AclOperation::DescribeConfigs,
+    AclOperation::AlterConfigs,
+];
+
+/// Kafka's authorized-operations bit set: bit n for the operation with code n.
+fn operation_bits(ops: impl Iterator<Item = AclOperation>) -> i32 {
+    ops.fold(0, |bits, op| bits | (1 << (op as i32)))
+}
+
+/// Kafka's rule for auto-creation: DESCRIBE on the topic, and CREATE on the cluster or topic.
+fn may_create(ctx: &RequestCtx, name: &str) -> bool {
+    ctx.authorized(AclOperation::Describe, ResourceType::Topic, name)
+        && (ctx.cluster_authorized(AclOperation::Create)
+            || ctx.authorized(AclOperation::Create, ResourceType::Topic, name))
 }
 
 fn error_entry(
@@ -211,4 +273,17 @@ fn topic_entry(
         })
         .collect();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_operation_makes_the_all_operations_bits() {
+        assert_eq!(
+            operation_bits(TOPIC_OPERATIONS.into_iter()),
+            TOPIC_OPERATIONS_ALL
+        );
+    }
 }

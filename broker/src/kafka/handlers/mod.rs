@@ -1,5 +1,6 @@
 //! One module per Kafka API.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;

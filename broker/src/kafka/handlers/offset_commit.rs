@@ -10,18 +10,22 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 /// A partition of the request: what to write, or the error it gets without being written.
 type PartitionCommit = (i32, Result<CommitItem, ResponseError>);
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator::{self, CommitItem, Committer};
 use crate::group::offsets::{CommittedOffset, OFFSET_METADATA_BYTES_MAX};
 use crate::kafka::dispatch::RequestCtx;
 
 pub async fn handle(ctx: &RequestCtx, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = req.group_id.0.to_string();
+    let group_allowed = ctx.authorized(AclOperation::Read, ResourceType::Group, &group);
     let md = ctx.shard.metadata();
     // Per partition: Ok(item to write) or the error it gets without being written.
     let mut shape: Vec<(TopicName, Vec<PartitionCommit>)> = Vec::new();
     for t in &req.topics {
         let topic = t.name.0.to_string();
         let known = md.topics.get(&topic).map(|m| m.partitions.len());
+        let topic_allowed = ctx.authorized(AclOperation::Read, ResourceType::Topic, &topic);
         let parts = t
             .partitions
             .iter()
@@ -31,7 +35,11 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetCommitRequest) -> OffsetCommitR
                     .as_ref()
                     .map(|m| m.to_string())
                     .unwrap_or_default();
-                let r = if !known
+                let r = if !group_allowed {
+                    Err(ResponseError::GroupAuthorizationFailed)
+                } else if !topic_allowed {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                } else if !known
                     .is_some_and(|n| usize::try_from(p.partition_index).is_ok_and(|i| i < n))
                 {
                     Err(ResponseError::UnknownTopicOrPartition)

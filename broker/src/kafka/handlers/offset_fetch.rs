@@ -9,6 +9,8 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::group::coordinator;
 use crate::group::offsets::CommittedOffset;
 use crate::kafka::dispatch::RequestCtx;
@@ -22,11 +24,24 @@ async fn fetch_group(
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Fetched, ResponseError> {
+    if !ctx.authorized(AclOperation::Read, ResourceType::Group, group) {
+        return Err(ResponseError::GroupAuthorizationFailed);
+    }
+    let all_topics = wanted.is_none();
     let group_id = group.to_string();
-    coordinator::on_coordinator(&ctx.shard, group, move |p| {
+    let mut fetched = coordinator::on_coordinator(&ctx.shard, group, move |p| {
         coordinator::fetch(p, group_id, wanted)
     })
-    .await
+    .await?;
+    if all_topics {
+        // Kafka leaves out the topics the client may not read.
+        fetched.retain(|(t, _, _)| topic_allowed(ctx, t));
+    }
+    Ok(fetched)
+}
+
+fn topic_allowed(ctx: &RequestCtx, topic: &str) -> bool {
+    ctx.authorized(AclOperation::Read, ResourceType::Topic, topic)
 }
 
 /// Groups the flat answer by topic, keeping first-seen order.
@@ -57,12 +72,18 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchRes
                 Err(e) => out.error_code = e.code(),
                 Ok(fetched) => {
                     for (t, parts) in by_topic(fetched) {
+                        let denied = !topic_allowed(ctx, &t);
                         let mut tr = OffsetFetchResponseTopics::default();
                         tr.name = TopicName(StrBytes::from_string(t));
                         for (p, c) in parts {
                             let mut pr = OffsetFetchResponsePartitions::default();
                             pr.partition_index = p;
-                            let c = c.unwrap_or_else(no_commit);
+                            let c = if denied {
+                                pr.error_code = ResponseError::TopicAuthorizationFailed.code();
+                                no_commit()
+                            } else {
+                                c.unwrap_or_else(no_commit)
+                            };
                             pr.committed_offset = c.offset;
                             pr.committed_leader_epoch = c.leader_epoch;
                             pr.metadata = Some(StrBytes::from_string(c.metadata));
@@ -90,12 +111,18 @@ pub async fn handle(ctx: &RequestCtx, req: OffsetFetchRequest) -> OffsetFetchRes
         }
         Ok(fetched) => {
             for (t, parts) in by_topic(fetched) {
+                let denied = !topic_allowed(ctx, &t);
                 let mut tr = OffsetFetchResponseTopic::default();
                 tr.name = TopicName(StrBytes::from_string(t));
                 for (p, c) in parts {
                     let mut pr = OffsetFetchResponsePartition::default();
                     pr.partition_index = p;
-                    let c = c.unwrap_or_else(no_commit);
+                    let c = if denied {
+                        pr.error_code = ResponseError::TopicAuthorizationFailed.code();
+                        no_commit()
+                    } else {
+                        c.unwrap_or_else(no_commit)
+                    };
                     pr.committed_offset = c.offset;
                     if version >= 5 {
                         pr.committed_leader_epoch = c.leader_epoch;

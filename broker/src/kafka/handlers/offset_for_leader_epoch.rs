@@ -10,6 +10,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::shard::ids::TopicPartition;
 
@@ -19,7 +21,11 @@ async fn end_offset(
     tp: TopicPartition,
     current_leader_epoch: i32,
     leader_epoch: i32,
+    allowed: bool,
 ) -> Result<(i32, i64), ResponseError> {
+    if !allowed {
+        return Err(ResponseError::TopicAuthorizationFailed);
+    }
     let owner = ctx.shard.metadata().owner(&tp.topic, tp.partition)?;
     ctx.shard
         .invoke_on(owner.shard, move |shard| async move {
@@ -51,11 +57,27 @@ pub async fn handle(
     let mut work = Vec::new();
     for t in req.topics {
         let name = t.topic.0.to_string();
+        // Kafka: DESCRIBE on the topic for a consumer, CLUSTER_ACTION for a follower (let
+        // through on a PLAINTEXT listener, as follower fetches are; see fetch.rs).
+        let allowed = if req.replica_id.0 >= 0 {
+            !ctx.authorizer_enabled()
+                || ctx.shard.layout.kafka_security_protocol
+                    == crate::sasl::SecurityProtocol::Plaintext
+                || ctx.cluster_authorized(AclOperation::ClusterAction)
+        } else {
+            ctx.authorized(AclOperation::Describe, ResourceType::Topic, &name)
+        };
         let mut parts = Vec::new();
         for p in t.partitions {
             parts.push(p.partition);
             let tp = TopicPartition::new(name.as_str(), p.partition);
-            work.push(end_offset(ctx, tp, p.current_leader_epoch, p.leader_epoch));
+            work.push(end_offset(
+                ctx,
+                tp,
+                p.current_leader_epoch,
+                p.leader_epoch,
+                allowed,
+            ));
         }
         shape.push((t.topic, parts));
     }

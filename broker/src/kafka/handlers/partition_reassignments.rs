@@ -16,6 +16,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::AclOperation;
+
 use crate::admin;
 use crate::kafka::dispatch::RequestCtx;
 
@@ -41,6 +43,10 @@ pub async fn alter(
         .filter(|ms| *ms > 0)
         .map_or(TIMEOUT_MAX, |ms| Duration::from_millis(ms).min(TIMEOUT_MAX));
     let mut resp = AlterPartitionReassignmentsResponse::default();
+    if !ctx.cluster_authorized(AclOperation::Alter) {
+        resp.error_code = kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     let results = match admin::alter_reassignments(&ctx.shard, asked.clone(), timeout).await {
         Ok(results) => results
             .into_iter()
@@ -88,6 +94,10 @@ pub fn list(
     };
     let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
     let mut resp = ListPartitionReassignmentsResponse::default();
+    if !ctx.cluster_authorized(AclOperation::Describe) {
+        resp.error_code = kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     for t in md.topics.values() {
         let mut ongoing = OngoingTopicReassignment::default();
         for (i, p) in t.partitions.iter().enumerate() {

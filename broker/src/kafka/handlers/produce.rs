@@ -11,6 +11,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use skein_controller::acl::{AclOperation, ResourceType};
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::partition::{Acks, ProduceFailure};
 use crate::shard::ids::TopicPartition;
@@ -25,6 +27,8 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
     let mut work = Vec::new();
     for t in req.topic_data {
         let name = t.name.0.to_string();
+        // One authorizer lookup per topic (one branch when the authorizer is off).
+        let allowed = ctx.authorized(AclOperation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             parts.push(p.index);
@@ -34,6 +38,9 @@ pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResp
                 let Some(acks) = acks else {
                     return Err(ResponseError::InvalidRequiredAcks.into());
                 };
+                if !allowed {
+                    return Err(ResponseError::TopicAuthorizationFailed.into());
+                }
                 if transactional {
                     // Transactions are not built; Kafka's answer for a broker without them.
                     return Err(ResponseError::TransactionalIdAuthorizationFailed.into());

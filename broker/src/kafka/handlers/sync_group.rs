@@ -1,7 +1,10 @@
 //! SyncGroup: members wait for the leader's assignment, which is written before anyone gets it.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
+
+use skein_controller::acl::{AclOperation, ResourceType};
 
 use crate::group::coordinator::{self, SyncArgs};
 use crate::group::state::SyncResult;
@@ -9,6 +12,11 @@ use crate::kafka::dispatch::RequestCtx;
 
 pub async fn handle(ctx: &RequestCtx, req: SyncGroupRequest) -> SyncGroupResponse {
     let group = req.group_id.0.to_string();
+    if !ctx.authorized(AclOperation::Read, ResourceType::Group, &group) {
+        let mut resp = SyncGroupResponse::default();
+        resp.error_code = ResponseError::GroupAuthorizationFailed.code();
+        return resp;
+    }
     let args = SyncArgs {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|i| i.to_string()),

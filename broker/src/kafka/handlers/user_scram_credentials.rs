@@ -18,6 +18,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use skein_net::internal::ScramUpsert;
 
+use skein_controller::acl::AclOperation;
+
 use crate::kafka::dispatch::RequestCtx;
 use crate::sasl::{scram, Mechanism};
 use crate::users::{self, ScramAlteration};
@@ -42,6 +44,10 @@ pub fn describe(
         r
     };
     let mut resp = DescribeUserScramCredentialsResponse::default();
+    if !ctx.cluster_authorized(AclOperation::Describe) {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        return resp;
+    }
     match req.users.filter(|u| !u.is_empty()) {
         // Null or empty: every user.
         None => {
@@ -97,6 +103,20 @@ pub async fn alter(
     ctx: &RequestCtx,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !ctx.cluster_authorized(AclOperation::Alter) {
+        let mut resp = AlterUserScramCredentialsResponse::default();
+        let names = req.deletions.iter().map(|d| &d.name);
+        for name in names.chain(req.upsertions.iter().map(|u| &u.name)) {
+            if resp.results.iter().any(|r| r.user == *name) {
+                continue;
+            }
+            let mut r = AlterUserScramCredentialsResult::default();
+            r.user = name.clone();
+            r.error_code = ResponseError::ClusterAuthorizationFailed.code();
+            resp.results.push(r);
+        }
+        return resp;
+    }
     // Per user, in request order: the first error found, else None.
     let mut users: Vec<(String, Option<(ResponseError, String)>)> = Vec::new();
     let fail = |users: &mut Vec<(String, Option<(ResponseError, String)>)>,
