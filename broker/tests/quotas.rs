@@ -23,12 +23,10 @@ use kafka_protocol::records::{
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, ProducerContext};
 use rdkafka::Statistics;
 
-use common::clients::{block_on, create_topics, wait_for_topic, WAIT};
+use common::clients::{create_topics, produce_all, wait_for_topic, WAIT};
 use common::raw::{read_frame, roundtrip, try_read_frame, write_frame};
 use common::{Broker, BrokerConfig};
 
@@ -402,33 +400,10 @@ fn send_all(
     count: usize,
     value: &[u8],
 ) -> bool {
-    let mut futures = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut record = FutureRecord::<(), [u8]>::to(topic)
-            .partition(0)
-            .payload(value);
-        loop {
-            match producer.send_result(record) {
-                Ok(future) => {
-                    futures.push(future);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => panic!("send failed synchronously: {e}"),
-            }
-        }
-    }
-    producer.flush(WAIT).expect("flush");
-    block_on(async {
-        let mut all = true;
-        for future in futures {
-            all &= matches!(future.await, Ok(Ok(_)));
-        }
-        all
-    })
+    let records = (0..count)
+        .map(|_| FutureRecord::to(topic).partition(0).payload(value))
+        .collect();
+    produce_all(producer, records).iter().all(Result::is_ok)
 }
 
 fn producer(

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -142,8 +142,8 @@ pub fn wait_for_topic(broker: &Broker, topic: &str, partitions: usize) {
 }
 
 /// Sends every record and waits for all delivery reports, in send order.
-pub fn produce_all(
-    producer: &FutureProducer,
+pub fn produce_all<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     records: Vec<FutureRecord<'_, str, [u8]>>,
 ) -> Vec<OwnedDeliveryResult> {
     let mut futures = Vec::with_capacity(records.len());
