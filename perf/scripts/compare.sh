@@ -7,7 +7,8 @@
 #                           [--client-cpus LIST] [--skein-data DIR] [--batch-size BYTES]
 #
 #   --workload     a skein-perf standard workload (default 1-topic-1-partition-1kb); one that
-#                  needs replication stops here with exit status 3
+#                  needs replication stops here with exit status 3 (tansu does not replicate;
+#                  perf/scripts/cluster3.sh runs it on three local skein nodes)
 #   --duration     measured seconds per skein-perf run (default 10); rdkafka_performance sends
 #                  as many messages as skein-perf managed in that time against the same broker
 #   --broker-cpus  broker cores (default 0): skein's shards, tansu's taskset

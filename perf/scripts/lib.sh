@@ -185,7 +185,7 @@ ratio() {
 check_workload() {
     local w=$1
     if "$SKEIN_PERF_BIN" produce --list-workloads | awk -v w="$w" '$1 == w && $7 > 1 { f = 1 } END { exit !f }'; then
-        log "workload $w needs replication factor > 1 on a 3-node cluster: Skein has no replication yet, so this workload cannot run (skein-perf defines it; rerun once replication lands)."
+        log "workload $w needs replication factor > 1 on a 3-node cluster, and the peer does not replicate: run it with perf/scripts/cluster3.sh."
         exit 3
     fi
 }
