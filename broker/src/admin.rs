@@ -11,7 +11,7 @@ use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
 use skein_net::internal::{InternalMessage, NewTopicSpec, PartitionResult};
 
-use crate::metadata::{validate_topic_name, ClusterMetadata};
+use crate::metadata::{validate_topic_name, ClusterMetadata, PartitionMeta};
 use crate::settings::validate_topic_config;
 use crate::shard::mesh::ControlCall;
 use crate::shard::Shard;
@@ -393,7 +393,15 @@ pub async fn elect_leaders(shard: &Shard, election: Election) -> PartitionsReply
             error_code: 0,
             results,
         } => {
-            wait_elected(shard, &before, &results).await;
+            wait_epochs(
+                shard,
+                &before,
+                &results,
+                |p| p.leader_epoch,
+                VISIBLE_WAIT,
+                Some("leader election"),
+            )
+            .await;
             Ok(results)
         }
         InternalMessage::ElectLeadersResponse { error_code, .. } => {
@@ -417,7 +425,15 @@ pub async fn alter_reassignments(
             error_code: 0,
             results,
         } => {
-            wait_changed(shard, &before, &results).await;
+            wait_epochs(
+                shard,
+                &before,
+                &results,
+                |p| p.partition_epoch,
+                CHANGE_VISIBLE_WAIT,
+                None,
+            )
+            .await;
             Ok(results)
         }
         InternalMessage::AlterReassignmentsResponse { error_code, .. } => {
@@ -427,54 +443,35 @@ pub async fn alter_reassignments(
     }
 }
 
-/// Waits until this node's metadata shows a new partition epoch for every partition changed
-/// (a no-op reassignment changes nothing, and the wait then ends at its bound).
-async fn wait_changed(shard: &Shard, before: &ClusterMetadata, results: &[PartitionResult]) {
-    let epoch = |md: &ClusterMetadata, r: &PartitionResult| {
-        let t = md.topics.get(&r.topic)?;
-        Some(
-            t.partitions
-                .get(usize::try_from(r.partition).ok()?)?
-                .partition_epoch,
-        )
-    };
+/// Waits (up to `bound`) until this node's metadata shows `epoch` grown, over what `before`
+/// showed, for every partition the controller answered NONE for. `late` names what is said at
+/// warn level when the wait runs out (`None`: running out is expected, e.g. a reassignment that
+/// changed nothing).
+async fn wait_epochs(
+    shard: &Shard,
+    before: &ClusterMetadata,
+    results: &[PartitionResult],
+    epoch: fn(&PartitionMeta) -> i32,
+    bound: Duration,
+    late: Option<&str>,
+) {
+    let of =
+        |md: &ClusterMetadata, r: &PartitionResult| md.partition(&r.topic, r.partition).map(epoch);
     let start = Instant::now();
-    while start.elapsed() < CHANGE_VISIBLE_WAIT {
-        let md = shard.metadata();
-        let changed = results
-            .iter()
-            .filter(|r| r.error_code == 0)
-            .all(|r| epoch(&md, r) > epoch(before, r));
-        if changed {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits until this node's metadata shows a new leader epoch for every partition elected.
-async fn wait_elected(shard: &Shard, before: &ClusterMetadata, results: &[PartitionResult]) {
-    let epoch = |md: &ClusterMetadata, r: &PartitionResult| {
-        let t = md.topics.get(&r.topic)?;
-        Some(
-            t.partitions
-                .get(usize::try_from(r.partition).ok()?)?
-                .leader_epoch,
-        )
-    };
-    let start = Instant::now();
-    while start.elapsed() < VISIBLE_WAIT {
+    while start.elapsed() < bound {
         let md = shard.metadata();
         let visible = results
             .iter()
             .filter(|r| r.error_code == 0)
-            .all(|r| epoch(&md, r) > epoch(before, r));
+            .all(|r| of(&md, r) > of(before, r));
         if visible {
             return;
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    tracing::warn!("leader election committed but not yet visible here");
+    if let Some(what) = late {
+        tracing::warn!("{what} committed but not yet visible here");
+    }
 }
 
 /// Waits until this node's metadata shows what the controller committed for `done`.
