@@ -314,6 +314,21 @@ pub struct Election {
 /// One result per partition as the controller gave them, or a top-level error.
 pub type PartitionsReply = Result<Vec<PartitionResult>, (ResponseError, String)>;
 
+/// The longest a forwarded request (an election, a reassignment) waits for the controller,
+/// whatever its `timeout_ms`.
+const FORWARD_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+
+/// A request's `timeout_ms` as the wait for the controller: at most [`FORWARD_TIMEOUT_MAX`],
+/// which is also what zero or a negative value gets.
+pub fn forward_timeout(timeout_ms: i32) -> Duration {
+    u64::try_from(timeout_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map_or(FORWARD_TIMEOUT_MAX, |ms| {
+            Duration::from_millis(ms).min(FORWARD_TIMEOUT_MAX)
+        })
+}
+
 /// The active controller's answer to a forwarded request, or why there is none.
 pub type ForwardReply = Result<InternalMessage, (ResponseError, String)>;
 

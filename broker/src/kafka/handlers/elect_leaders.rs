@@ -1,8 +1,6 @@
 //! ElectLeaders: preferred or unclean leader elections on demand, decided by the active
 //! controller (what `kafka-leader-election.sh` and `skein leader elect` send).
 
-use std::time::Duration;
-
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -11,9 +9,6 @@ use skein_controller::acl::AclOperation;
 
 use crate::admin::{self, Election};
 use crate::kafka::dispatch::RequestCtx;
-
-/// The longest an election waits for the controller, whatever the request's timeout.
-const TIMEOUT_MAX: Duration = Duration::from_secs(30);
 
 pub async fn handle(ctx: &RequestCtx, req: ElectLeadersRequest) -> ElectLeadersResponse {
     // v0 has no election type: it always asks for the preferred leader.
@@ -28,10 +23,7 @@ pub async fn handle(ctx: &RequestCtx, req: ElectLeadersRequest) -> ElectLeadersR
             .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
             .collect()
     });
-    let timeout = u64::try_from(req.timeout_ms)
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map_or(TIMEOUT_MAX, |ms| Duration::from_millis(ms).min(TIMEOUT_MAX));
+    let timeout = admin::forward_timeout(req.timeout_ms);
     let election = Election {
         election_type,
         partitions: asked.clone(),

@@ -2,8 +2,6 @@
 //! onto its target replicas: copy, join the ISR, drop the rest) and ListPartitionReassignments
 //! (answered from this node's metadata).
 
-use std::time::Duration;
-
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -21,9 +19,6 @@ use skein_controller::acl::AclOperation;
 use crate::admin;
 use crate::kafka::dispatch::RequestCtx;
 
-/// The longest a reassignment request waits for the controller, whatever its timeout.
-const TIMEOUT_MAX: Duration = Duration::from_secs(30);
-
 pub async fn alter(
     ctx: &RequestCtx,
     req: AlterPartitionReassignmentsRequest,
@@ -38,10 +33,7 @@ pub async fn alter(
             })
         })
         .collect();
-    let timeout = u64::try_from(req.timeout_ms)
-        .ok()
-        .filter(|ms| *ms > 0)
-        .map_or(TIMEOUT_MAX, |ms| Duration::from_millis(ms).min(TIMEOUT_MAX));
+    let timeout = admin::forward_timeout(req.timeout_ms);
     let mut resp = AlterPartitionReassignmentsResponse::default();
     if !ctx.cluster_authorized(AclOperation::Alter) {
         resp.error_code = kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
