@@ -7,6 +7,7 @@
 //! - Client side, for the load generator: [`encode_request`], [`decode_response`],
 //!   [`produce_request`] and [`RecordBatchBuilder`].
 //! - [`internal`]: the internal RPC frames between brokers and controllers (flatbuffers).
+//! - [`tls`]: TLS on any stream, for the listeners and the node's own connections.
 
 pub mod client;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod response;
 mod schema;
 #[cfg(test)]
 mod testgen;
+pub mod tls;
 mod validate;
 
 pub use client::{
