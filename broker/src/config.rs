@@ -170,9 +170,15 @@ pub struct LayoutConfig {
     pub shard_cpus: Vec<usize>,
     pub controller_shard: ShardId,
     pub kafka_listener: SocketAddr,
-    /// `SASL_PLAINTEXT://host:port` in `listeners.kafka`; a bare host:port is PLAINTEXT.
+    /// `SASL_PLAINTEXT://host:port` (or `SSL://`, `SASL_SSL://`) in `listeners.kafka`; a
+    /// bare host:port is PLAINTEXT.
     pub kafka_security_protocol: SecurityProtocol,
     pub internal_listener: Option<SocketAddr>,
+    /// `SSL://host:port` in `listeners.internal`: the controller RPC runs over mutual TLS,
+    /// and this node's own internal connections do too (so every voter must agree).
+    pub internal_tls: bool,
+    /// What the node's TLS is loaded from, when any listener uses it.
+    pub tls: Option<skein_net::tls::TlsOptions>,
     pub metrics_listener: Option<SocketAddr>,
     /// The controller quorum: (node id, internal listener address). Empty: single-node mode,
     /// a one-voter controller inside this process.
@@ -283,8 +289,23 @@ impl LayoutConfig {
         let kafka_listener = parse_addr("listeners.kafka", kafka_address)?
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
         let sasl_bootstrap_users = parse_bootstrap_users(&raw.sasl.bootstrap_users)?;
-        let internal_listener =
-            parse_addr("listeners.internal", raw.listeners.internal.as_deref())?;
+        let (internal_protocol, internal_address) =
+            split_protocol("listeners.internal", raw.listeners.internal.as_deref())?;
+        let internal_tls = match internal_protocol {
+            SecurityProtocol::Plaintext => false,
+            SecurityProtocol::Ssl => true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "listeners.internal",
+                    format!(
+                        "{} is not for the internal listener: use PLAINTEXT (with \
+                         controller.secret_file) or SSL (mutual TLS)",
+                        other.name()
+                    ),
+                ))
+            }
+        };
+        let internal_listener = parse_addr("listeners.internal", internal_address)?;
         let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
         let broker = BrokerSettings::from_table(&raw.broker)?;
         if broker.broker_heartbeat_interval_ms >= broker.broker_session_timeout_ms {
@@ -336,6 +357,29 @@ impl LayoutConfig {
         }
 
         let log = parse_log(raw.log)?;
+        let single_node = match controller_voters.as_slice() {
+            [] => true,
+            [(id, _)] => id.0 == node_id,
+            _ => false,
+        };
+        // Followers fetch from leaders over the Kafka listener: in a cluster with a TLS Kafka
+        // listener this node connects over TLS too, and needs a truststore for that.
+        let tls = if kafka_security_protocol.uses_tls() || internal_tls {
+            let needs_truststore =
+                internal_tls || (kafka_security_protocol.uses_tls() && !single_node);
+            let key = if kafka_security_protocol.uses_tls() {
+                "listeners.kafka"
+            } else {
+                "listeners.internal"
+            };
+            let options = broker
+                .ssl
+                .options(needs_truststore)
+                .map_err(|m| ConfigError::invalid(key, m))?;
+            Some(options)
+        } else {
+            None
+        };
 
         Ok(LayoutConfig {
             node_id: NodeId(node_id),
@@ -349,6 +393,8 @@ impl LayoutConfig {
             kafka_listener,
             kafka_security_protocol,
             internal_listener,
+            internal_tls,
+            tls,
             metrics_listener,
             controller_voters,
             cluster_secret_file: raw.controller.secret_file,
@@ -462,22 +508,9 @@ fn split_protocol<'a>(
     let Some((protocol, address)) = v.split_once("://") else {
         return Ok((SecurityProtocol::Plaintext, Some(v)));
     };
-    let protocol = match protocol {
-        "PLAINTEXT" => SecurityProtocol::Plaintext,
-        "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
-        "SSL" | "SASL_SSL" => {
-            return Err(ConfigError::invalid(
-                key,
-                format!("{protocol} is not built (TLS); use PLAINTEXT or SASL_PLAINTEXT"),
-            ))
-        }
-        other => {
-            return Err(ConfigError::invalid(
-                key,
-                format!("unknown security protocol `{other}`"),
-            ))
-        }
-    };
+    let protocol = SecurityProtocol::parse(protocol).ok_or_else(|| {
+        ConfigError::invalid(key, format!("unknown security protocol `{protocol}`"))
+    })?;
     Ok((protocol, Some(address)))
 }
 
@@ -654,12 +687,51 @@ mod tests {
         assert_eq!(c.sasl_bootstrap_users[0].password, "se:cret");
         assert!(!format!("{c:?}").contains("se:cret"));
         for bad in [
+            // TLS without a key and certificate.
             "[listeners]\nkafka = \"SSL://127.0.0.1:9092\"\n",
+            "[listeners]\ninternal = \"SASL_SSL://127.0.0.1:9093\"\n",
             "[listeners]\nkafka = \"FOO://127.0.0.1:9092\"\n",
             "[sasl]\nbootstrap_users = [\"admin\"]\n",
             "[sasl]\nbootstrap_users = [\"a:1\", \"a:2\"]\n",
         ] {
             assert!(LayoutConfig::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_listeners() {
+        let c = LayoutConfig::parse(
+            "[listeners]\nkafka = \"SASL_SSL://127.0.0.1:9092\"\n\
+             [broker]\n\"ssl.keystore.location\" = \"/k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka_security_protocol, SecurityProtocol::SaslSsl);
+        assert!(!c.internal_tls);
+        let tls = c.tls.expect("tls options");
+        assert_eq!(tls.keystore, PathBuf::from("/k.pem"));
+        assert_eq!(tls.truststore, None);
+        // No TLS listener: the ssl.* keys are read but no TLS is set up.
+        let c = LayoutConfig::parse("[broker]\n\"ssl.keystore.location\" = \"/k.pem\"\n").unwrap();
+        assert!(c.tls.is_none());
+        // A cluster member connects to the others over TLS: it needs a truststore.
+        let cluster = "[node]\nid = 1\n[controller]\nvoters = [\"1@127.0.0.1:9093\", \
+                       \"2@127.0.0.1:9094\", \"3@127.0.0.1:9095\"]\n\
+                       [broker]\n\"ssl.keystore.location\" = \"/k.pem\"\n";
+        let e = LayoutConfig::parse(&format!(
+            "[listeners]\nkafka = \"SSL://127.0.0.1:9092\"\ninternal = \"127.0.0.1:9093\"\n{cluster}"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("ssl.truststore.location"), "{e}");
+        let c = LayoutConfig::parse(&format!(
+            "[listeners]\ninternal = \"SSL://127.0.0.1:9093\"\n{cluster}\
+             \"ssl.truststore.location\" = \"/ca.pem\"\n"
+        ))
+        .unwrap();
+        assert!(c.internal_tls);
+        assert_eq!(c.internal_listener.map(|a| a.port()), Some(9093));
+        assert_eq!(
+            c.tls.and_then(|t| t.truststore),
+            Some(PathBuf::from("/ca.pem"))
+        );
     }
 }

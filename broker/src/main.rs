@@ -23,6 +23,7 @@ mod sasl;
 mod settings;
 mod shard;
 mod throttle;
+mod tls;
 mod topic_config;
 mod users;
 mod validate;
@@ -242,11 +243,18 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         .context("listener address is not an IP address")?;
 
     let (host, port) = layout.advertised_endpoint(kafka_addr.port());
+    // Bad key or certificate files stop the broker here, before any listener opens.
+    let tls = match &layout.tls {
+        Some(options) => Some(Arc::new(
+            skein_net::tls::TlsContext::load(options.clone()).context("setting up TLS")?,
+        )),
+        None => None,
+    };
     let layout = Arc::new(layout.clone());
     let shutdown = Arc::new(AtomicBool::new(false));
     let draining = Arc::new(AtomicBool::new(false));
     let joined = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(draining.clone())?;
+    install_signal_handlers(draining.clone(), tls.clone())?;
     let ready = Arc::new(AtomicUsize::new(0));
     let replication_budget = Arc::new(throttle::ByteBudget::new(
         layout
@@ -286,6 +294,7 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
             kafka_addr,
             replication_budget: replication_budget.clone(),
             quotas: quotas.clone(),
+            tls: tls.clone(),
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("skein-shard-{i}"))
@@ -384,8 +393,12 @@ fn raise_memlock_limit() {
 }
 
 /// SIGINT/SIGTERM request a clean shutdown: leaderships move away (controlled shutdown), then
-/// shards stop accepting, flush and mark logs clean.
-fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// shards stop accepting, flush and mark logs clean. SIGHUP reloads the TLS key and
+/// certificates (Kafka reloads them when their config is altered; here the files are re-read).
+fn install_signal_handlers(
+    shutdown: Arc<AtomicBool>,
+    tls: Option<Arc<skein_net::tls::TlsContext>>,
+) -> anyhow::Result<()> {
     // SAFETY: sigset operations on a zeroed, local sigset_t; pthread_sigmask on this thread,
     // before the shard threads exist, so they inherit the mask and only the waiter sees signals.
     unsafe {
@@ -393,18 +406,41 @@ fn install_signal_handlers(shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            bail!("blocking SIGINT/SIGTERM failed");
+            bail!("blocking SIGINT/SIGTERM/SIGHUP failed");
         }
         std::thread::Builder::new()
             .name("skein-signals".into())
             .spawn(move || {
                 let mut sig: libc::c_int = 0;
-                if libc::sigwait(&set, &mut sig) == 0 {
+                while libc::sigwait(&set, &mut sig) == 0 {
+                    if sig == libc::SIGHUP {
+                        reload_tls(tls.as_deref());
+                        continue;
+                    }
                     tracing::info!(signal = sig, "shutting down");
                     shutdown.store(true, Ordering::Release);
+                    break;
                 }
             })?;
     }
     Ok(())
+}
+
+/// On SIGHUP: new connections use the files as they are now; a bad file keeps the old ones.
+fn reload_tls(tls: Option<&skein_net::tls::TlsContext>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!(
+            keystore = %tls.options().keystore.display(),
+            "SIGHUP: TLS key and certificates reloaded"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the previous certificates")
+        }
+    }
 }

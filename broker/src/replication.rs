@@ -29,6 +29,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use skein_controller::rpc::with_timeout;
 use skein_net::internal::InternalMessage;
+use skein_net::tls::MaybeTls;
 use skein_net::{decode_response, encode_request, read_frame, CorrelationId, RequestHeader};
 use skein_storage::StorageError;
 
@@ -145,7 +146,7 @@ async fn propose(shard: Rc<Shard>, p: Weak<Partition>, proposal: IsrProposal) {
 async fn follow(shard: Rc<Shard>, leader: i32) {
     let settings = shard.layout.broker.replication.clone();
     let backoff = Duration::from_millis(settings.fetch_backoff_ms);
-    let mut conn: Option<(SocketAddr, TcpStream)> = None;
+    let mut conn: Option<(SocketAddr, LeaderStream)> = None;
     let mut paused: HashMap<crate::shard::ids::TopicPartition, Instant> = HashMap::new();
     let mut correlation = 0i32;
     let mut last_warning = Instant::now() - Duration::from_secs(60);
@@ -276,20 +277,18 @@ async fn fetch_once(
     shard: &Shard,
     leader: i32,
     settings: &crate::settings::ReplicationSettings,
-    conn: &mut Option<(SocketAddr, TcpStream)>,
+    conn: &mut Option<(SocketAddr, LeaderStream)>,
     planned: &[Planned],
     correlation: &mut i32,
 ) -> Result<Vec<(Planned, PartitionData)>, String> {
-    let addr = leader_addr(shard, leader).await?;
+    let (host, addr) = leader_addr(shard, leader).await?;
     if conn.as_ref().is_some_and(|(a, _)| *a != addr) {
         *conn = None;
     }
     if conn.is_none() {
-        let stream = with_timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        let stream = with_timeout(CONNECT_TIMEOUT, connect_leader(shard, &host, addr))
             .await
-            .ok_or_else(|| format!("connecting to {addr} timed out"))?
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
+            .ok_or_else(|| format!("connecting to {addr} timed out"))??;
         *conn = Some((addr, stream));
     }
     let Some((_, stream)) = conn.as_mut() else {
@@ -305,9 +304,11 @@ async fn fetch_once(
     };
     let frame = encode_request(&header, &RequestKind::Fetch(request))
         .map_err(|e| format!("encoding a fetch: {e}"))?;
-    stream
-        .write_all(&frame)
-        .await
+    let sent = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
+    sent.await
         .map_err(|e| format!("sending a fetch to {addr}: {e}"))?;
     let wait = Duration::from_millis(settings.fetch_wait_max_ms) + ANSWER_SLACK;
     let body = with_timeout(wait, read_frame(stream, ANSWER_BYTES_MAX))
@@ -468,18 +469,20 @@ fn whole_batches(records: Bytes) -> Bytes {
 }
 
 /// The leader's Kafka endpoint, as the metadata lists it.
-async fn leader_addr(shard: &Shard, leader: i32) -> Result<SocketAddr, String> {
+/// The leader's advertised host (what its certificate names) and the address it resolves to.
+async fn leader_addr(shard: &Shard, leader: i32) -> Result<(String, SocketAddr), String> {
     let md = shard.metadata();
     let endpoint = md
         .brokers
         .iter()
         .find(|b| b.node_id.0 == leader)
         .ok_or_else(|| format!("leader {leader} is not a live broker in the metadata"))?;
-    if let Ok(ip) = endpoint.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, endpoint.port));
+    let host = endpoint.host.clone();
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((host, SocketAddr::new(ip, endpoint.port)));
     }
-    let target = (endpoint.host.clone(), endpoint.port);
-    glommio::executor()
+    let target = (host.clone(), endpoint.port);
+    let addr = glommio::executor()
         .spawn_blocking(move || {
             use std::net::ToSocketAddrs;
             target
@@ -488,7 +491,30 @@ async fn leader_addr(shard: &Shard, leader: i32) -> Result<SocketAddr, String> {
                 .next()
                 .ok_or_else(|| format!("{} resolves to no address", target.0))
         })
+        .await?;
+    Ok((host, addr))
+}
+
+/// A follower's connection to its leader's Kafka listener: TLS when the listener is SSL
+/// (every broker of a cluster runs the same listener), presenting this node's certificate.
+type LeaderStream = MaybeTls<TcpStream>;
+
+async fn connect_leader(
+    shard: &Shard,
+    host: &str,
+    addr: SocketAddr,
+) -> Result<LeaderStream, String> {
+    let stream = TcpStream::connect(addr)
         .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    match (&shard.tls, shard.layout.kafka_security_protocol.uses_tls()) {
+        (Some(tls), true) => tls
+            .connect(host, stream)
+            .await
+            .map_err(|e| format!("TLS with {host} at {addr}: {e}")),
+        _ => Ok(MaybeTls::Plain(stream)),
+    }
 }
 
 fn clamp_i32(v: usize) -> i32 {

@@ -368,6 +368,8 @@ pub struct BrokerSettings {
     /// ACLs: on when `authorizer.class.name` is non-empty; `super.users`,
     /// `allow.everyone.if.no.acl.found`.
     pub authorizer: skein_controller::acl::AuthorizerConfig,
+    /// `ssl.*`: the key, certificates and client-certificate policy of TLS listeners.
+    pub ssl: crate::tls::SslSettings,
 }
 
 impl Default for BrokerSettings {
@@ -400,6 +402,7 @@ impl Default for BrokerSettings {
             connections_max_reauth_ms: 0,
             quotas: QuotaSettings::default(),
             authorizer: skein_controller::acl::AuthorizerConfig::default(),
+            ssl: crate::tls::SslSettings::default(),
         }
     }
 }
@@ -568,6 +571,14 @@ impl BrokerSettings {
                         .entry(topic_key)
                         .or_insert_with(|| (v * per).to_string());
                 }
+                ssl if ssl.starts_with("ssl.") => {
+                    if !s.ssl.set(ssl, &text).map_err(bad)? {
+                        return Err(ConfigError::invalid(
+                            &full,
+                            "unknown or unsupported setting",
+                        ));
+                    }
+                }
                 other => match TOPIC_CONFIGS.iter().find(|d| d.broker_key == other) {
                     Some(def) => {
                         check_value(def.kind, &text).map_err(bad)?;
@@ -596,8 +607,8 @@ impl BrokerSettings {
     }
 }
 
-/// The one Kafka listener clients are told about (`PLAINTEXT://host:port`): security protocols
-/// other than PLAINTEXT are not built, so neither is a list of listeners.
+/// The one Kafka listener clients are told about (`PROTOCOL://host:port`): a list of
+/// listeners is not built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdvertisedListener {
     pub host: String,
@@ -610,12 +621,12 @@ impl AdvertisedListener {
         if text.contains(',') {
             return Err("only one listener is supported".to_string());
         }
-        let address = text
-            .strip_prefix("PLAINTEXT://")
-            .or_else(|| text.strip_prefix("SASL_PLAINTEXT://"));
+        let address = text.split_once("://").and_then(|(protocol, address)| {
+            crate::sasl::SecurityProtocol::parse(protocol).map(|_| address)
+        });
         let Some(address) = address else {
             return Err(format!(
-                "`{text}` is not PLAINTEXT://host:port or SASL_PLAINTEXT://host:port"
+                "`{text}` is not PROTOCOL://host:port (PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL)"
             ));
         };
         let (host, port) = address
@@ -752,9 +763,11 @@ mod tests {
         assert_eq!((l.host.as_str(), l.port), ("broker-1.example", 19092));
         let v6 = AdvertisedListener::parse("PLAINTEXT://[::1]:9092").unwrap();
         assert_eq!(v6.host, "::1");
+        let tls = AdvertisedListener::parse("SASL_SSL://broker:9093").unwrap();
+        assert_eq!((tls.host.as_str(), tls.port), ("broker", 9093));
         for bad in [
             "broker:9092",
-            "SSL://broker:9092",
+            "TLS://broker:9092",
             "PLAINTEXT://broker",
             "PLAINTEXT://:9092",
             "PLAINTEXT://b:0",

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -43,8 +44,19 @@ pub struct SaslLogin {
     pub password: String,
 }
 
+/// How the client reaches a listener: SASL (SASL_PLAINTEXT), TLS (SSL), or both (SASL_SSL).
+#[derive(Clone, Default)]
+pub struct Security {
+    pub login: Option<SaslLogin>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A connection to one broker, under TLS or not.
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     /// Each API's version range as this broker advertised it.
     versions: HashMap<i16, (i16, i16)>,
 }
@@ -58,12 +70,12 @@ pub struct Client {
     /// By node id; the bootstrap connection is `-1` until the metadata names it.
     conns: HashMap<i32, Conn>,
     correlation: i32,
-    login: Option<SaslLogin>,
+    security: Security,
 }
 
 impl Client {
     /// Connects to the first reachable address of `bootstrap` (comma-separated host:port).
-    pub fn connect(bootstrap: &str, timeout: Duration, login: Option<SaslLogin>) -> Result<Client> {
+    pub fn connect(bootstrap: &str, timeout: Duration, security: Security) -> Result<Client> {
         let mut errors = Vec::new();
         for addr in bootstrap
             .split(',')
@@ -77,7 +89,7 @@ impl Client {
                 controller: None,
                 conns: HashMap::new(),
                 correlation: 0,
-                login: login.clone(),
+                security: security.clone(),
             };
             match client.open(addr) {
                 Ok(conn) => {
@@ -104,6 +116,23 @@ impl Client {
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;
         stream.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match &self.security.tls {
+            Some(config) => {
+                // The host as written (the broker's certificate names it), without the port.
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .with_context(|| format!("`{host}` as a TLS server name"))?;
+                let session = rustls::ClientConnection::new(config.clone(), name)
+                    .with_context(|| format!("TLS to {addr}"))?;
+                // The handshake runs with the first request (and fails it, if it fails).
+                Box::new(rustls::StreamOwned::new(session, stream))
+            }
+            None => Box::new(stream),
+        };
         let mut conn = Conn {
             stream,
             versions: HashMap::new(),
@@ -128,7 +157,7 @@ impl Client {
             conn.versions
                 .insert(k.api_key, (k.min_version, k.max_version));
         }
-        if let Some(login) = self.login.clone() {
+        if let Some(login) = self.security.login.clone() {
             self.authenticate(&mut conn, &login)
                 .with_context(|| format!("SASL {} login to {addr}", login.mechanism))?;
         }
@@ -205,6 +234,7 @@ impl Client {
             .with_context(|| format!("encode {api_key:?} v{version}"))?;
         conn.stream
             .write_all(&frame)
+            .and_then(|()| conn.stream.flush())
             .with_context(|| format!("send {api_key:?}"))?;
         let mut size = [0u8; 4];
         conn.stream

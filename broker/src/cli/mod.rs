@@ -12,7 +12,7 @@ mod user;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use client::Client;
@@ -48,6 +48,14 @@ pub struct Common {
         hide_env_values = true
     )]
     pub sasl_password: Option<String>,
+    /// Connect over TLS (an SSL or SASL_SSL listener), trusting the CA certificates in this
+    /// PEM file (Kafka's ssl.truststore.location).
+    #[arg(long = "ssl-ca", global = true)]
+    pub ssl_ca: Option<std::path::PathBuf>,
+    /// A PEM file with this client's private key and certificate, for a listener that asks for
+    /// one (ssl.client.auth); the broker sees its subject as the principal.
+    #[arg(long = "ssl-keystore", global = true, requires = "ssl_ca")]
+    pub ssl_keystore: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,10 +267,17 @@ pub fn run(common: &Common, command: AdminCommand) -> Result<bool> {
         }),
         _ => None,
     };
+    let tls = match &common.ssl_ca {
+        Some(ca) => Some(
+            skein_net::tls::client_config(ca, common.ssl_keystore.as_deref(), true)
+                .context("--ssl-ca / --ssl-keystore")?,
+        ),
+        None => None,
+    };
     let mut client = Client::connect(
         &common.bootstrap,
         Duration::from_millis(common.timeout_ms),
-        login,
+        client::Security { login, tls },
     )?;
     let timeout_ms = i32::try_from(common.timeout_ms).unwrap_or(i32::MAX);
     let report: Report = match command {

@@ -17,7 +17,9 @@ use std::pin::Pin;
 
 use futures_channel::oneshot;
 use skein_controller::codec;
-use skein_controller::rpc::{serve, ClusterSecret, PeerTransport, RemoteClient, RequestHandler};
+use skein_controller::rpc::{
+    serve, ClusterSecret, InternalGuard, PeerTransport, RemoteClient, RequestHandler,
+};
 use skein_controller::service::{codes, ControllerService, ServiceSettings};
 use skein_controller::{ControllerConfig, NodeId};
 use skein_net::internal::{Endpoint, InternalMessage};
@@ -60,9 +62,18 @@ pub struct Started {
 impl ControllerBoot {
     /// Starts this node's controller voter (if it is one) with its internal listener, and the
     /// link to the active controller.
-    pub async fn start(self, layout: &LayoutConfig) -> Result<Started, String> {
+    pub async fn start(
+        self,
+        layout: &LayoutConfig,
+        tls: Option<Arc<skein_net::tls::TlsContext>>,
+    ) -> Result<Started, String> {
         let node_id = layout.node_id.0;
-        let secret = cluster_secret(layout)?;
+        let guard = InternalGuard {
+            secret: cluster_secret(layout)?,
+            // The internal listener's TLS is mutual: this node presents its own certificate
+            // on the connections it makes, and asks every peer for one.
+            tls: if layout.internal_tls { tls } else { None },
+        };
         let others: Vec<(NodeId, SocketAddr)> = layout
             .controller_voters
             .iter()
@@ -75,7 +86,7 @@ impl ControllerBoot {
             voters.sort_unstable();
             let config =
                 ControllerConfig::new(NodeId(node_id), voters, layout.data_dir.join("controller"));
-            let transport = PeerTransport::new(NodeId(node_id), others.clone(), secret.clone());
+            let transport = PeerTransport::new(NodeId(node_id), others.clone(), guard.clone());
             let settings = ServiceSettings {
                 session_timeout: Duration::from_millis(layout.broker.broker_session_timeout_ms),
                 auto_leader_rebalance: layout.broker.auto_leader_rebalance_enable,
@@ -94,7 +105,7 @@ impl ControllerBoot {
                     Some(serve(
                         listener,
                         Rc::new(Handler(service.clone())),
-                        secret.clone(),
+                        guard.clone(),
                     ))
                 }
                 None => None,
@@ -103,7 +114,7 @@ impl ControllerBoot {
         } else {
             (None, None, None)
         };
-        let remote = (!others.is_empty()).then(|| RemoteClient::new(node_id, others, secret));
+        let remote = (!others.is_empty()).then(|| RemoteClient::new(node_id, others, guard));
         let link = ControllerLink::new(service.clone(), remote);
         Ok(Started {
             plane: Rc::new(ControlPlane::new(

@@ -1,18 +1,24 @@
 //! Accepts Kafka connections on this shard's SO_REUSEPORT listener and serves each one: requests
 //! are read, handled and answered strictly in order, as Kafka does per connection. One bad
-//! client only ever loses its own connection.
+//! client only ever loses its own connection. On an SSL or SASL_SSL listener the TLS handshake
+//! runs here, on the shard, before the first request.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
+use skein_controller::rpc::with_timeout;
+use skein_net::tls::{subject_principal, Listener, MaybeTls};
 use skein_net::{decode_request, read_frame, DecodeError};
 
 use super::dispatch::{self, Reply};
 use super::sasl::{Gate, SaslConnection};
-use crate::sasl::SecurityProtocol;
+use crate::limits::TLS_HANDSHAKE_TIMEOUT_MS;
 use crate::shard::Shard;
+
+/// A client connection, under TLS or not.
+type Stream = MaybeTls<TcpStream>;
 
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
@@ -29,7 +35,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     // Over a connection limit: dropping the stream closes it, as Kafka does.
     let Some(_permit) = crate::quota::admit(&shard.quotas, peer) else {
@@ -39,13 +45,38 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, error = %e, "TCP_NODELAY failed");
     }
-    let max_bytes = shard.layout.broker.socket_request_max_bytes;
-    // Kafka's principal of an unauthenticated connection; one allocation per connection.
-    let anonymous: Rc<str> = Rc::from(skein_controller::acl::ANONYMOUS);
-    let mut sasl = match shard.layout.kafka_security_protocol {
-        SecurityProtocol::Plaintext => None,
-        SecurityProtocol::SaslPlaintext => Some(SaslConnection::new(&shard.layout.broker)),
+    let protocol = shard.layout.kafka_security_protocol;
+    let mut stream = match (&shard.tls, protocol.uses_tls()) {
+        (Some(tls), true) => {
+            let limit = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
+            match with_timeout(limit, tls.accept(Listener::Kafka, stream)).await {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    tracing::debug!(?peer, error = %e, "TLS handshake failed; closing");
+                    return;
+                }
+                None => {
+                    tracing::debug!(?peer, "TLS handshake timed out; closing");
+                    return;
+                }
+            }
+        }
+        _ => MaybeTls::Plain(stream),
     };
+    let max_bytes = shard.layout.broker.socket_request_max_bytes;
+    // Kafka's principal of a connection that has not authenticated with SASL: its client
+    // certificate's subject (mutual TLS), else ANONYMOUS. One allocation per connection.
+    let principal: Rc<str> = match stream.peer_certificate().map(subject_principal) {
+        Some(Ok(subject)) => Rc::from(subject),
+        Some(Err(e)) => {
+            tracing::debug!(?peer, error = %e, "unreadable client certificate; closing");
+            return;
+        }
+        None => Rc::from(skein_controller::acl::ANONYMOUS),
+    };
+    let mut sasl = protocol
+        .uses_sasl()
+        .then(|| SaslConnection::new(&shard.layout.broker));
     loop {
         let mut frame = match read_frame(&mut stream, max_bytes).await {
             Ok(Some(frame)) => frame,
@@ -82,7 +113,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
                 if let Some(q) = &quota {
                     q.charge_request(&request.header, received_bytes);
                 }
-                let user = sasl.as_ref().and_then(|c| c.user()).unwrap_or(&anonymous);
+                let user = sasl.as_ref().and_then(|c| c.user()).unwrap_or(&principal);
                 dispatch::dispatch(&shard, request, peer, quota.clone(), user.clone()).await
             }
             Err(DecodeError::UnsupportedVersion {
@@ -106,7 +137,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         let written = match reply {
             Reply::None => Ok(()),
             Reply::Close => return,
-            Reply::Frame(bytes) => stream.write_all(&bytes).await,
+            Reply::Frame(bytes) => write_frame(&mut stream, &bytes).await,
             Reply::Parts(parts) => write_parts(&mut stream, parts).await,
         };
         if let Err(e) = written {
@@ -125,16 +156,22 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 /// Writes a SASL answer; false when the connection must close.
-async fn write_sasl_reply(stream: &mut TcpStream, reply: Reply) -> bool {
+async fn write_sasl_reply(stream: &mut Stream, reply: Reply) -> bool {
     let Reply::Frame(bytes) = reply else {
         return false;
     };
-    let written = stream.write_all(&bytes).await;
-    written.is_ok() && stream.flush().await.is_ok()
+    write_frame(stream, &bytes).await.is_ok()
+}
+
+/// Under TLS, written records wait in the session until a flush; a plain stream's flush
+/// costs nothing.
+async fn write_frame(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 async fn write_parts(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     parts: Vec<skein_net::WirePart<crate::shard::route::FetchChunk>>,
 ) -> std::io::Result<()> {
     for part in &parts {

@@ -10,11 +10,47 @@ use std::fmt;
 
 use skein_controller::image::{ScramCredential, ScramMechanismCode};
 
-/// Kafka's `security.protocol` of a listener (TLS is not built).
+/// Kafka's `security.protocol` of a listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
     SaslPlaintext,
+    Ssl,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Kafka's name, as listeners are written (`SSL://host:port`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SecurityProtocol> {
+        [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+    }
 }
 
 /// A SASL mechanism this broker can serve, by Kafka's name.

@@ -57,6 +57,8 @@ pub struct ShardBoot {
     pub replication_budget: Arc<ByteBudget>,
     /// Connection limits and client quotas: one for the whole node.
     pub quotas: Arc<crate::quota::Quotas>,
+    /// The node's TLS, when a listener uses it (SIGHUP reloads it in place).
+    pub tls: Option<Arc<skein_net::tls::TlsContext>>,
 }
 
 pub struct Shard {
@@ -77,6 +79,8 @@ pub struct Shard {
     pub replication_budget: Arc<ByteBudget>,
     /// Connection limits and client quotas, shared by every shard.
     pub quotas: Arc<crate::quota::Quotas>,
+    /// The node's TLS, shared by every shard.
+    pub tls: Option<Arc<skein_net::tls::TlsContext>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +142,11 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         _ => None,
     };
     let started = match boot.controller {
-        Some(c) => Some(c.start(&boot.layout).await.map_err(cluster_failed)?),
+        Some(c) => Some(
+            c.start(&boot.layout, boot.tls.clone())
+                .await
+                .map_err(cluster_failed)?,
+        ),
         None => None,
     };
     let shard = Rc::new(Shard {
@@ -159,6 +167,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         stopping: Cell::new(false),
         replication_budget: boot.replication_budget.clone(),
         quotas: boot.quotas.clone(),
+        tls: boot.tls.clone(),
     });
     if let Some((state, _)) = &metrics_server {
         // Set once, here; the cell is empty only until now.

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     pub secret_file: Option<PathBuf>,
     /// The Kafka listener's security protocol prefix ("SASL_PLAINTEXT"); None: bare host:port.
     pub kafka_protocol: Option<String>,
+    /// The internal listener's prefix ("SSL"); None: bare host:port.
+    pub internal_protocol: Option<String>,
     /// `[sasl] bootstrap_users` ("name:password").
     pub sasl_bootstrap_users: Vec<String>,
 }
@@ -71,6 +73,7 @@ impl Default for BrokerConfig {
             metrics_listener: None,
             secret_file: None,
             kafka_protocol: None,
+            internal_protocol: None,
             sasl_bootstrap_users: Vec::new(),
         }
     }
@@ -127,6 +130,25 @@ impl Broker {
         let mut broker = Broker::new(config);
         broker.spawn_on_free_port();
         broker
+    }
+
+    /// Starts the process on a free port and returns at once: for a node that cannot listen
+    /// before others run (a voter of a new quorum). [`Broker::await_started`] waits for it.
+    pub fn launch_with(config: BrokerConfig) -> Broker {
+        let mut broker = Broker::new(config);
+        if let Err(SpawnError::Failed(why)) = broker.launch(free_port()) {
+            broker.fail(&why);
+        }
+        broker
+    }
+
+    /// Waits for the listening line of a [`Broker::launch_with`] process.
+    pub fn await_started(&mut self) {
+        match self.await_listening() {
+            Ok(()) => {}
+            Err(SpawnError::PortTaken) => self.fail("its Kafka port was taken"),
+            Err(SpawnError::Failed(why)) => self.fail(&why),
+        }
     }
 
     /// A broker with its own data dir and log, whose process is not started yet.
@@ -447,7 +469,13 @@ impl Broker {
             port = self.port,
         );
         if let Some(internal) = self.config.internal_port {
-            toml.push_str(&format!("internal = \"127.0.0.1:{internal}\"\n"));
+            let protocol = self
+                .config
+                .internal_protocol
+                .as_ref()
+                .map(|p| format!("{p}://"))
+                .unwrap_or_default();
+            toml.push_str(&format!("internal = \"{protocol}127.0.0.1:{internal}\"\n"));
         }
         if let Some(metrics) = &self.config.metrics_listener {
             toml.push_str(&format!("metrics = {metrics:?}\n"));

@@ -13,13 +13,12 @@
 
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::AsyncReadExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::with_timeout;
+use super::{send, with_timeout, Stream};
 
 const MAGIC: &[u8; 4] = b"SKAU";
 const VERSION: u8 = 1;
@@ -78,25 +77,21 @@ fn nonce() -> [u8; NONCE_BYTES] {
     *uuid::Uuid::new_v4().as_bytes()
 }
 
-async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), String> {
+async fn read_exact(stream: &mut Stream, buf: &mut [u8]) -> Result<(), String> {
     stream
         .read_exact(buf)
         .await
         .map_err(|e| format!("reading the handshake: {e}"))
 }
 
-async fn write_all(stream: &mut TcpStream, buf: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(buf)
+async fn write_all(stream: &mut Stream, buf: &[u8]) -> Result<(), String> {
+    send(stream, buf)
         .await
         .map_err(|e| format!("writing the handshake: {e}"))
 }
 
 /// The connecting side: proves it holds the secret and checks that the listener does too.
-pub async fn client_handshake(
-    stream: &mut TcpStream,
-    secret: &ClusterSecret,
-) -> Result<(), String> {
+pub async fn client_handshake(stream: &mut Stream, secret: &ClusterSecret) -> Result<(), String> {
     let work = async {
         let client_nonce = nonce();
         let mut hello = Vec::with_capacity(MAGIC.len() + 1 + NONCE_BYTES);
@@ -121,10 +116,7 @@ pub async fn client_handshake(
 }
 
 /// The listening side: the peer must prove it holds the secret before anything else is read.
-pub async fn server_handshake(
-    stream: &mut TcpStream,
-    secret: &ClusterSecret,
-) -> Result<(), String> {
+pub async fn server_handshake(stream: &mut Stream, secret: &ClusterSecret) -> Result<(), String> {
     let work = async {
         let mut hello = [0u8; 4 + 1 + NONCE_BYTES];
         read_exact(stream, &mut hello).await?;

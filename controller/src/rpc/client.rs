@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::io::{split, ReadHalf, WriteHalf};
-use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use skein_net::internal::{
     decode_internal, encode_internal, InternalFrame, InternalMessage, NOT_CONTROLLER,
 };
 
-use super::{connect, with_timeout, ClusterSecret, RpcError, TaskSet};
+use super::{connect, send, with_timeout, InternalGuard, RpcError, Stream, TaskSet};
 use crate::ids::NodeId;
 use crate::limits::{
     CLIENT_CALLS_PENDING_MAX, INTERNAL_FRAME_BYTES_MAX, RPC_ATTEMPT_TIMEOUT_MS,
@@ -34,7 +32,7 @@ pub struct RemoteClient {
     /// Index into `voters` of the one believed to be the active controller.
     active: Cell<usize>,
     next_correlation_id: Cell<u64>,
-    secret: Option<ClusterSecret>,
+    guard: InternalGuard,
 }
 
 struct Voter {
@@ -50,7 +48,7 @@ impl RemoteClient {
     pub fn new(
         self_id: i32,
         voters: Vec<(NodeId, SocketAddr)>,
-        secret: Option<ClusterSecret>,
+        guard: InternalGuard,
     ) -> RemoteClient {
         RemoteClient {
             self_id,
@@ -65,7 +63,7 @@ impl RemoteClient {
                 .collect(),
             active: Cell::new(0),
             next_correlation_id: Cell::new(1),
-            secret,
+            guard,
         }
     }
 
@@ -219,7 +217,7 @@ impl RemoteClient {
         if let Some(conn) = voter.conn.borrow().as_ref().filter(|c| c.is_open()) {
             return Ok(Rc::clone(conn));
         }
-        let stream = connect(voter.addr, self.secret.as_ref())
+        let stream = connect(voter.addr, &self.guard)
             .await
             .map_err(|cause| RpcError::Connect {
                 node: voter.node,
@@ -284,7 +282,7 @@ impl ConnectionShared {
 }
 
 impl Connection {
-    fn start(node: NodeId, addr: SocketAddr, stream: TcpStream) -> Rc<Connection> {
+    fn start(node: NodeId, addr: SocketAddr, stream: Stream) -> Rc<Connection> {
         let (reader, writer) = split(stream);
         // A frame per pending call at most.
         let (outgoing, queue) = local_channel::new_bounded(CLIENT_CALLS_PENDING_MAX);
@@ -359,12 +357,12 @@ impl Drop for PendingGuard<'_> {
 }
 
 async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: WriteHalf<Stream>,
     queue: LocalReceiver<Bytes>,
     shared: Rc<ConnectionShared>,
 ) {
     while let Some(frame) = queue.recv().await {
-        if let Err(e) = writer.write_all(&frame).await {
+        if let Err(e) = send(&mut writer, &frame).await {
             shared.fail(format!("write: {e}"));
             return;
         }
@@ -372,7 +370,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<Stream>,
     node: NodeId,
     addr: SocketAddr,
     shared: Rc<ConnectionShared>,

@@ -25,8 +25,11 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
+use skein_net::tls::{MaybeTls, TlsContext};
 
 use crate::ids::NodeId;
 use crate::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_WRITE_TIMEOUT_MS};
@@ -81,18 +84,57 @@ pub async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Opt
     .await
 }
 
-/// A TCP connection to `addr` with the transport's socket settings, past the cluster-secret
-/// handshake when there is a secret, or why not.
-async fn connect(addr: SocketAddr, secret: Option<&ClusterSecret>) -> Result<TcpStream, String> {
-    let mut stream =
-        TcpStream::connect_timeout(addr, Duration::from_millis(RPC_CONNECT_TIMEOUT_MS))
-            .await
-            .map_err(|e| e.to_string())?;
+/// What guards the internal listener and this node's connections to others': the cluster
+/// secret's handshake, mutual TLS, or both (TLS first, then the secret inside it). Shared by
+/// the server, the Raft senders and the controller client of one node.
+#[derive(Clone, Default)]
+pub struct InternalGuard {
+    pub secret: Option<ClusterSecret>,
+    /// Mutual TLS: a peer must hold a certificate the node's truststore trusts.
+    pub tls: Option<Arc<TlsContext>>,
+}
+
+impl InternalGuard {
+    pub fn secret(secret: Option<ClusterSecret>) -> InternalGuard {
+        InternalGuard { secret, tls: None }
+    }
+}
+
+/// An internal connection, under TLS or not.
+pub(crate) type Stream = MaybeTls<TcpStream>;
+
+/// A TCP connection to `addr` with the transport's socket settings, past the TLS and
+/// cluster-secret handshakes the guard asks for, or why not.
+async fn connect(addr: SocketAddr, guard: &InternalGuard) -> Result<Stream, String> {
+    let limit = Duration::from_millis(RPC_CONNECT_TIMEOUT_MS);
+    let stream = TcpStream::connect_timeout(addr, limit)
+        .await
+        .map_err(|e| e.to_string())?;
     configure(&stream).map_err(|e| e.to_string())?;
-    if let Some(secret) = secret {
+    let mut stream = match &guard.tls {
+        // Voters are named by address, so their certificates name that IP address (or
+        // `ssl.endpoint.identification.algorithm` is off).
+        Some(tls) => with_timeout(limit, tls.connect(&addr.ip().to_string(), stream))
+            .await
+            .ok_or_else(|| "the TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS: {e}"))?,
+        None => MaybeTls::Plain(stream),
+    };
+    if let Some(secret) = &guard.secret {
         auth::client_handshake(&mut stream, secret).await?;
     }
     Ok(stream)
+}
+
+/// Writes a whole frame and pushes it out: under TLS, written records wait in the session
+/// until a flush.
+async fn send(
+    stream: &mut (impl futures_lite::AsyncWrite + Unpin),
+    frame: &[u8],
+) -> std::io::Result<()> {
+    use futures_lite::AsyncWriteExt;
+    stream.write_all(frame).await?;
+    stream.flush().await
 }
 
 /// Small frames (votes, heartbeats) go out at once, and a peer that stops reading is cut off.

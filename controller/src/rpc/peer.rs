@@ -9,13 +9,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::TcpStream;
 use raft::eraftpb::{Message, MessageType};
 use skein_net::internal::{encode_internal, InternalFrame, InternalMessage};
 
-use super::{connect, ClusterSecret};
+use super::{connect, send, InternalGuard, Stream};
 use crate::ids::NodeId;
 use crate::limits::{
     INTERNAL_FRAME_BYTES_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_DEPTH_MAX,
@@ -45,7 +43,7 @@ impl PeerTransport {
     pub fn new(
         self_id: NodeId,
         peers: Vec<(NodeId, SocketAddr)>,
-        secret: Option<ClusterSecret>,
+        guard: InternalGuard,
     ) -> Rc<PeerTransport> {
         let mailbox = Rc::new(RefCell::new(None));
         let mut queues = BTreeMap::new();
@@ -60,7 +58,7 @@ impl PeerTransport {
                 rx,
                 queued_bytes: Rc::clone(&queued_bytes),
                 mailbox: Rc::clone(&mailbox),
-                secret: secret.clone(),
+                guard: guard.clone(),
             };
             senders.push(glommio::spawn_local(sender.run()));
             queues.insert(peer, PeerQueue { tx, queued_bytes });
@@ -130,12 +128,12 @@ struct PeerSender {
     rx: LocalReceiver<Message>,
     queued_bytes: Rc<Cell<usize>>,
     mailbox: Rc<RefCell<Option<Mailbox>>>,
-    secret: Option<ClusterSecret>,
+    guard: InternalGuard,
 }
 
 impl PeerSender {
     async fn run(self) {
-        let mut conn: Option<TcpStream> = None;
+        let mut conn: Option<Stream> = None;
         let mut backoff = Duration::from_millis(PEER_RECONNECT_BACKOFF_MS_MIN);
         let mut retry_at = Instant::now();
         while let Some(msg) = self.rx.recv().await {
@@ -153,7 +151,7 @@ impl PeerSender {
                     self.lost(snapshot, true);
                     continue;
                 }
-                match connect(self.addr, self.secret.as_ref()).await {
+                match connect(self.addr, &self.guard).await {
                     Ok(stream) => {
                         let (peer, addr) = (self.peer, self.addr);
                         tracing::debug!(%peer, %addr, "raft peer connected");
@@ -174,7 +172,7 @@ impl PeerSender {
             let Some(stream) = conn.as_mut() else {
                 continue;
             };
-            match stream.write_all(&frame).await {
+            match send(stream, &frame).await {
                 Ok(()) if snapshot => {
                     report(&self.mailbox, |m| m.report_snapshot(self.peer, true));
                 }

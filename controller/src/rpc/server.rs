@@ -16,12 +16,13 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 use skein_net::internal::{decode_internal, encode_internal, InternalFrame, InternalMessage};
+use skein_net::tls::{Listener, MaybeTls};
 
 use super::auth::server_handshake;
-use super::{configure, with_timeout, ClusterSecret, TaskSet};
+use super::{configure, send, with_timeout, InternalGuard, Stream, TaskSet};
 use crate::limits::{
-    INTERNAL_FRAME_BYTES_MAX, SERVER_ACCEPT_RETRY_MS, SERVER_CONNECTIONS_MAX,
-    SERVER_HANDLE_TIMEOUT_MS, SERVER_REQUESTS_IN_FLIGHT_MAX,
+    INTERNAL_FRAME_BYTES_MAX, RPC_CONNECT_TIMEOUT_MS, SERVER_ACCEPT_RETRY_MS,
+    SERVER_CONNECTIONS_MAX, SERVER_HANDLE_TIMEOUT_MS, SERVER_REQUESTS_IN_FLIGHT_MAX,
 };
 use crate::transport::decode_message;
 
@@ -56,15 +57,15 @@ const RESPONSE_FROM_NODE: i32 = -1;
 pub fn serve(
     listener: TcpListener,
     handler: Rc<dyn RequestHandler>,
-    secret: Option<ClusterSecret>,
+    guard: InternalGuard,
 ) -> glommio::Task<()> {
-    glommio::spawn_local(accept_loop(listener, handler, secret.map(Rc::new)))
+    glommio::spawn_local(accept_loop(listener, handler, Rc::new(guard)))
 }
 
 async fn accept_loop(
     listener: TcpListener,
     handler: Rc<dyn RequestHandler>,
-    secret: Option<Rc<ClusterSecret>>,
+    guard: Rc<InternalGuard>,
 ) {
     let connections = TaskSet::new();
     loop {
@@ -88,22 +89,42 @@ async fn accept_loop(
             stream,
             peer,
             Rc::clone(&handler),
-            secret.clone(),
+            Rc::clone(&guard),
         ));
     }
 }
 
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: Option<SocketAddr>,
     handler: Rc<dyn RequestHandler>,
-    secret: Option<Rc<ClusterSecret>>,
+    guard: Rc<InternalGuard>,
 ) {
     if let Err(e) = configure(&stream) {
         tracing::warn!(?peer, error = %e, "internal connection: socket options");
         return;
     }
-    if let Some(secret) = &secret {
+    let mut stream = match &guard.tls {
+        Some(tls) => {
+            let limit = Duration::from_millis(RPC_CONNECT_TIMEOUT_MS);
+            match with_timeout(limit, tls.accept(Listener::Internal, stream)).await {
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    tracing::warn!(?peer, error = %e, "internal connection refused: TLS");
+                    return;
+                }
+                None => {
+                    tracing::warn!(
+                        ?peer,
+                        "internal connection refused: TLS handshake timed out"
+                    );
+                    return;
+                }
+            }
+        }
+        None => MaybeTls::Plain(stream),
+    };
+    if let Some(secret) = &guard.secret {
         if let Err(e) = server_handshake(&mut stream, secret).await {
             tracing::warn!(?peer, error = %e, "internal connection refused: no cluster secret");
             return;
@@ -194,7 +215,7 @@ async fn serve_connection(
 }
 
 async fn write_loop(
-    mut writer: WriteHalf<TcpStream>,
+    mut writer: WriteHalf<Stream>,
     outgoing: LocalReceiver<Bytes>,
     peer: Option<SocketAddr>,
 ) {
@@ -204,7 +225,7 @@ async fn write_loop(
             tracing::warn!(?peer, size = frame.len(), "response too large, dropped");
             continue;
         }
-        if let Err(e) = writer.write_all(&frame).await {
+        if let Err(e) = send(&mut writer, &frame).await {
             tracing::debug!(?peer, error = %e, "internal connection: write failed");
             let _ = writer.close().await;
             return;

@@ -15,6 +15,9 @@ use skein_net::internal::{
     decode_internal, encode_internal, InternalFrame, InternalMessage, NOT_CONTROLLER,
 };
 
+use skein_net::tls::test_pki::TestCa;
+use skein_net::tls::{ClientAuth, TlsContext, TlsOptions, TlsVersion};
+
 use super::*;
 use crate::image::MetadataRecord;
 use crate::test_util::{run, temp_dir};
@@ -100,7 +103,11 @@ async fn start_voters(ids: &[i32]) -> Vec<Voter> {
         );
         config.tick_interval = Duration::from_millis(10);
         config.log_segment_bytes = 4096;
-        let transport = PeerTransport::new(NodeId(*id), addrs.clone(), Some(secret.clone()));
+        let transport = PeerTransport::new(
+            NodeId(*id),
+            addrs.clone(),
+            InternalGuard::secret(Some(secret.clone())),
+        );
         let dyn_transport: Rc<dyn RaftTransport> = transport.clone();
         let node = ControllerNode::start(config, dyn_transport).await.unwrap();
         transport.attach(node.mailbox());
@@ -109,7 +116,7 @@ async fn start_voters(ids: &[i32]) -> Vec<Voter> {
             Rc::new(RaftOnly {
                 mailbox: node.mailbox(),
             }),
-            Some(secret.clone()),
+            InternalGuard::secret(Some(secret.clone())),
         );
         voters.push(Voter {
             node: Some(node),
@@ -230,10 +237,10 @@ struct ScriptedServers {
 }
 
 fn scripted_servers(ids: &[i32]) -> ScriptedServers {
-    secured_servers(ids, None)
+    secured_servers(ids, InternalGuard::default())
 }
 
-fn secured_servers(ids: &[i32], secret: Option<ClusterSecret>) -> ScriptedServers {
+fn secured_servers(ids: &[i32], guard: InternalGuard) -> ScriptedServers {
     let mut s = ScriptedServers {
         servers: Vec::new(),
         active: Vec::new(),
@@ -246,7 +253,7 @@ fn secured_servers(ids: &[i32], secret: Option<ClusterSecret>) -> ScriptedServer
             id: *id,
             active: Rc::clone(&active),
         };
-        s.servers.push(serve(l, Rc::new(handler), secret.clone()));
+        s.servers.push(serve(l, Rc::new(handler), guard.clone()));
         s.active.push(active);
         s.addrs.push((NodeId(*id), addr));
     }
@@ -262,7 +269,7 @@ fn the_client_finds_the_active_controller_and_follows_it() {
             addrs,
         } = scripted_servers(&[1, 2, 3]);
         active[2].set(true);
-        let client = Rc::new(RemoteClient::new(7, addrs, None));
+        let client = Rc::new(RemoteClient::new(7, addrs, InternalGuard::default()));
 
         let answer = client.call(allocate(1), WAIT).await.unwrap();
         assert_eq!(answered_by(&answer), (1, 3));
@@ -341,7 +348,7 @@ fn bad_peers_lose_their_connection_and_the_server_keeps_serving() {
         } = scripted_servers(&[1]);
         active[0].set(true);
         let addr = addrs[0].1;
-        let client = RemoteClient::new(7, addrs, None);
+        let client = RemoteClient::new(7, addrs, InternalGuard::default());
         let answer = client
             .call_node(NodeId(1), allocate(1), WAIT)
             .await
@@ -400,10 +407,10 @@ fn with_a_cluster_secret_only_holders_get_an_answer() {
             servers,
             active,
             addrs,
-        } = secured_servers(&[1], Some(secret.clone()));
+        } = secured_servers(&[1], InternalGuard::secret(Some(secret.clone())));
         active[0].set(true);
         let addr = addrs[0].1;
-        let member = RemoteClient::new(7, addrs.clone(), Some(secret));
+        let member = RemoteClient::new(7, addrs.clone(), InternalGuard::secret(Some(secret)));
         let answer = member
             .call_node(NodeId(1), allocate(1), WAIT)
             .await
@@ -412,7 +419,7 @@ fn with_a_cluster_secret_only_holders_get_an_answer() {
 
         // Another secret: the listener's proof does not check out, nothing is sent.
         let wrong = ClusterSecret::new(b"somebody else's secret").unwrap();
-        let outsider = RemoteClient::new(8, addrs.clone(), Some(wrong));
+        let outsider = RemoteClient::new(8, addrs.clone(), InternalGuard::secret(Some(wrong)));
         let err = outsider
             .call_node(NodeId(1), allocate(1), WAIT)
             .await
@@ -423,13 +430,94 @@ fn with_a_cluster_secret_only_holders_get_an_answer() {
         let mut rogue = TcpStream::connect(addr).await.unwrap();
         write_frame(&mut rogue, allocate(9), 1).await;
         assert_closed_by_server(&mut rogue).await;
-        let stranger = RemoteClient::new(9, addrs, None);
+        let stranger = RemoteClient::new(9, addrs, InternalGuard::default());
         assert!(stranger
             .call_node(NodeId(1), allocate(1), Duration::from_secs(2))
             .await
             .is_err());
 
         // The member's connection was never disturbed.
+        let answer = member
+            .call_node(NodeId(1), allocate(2), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(answered_by(&answer), (2, 1));
+        drop(servers);
+    });
+}
+
+/// A node's TLS: its certificate (for 127.0.0.1) from `issuer`, trusting `trusted`.
+fn tls_guard(
+    dir: &std::path::Path,
+    name: &str,
+    issuer: &TestCa,
+    trusted: &TestCa,
+) -> InternalGuard {
+    let keystore = dir.join(format!("{name}.pem"));
+    let truststore = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&keystore, issuer.issue(name, &["127.0.0.1"]).keystore_pem()).unwrap();
+    std::fs::write(&truststore, &trusted.cert_pem).unwrap();
+    let options = TlsOptions {
+        keystore,
+        truststore: Some(truststore),
+        client_auth: ClientAuth::None,
+        protocols: vec![TlsVersion::Tls13],
+        verify_hostname: true,
+    };
+    InternalGuard {
+        secret: None,
+        tls: Some(std::sync::Arc::new(TlsContext::load(options).unwrap())),
+    }
+}
+
+#[test]
+fn with_mutual_tls_only_certified_members_get_an_answer() {
+    run(|| async {
+        let dir = temp_dir();
+        let ca = TestCa::new("cluster CA");
+        let other = TestCa::new("other CA");
+        let ScriptedServers {
+            servers,
+            active,
+            addrs,
+        } = secured_servers(&[1], tls_guard(dir.path(), "voter-1", &ca, &ca));
+        active[0].set(true);
+        let addr = addrs[0].1;
+        let member = RemoteClient::new(
+            7,
+            addrs.clone(),
+            tls_guard(dir.path(), "broker-7", &ca, &ca),
+        );
+        let answer = member
+            .call_node(NodeId(1), allocate(1), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(answered_by(&answer), (1, 1));
+
+        // Trusts the cluster's CA, but its own certificate is from another: the listener
+        // refuses the handshake (the internal listener always asks for a certificate).
+        let outsider = RemoteClient::new(
+            8,
+            addrs.clone(),
+            tls_guard(dir.path(), "outsider", &other, &ca),
+        );
+        assert!(outsider
+            .call_node(NodeId(1), allocate(1), Duration::from_secs(2))
+            .await
+            .is_err());
+
+        // No TLS at all: a plain frame is not a ClientHello; the answer is a TLS alert record
+        // (content type 21) and the close, never an internal frame.
+        let mut rogue = TcpStream::connect(addr).await.unwrap();
+        write_frame(&mut rogue, allocate(9), 1).await;
+        let mut answer = Vec::new();
+        let read = with_timeout(WAIT, rogue.read_to_end(&mut answer)).await;
+        assert!(
+            matches!(read, Some(Ok(_) | Err(_))),
+            "connection still open"
+        );
+        assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+
         let answer = member
             .call_node(NodeId(1), allocate(2), WAIT)
             .await

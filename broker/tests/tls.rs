@@ -1,0 +1,424 @@
+//! TLS against real clients: librdkafka (the `rdkafka` crate, built with OpenSSL) over SSL and
+//! SASL_SSL listeners, with and without client certificates; `skein acl` / `skein topic` over
+//! mutual TLS; a certificate swapped under a running broker and reloaded with SIGHUP; three
+//! nodes whose followers replicate, and whose controller RPC runs, over mutual TLS. Every test
+//! makes its own CA and certificates (rcgen) in a temporary directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use rdkafka::TopicPartitionList;
+use skein_net::tls::test_pki::{TestCa, TestCert};
+use tempfile::TempDir;
+
+use common::clients::{block_on, client_config, client_config_at, expect_delivered, produce_all};
+use common::{free_port, skein_bin, Broker, BrokerConfig};
+
+/// A CA, and the files of the certificates it issues, in one temporary directory.
+struct Pki {
+    dir: TempDir,
+    ca: TestCa,
+    ca_path: PathBuf,
+}
+
+/// A certificate's files: key and certificate apart (librdkafka's `ssl.key.location`,
+/// `ssl.certificate.location`) and together (Skein's PEM keystore).
+struct CertFiles {
+    key: PathBuf,
+    cert: PathBuf,
+    keystore: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().expect("pki dir");
+        let ca = TestCa::new(name);
+        let ca_path = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&ca_path, &ca.cert_pem).expect("write CA");
+        Pki { dir, ca, ca_path }
+    }
+
+    /// A certificate for `common_name`, valid for 127.0.0.1 and localhost.
+    fn issue(&self, common_name: &str) -> CertFiles {
+        let cert = self.ca.issue(common_name, &["127.0.0.1", "localhost"]);
+        self.write(common_name, &cert)
+    }
+
+    fn write(&self, name: &str, cert: &TestCert) -> CertFiles {
+        let path = |suffix: &str| self.dir.path().join(format!("{name}{suffix}"));
+        let files = CertFiles {
+            key: path(".key"),
+            cert: path(".crt"),
+            keystore: path(".keystore.pem"),
+        };
+        std::fs::write(&files.key, &cert.key_pem).expect("write key");
+        std::fs::write(&files.cert, &cert.cert_pem).expect("write certificate");
+        std::fs::write(&files.keystore, cert.keystore_pem()).expect("write keystore");
+        files
+    }
+}
+
+fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+/// A broker whose Kafka listener is `protocol` (SSL or SASL_SSL), holding `cert`, trusting
+/// `pki`'s CA, with `[broker]` extras.
+fn tls_broker(
+    pki: &Pki,
+    cert: &CertFiles,
+    protocol: &str,
+    extra: &[(&str, &str)],
+    users: &[&str],
+) -> Broker {
+    let mut config = BrokerConfig {
+        kafka_protocol: Some(protocol.into()),
+        sasl_bootstrap_users: users.iter().map(|u| u.to_string()).collect(),
+        ..BrokerConfig::default()
+    }
+    .set("ssl.keystore.location", &toml_path(&cert.keystore))
+    .set("ssl.truststore.location", &toml_path(&pki.ca_path));
+    for (key, value) in extra {
+        config = config.set(key, value);
+    }
+    Broker::start_with(config)
+}
+
+/// librdkafka over TLS, trusting `ca`, presenting `identity` when given.
+fn ssl_client(
+    bootstrap: &str,
+    protocol: &str,
+    ca: &Path,
+    identity: Option<&CertFiles>,
+) -> ClientConfig {
+    let mut config = client_config_at(
+        bootstrap,
+        &[
+            ("security.protocol", protocol),
+            ("ssl.ca.location", &ca.display().to_string()),
+            ("linger.ms", "0"),
+            ("message.timeout.ms", "8000"),
+        ],
+    );
+    if let Some(id) = identity {
+        config.set("ssl.certificate.location", id.cert.display().to_string());
+        config.set("ssl.key.location", id.key.display().to_string());
+    }
+    config
+}
+
+fn produce_one(config: &ClientConfig, topic: &str) -> Result<(), String> {
+    let p: FutureProducer = config.create().map_err(|e| e.to_string())?;
+    let record = FutureRecord::<(), str>::to(topic).payload("hello");
+    block_on(p.send(record, Duration::from_secs(10)))
+        .map(|_| ())
+        .map_err(|(e, _)| e.to_string())
+}
+
+/// Every payload of partition 0 of `topic` from the start, until `count` arrived.
+fn consume(config: &ClientConfig, topic: &str, count: usize) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = config
+        .clone()
+        .set("group.id", "tls-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records",
+            out.len()
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn payloads(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("record {i}").into_bytes()).collect()
+}
+
+fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<FutureRecord<'a, str, [u8]>> {
+    payloads
+        .iter()
+        .map(|p| FutureRecord::to(topic).payload(p.as_slice()))
+        .collect()
+}
+
+#[test]
+fn an_ssl_listener_serves_librdkafka_and_refuses_strangers() {
+    let pki = Pki::new("test-ca");
+    let broker = tls_broker(&pki, &pki.issue("broker-1"), "SSL", &[], &[]);
+    let client = ssl_client(&broker.bootstrap(), "ssl", &pki.ca_path, None);
+
+    let producer: FutureProducer = client.create().expect("producer");
+    let payloads = payloads(200);
+    let delivered = expect_delivered(produce_all(&producer, records("over-tls", &payloads)));
+    assert_eq!(delivered.last().map(|d| d.1), Some(199));
+    assert_eq!(consume(&client, "over-tls", 200), payloads);
+
+    // A client that trusts another CA does not accept the broker's certificate.
+    let other = Pki::new("other-ca");
+    let stranger = ssl_client(&broker.bootstrap(), "ssl", &other.ca_path, None);
+    let err = produce_one(&stranger, "over-tls").expect_err("untrusted broker");
+    assert!(err.contains("timed out") || err.contains("SSL"), "{err}");
+    // Nor does a plaintext client get anything from a TLS listener.
+    let plain = client_config(&broker, &[("message.timeout.ms", "5000")]);
+    assert!(produce_one(&plain, "over-tls").is_err());
+    // The broker still serves the trusted client.
+    produce_one(&client, "over-tls").expect("trusted client after strangers");
+}
+
+#[test]
+fn with_mutual_tls_the_certificate_subject_is_the_principal() {
+    let pki = Pki::new("test-ca");
+    let broker = tls_broker(
+        &pki,
+        &pki.issue("broker-1"),
+        "SSL",
+        &[
+            ("ssl.client.auth", "\"required\""),
+            ("authorizer.class.name", "\"skein.StandardAuthorizer\""),
+            ("super.users", "\"User:CN=admin\""),
+        ],
+        &[],
+    );
+    let admin = pki.issue("admin");
+    // `skein` over mutual TLS: the admin certificate makes it a super user.
+    let skein = |args: &[&str]| {
+        let out = Command::new(skein_bin())
+            .args(args)
+            .args(["--bootstrap-server", &broker.bootstrap()])
+            .arg("--ssl-ca")
+            .arg(&pki.ca_path)
+            .arg("--ssl-keystore")
+            .arg(&admin.keystore)
+            .output()
+            .expect("run skein");
+        assert!(
+            out.status.success(),
+            "skein {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    skein(&["topic", "create", "orders", "--partitions", "1"]);
+    skein(&["topic", "create", "payroll", "--partitions", "1"]);
+    skein(&[
+        "acl",
+        "add",
+        "--topic",
+        "orders",
+        "--principal",
+        "User:CN=writer",
+        "--operation",
+        "WRITE",
+    ]);
+
+    let writer = ssl_client(
+        &broker.bootstrap(),
+        "ssl",
+        &pki.ca_path,
+        Some(&pki.issue("writer")),
+    );
+    produce_one(&writer, "orders").expect("writer may write orders");
+    let err = produce_one(&writer, "payroll").expect_err("no ACL on payroll");
+    assert!(err.contains("authoriz"), "{err}");
+
+    // Another subject of the same CA has no ACL.
+    let reader = ssl_client(
+        &broker.bootstrap(),
+        "ssl",
+        &pki.ca_path,
+        Some(&pki.issue("reader")),
+    );
+    let err = produce_one(&reader, "orders").expect_err("reader may not write");
+    assert!(err.contains("authoriz"), "{err}");
+
+    // No certificate, or one from another CA: the handshake fails.
+    let anonymous = ssl_client(&broker.bootstrap(), "ssl", &pki.ca_path, None);
+    assert!(produce_one(&anonymous, "orders").is_err());
+    let other = Pki::new("other-ca");
+    let forged = ssl_client(
+        &broker.bootstrap(),
+        "ssl",
+        &pki.ca_path,
+        Some(&other.issue("writer")),
+    );
+    assert!(produce_one(&forged, "orders").is_err());
+}
+
+#[test]
+fn sasl_ssl_logs_in_over_tls() {
+    let pki = Pki::new("test-ca");
+    let broker = tls_broker(
+        &pki,
+        &pki.issue("broker-1"),
+        "SASL_SSL",
+        &[],
+        &["admin:admin-secret"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !broker
+        .log_tail(400)
+        .contains("SASL bootstrap users are in place")
+    {
+        assert!(Instant::now() < deadline, "bootstrap users never created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let login = |password: &str| {
+        let mut config = ssl_client(&broker.bootstrap(), "sasl_ssl", &pki.ca_path, None);
+        config
+            .set("sasl.mechanism", "SCRAM-SHA-512")
+            .set("sasl.username", "admin")
+            .set("sasl.password", password);
+        config
+    };
+    produce_one(&login("admin-secret"), "sasl-over-tls").expect("right password");
+    let err = produce_one(&login("wrong"), "sasl-over-tls").expect_err("wrong password");
+    assert!(
+        err.contains("uthentication") || err.contains("timed out"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections() {
+    let old = Pki::new("old-ca");
+    let new = Pki::new("new-ca");
+    let cert = old.issue("broker-1");
+    let mut broker = tls_broker(&old, &cert, "SSL", &[], &[]);
+    let trusts_old = ssl_client(&broker.bootstrap(), "ssl", &old.ca_path, None);
+    let trusts_new = ssl_client(&broker.bootstrap(), "ssl", &new.ca_path, None);
+    produce_one(&trusts_old, "reloaded").expect("old certificate served");
+    assert!(produce_one(&trusts_new, "reloaded").is_err());
+
+    let hup = |broker: &mut Broker| {
+        let pid = broker.pid().expect("running broker");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    };
+    let await_log = |broker: &Broker, line: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker.log_tail(400).matches(line).count() < count {
+            assert!(Instant::now() < deadline, "no `{line}` in the log");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // A half-written keystore: the reload fails and the old certificate stays.
+    std::fs::write(&cert.keystore, "-----BEGIN PRIVATE KEY-----\n").expect("truncate");
+    hup(&mut broker);
+    await_log(&broker, "TLS reload failed", 1);
+    produce_one(&trusts_old, "reloaded").expect("old certificate still served");
+
+    // The new CA's certificate, in place: new connections get it.
+    let replacement = new.ca.issue("broker-1", &["127.0.0.1", "localhost"]);
+    std::fs::write(&cert.keystore, replacement.keystore_pem()).expect("replace keystore");
+    hup(&mut broker);
+    await_log(&broker, "TLS key and certificates reloaded", 1);
+    produce_one(&trusts_new, "reloaded").expect("new certificate served");
+    assert!(produce_one(&trusts_old, "reloaded").is_err());
+    broker.assert_running();
+}
+
+#[test]
+fn three_nodes_replicate_and_elect_over_mutual_tls() {
+    let pki = Pki::new("cluster-ca");
+    let internal_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let voters: Vec<String> = internal_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect();
+    let admin = pki.issue("admin");
+    let mut nodes: Vec<Broker> = (1..=3)
+        .map(|id| {
+            let cert = pki.issue(&format!("broker-{id}"));
+            let config = BrokerConfig {
+                node_id: id,
+                shards: "0".into(),
+                kafka_protocol: Some("SSL".into()),
+                internal_protocol: Some("SSL".into()),
+                internal_port: Some(internal_ports[usize::try_from(id - 1).expect("id")]),
+                voters: voters.clone(),
+                ..BrokerConfig::default()
+            }
+            .set("ssl.keystore.location", &toml_path(&cert.keystore))
+            .set("ssl.truststore.location", &toml_path(&pki.ca_path))
+            .set("ssl.client.auth", "\"required\"")
+            .set("default.replication.factor", "3");
+            Broker::launch_with(config)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.await_started();
+    }
+    let bootstrap: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
+    let client = ssl_client(&bootstrap.join(","), "ssl", &pki.ca_path, Some(&admin));
+
+    // Every node registered through the controller over mutual TLS.
+    let probe: BaseConsumer = client
+        .clone()
+        .set("group.id", "tls-probe")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let brokers = probe
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| m.brokers().len())
+            .unwrap_or(0);
+        if brokers == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{brokers} of 3 brokers registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // min.insync.replicas = 3: acks=all succeeds only once both followers have fetched every
+    // record from the leader over TLS.
+    let admin_client: AdminClient<DefaultClientContext> = client.create().expect("admin");
+    let topic =
+        NewTopic::new("replicated", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
+    for r in
+        block_on(admin_client.create_topics([&topic], &AdminOptions::new())).expect("create topic")
+    {
+        r.expect("topic created");
+    }
+    let producer: FutureProducer = client
+        .clone()
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let payloads = payloads(100);
+    let delivered = expect_delivered(produce_all(&producer, records("replicated", &payloads)));
+    assert_eq!(delivered.len(), 100);
+    assert_eq!(consume(&client, "replicated", 100), payloads);
+    drop(nodes);
+}
