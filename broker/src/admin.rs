@@ -387,6 +387,44 @@ fn refused(error_code: i16, what: &str) -> (ResponseError, String) {
     )
 }
 
+/// One outcome per item of a change the controller answers with an AdminResponse: Kafka's
+/// error code (0: done) and message.
+pub type ItemOutcomes = Vec<(i16, Option<String>)>;
+
+/// Forwards a change answered with an AdminResponse of `expected` results (ACLs, client
+/// quotas); one outcome per item, or the error of the whole change.
+pub async fn forward_items(
+    shard: &Shard,
+    request: InternalMessage,
+    expected: usize,
+    what: &str,
+) -> Result<ItemOutcomes, (ResponseError, String)> {
+    match forward(shard, request, CONTROLLER_TIMEOUT).await? {
+        InternalMessage::AdminResponse { results } if results.len() == expected => Ok(results
+            .into_iter()
+            .map(|r| (r.error_code, r.error_message))
+            .collect()),
+        other => Err(odd_answer(&other, what)),
+    }
+}
+
+/// Waits (up to [`VISIBLE_WAIT`]) until this node's metadata shows a committed change, as
+/// `visible` judges it; says so at warn level when it runs out.
+pub async fn wait_until_visible(
+    shard: &Shard,
+    what: &str,
+    visible: impl Fn(&ClusterMetadata) -> bool,
+) {
+    let start = Instant::now();
+    while start.elapsed() < VISIBLE_WAIT {
+        if visible(&shard.metadata()) {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::warn!("{what} committed but not yet visible here");
+}
+
 fn odd_answer(answer: &InternalMessage, what: &str) -> (ResponseError, String) {
     tracing::error!(?answer, "the controller answered {what} oddly");
     (

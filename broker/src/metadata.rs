@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use skein_controller::acl::AclBinding;
+use skein_controller::client_quota::ClientQuotaMap;
 use skein_controller::image::{ClusterImage, ScramCredential, ScramMechanismCode, NO_LEADER};
 use uuid::Uuid;
 
@@ -77,6 +78,9 @@ pub struct ClusterMetadata {
     pub scram_credentials: Arc<BTreeMap<(String, ScramMechanismCode), ScramCredential>>,
     /// ACL bindings, grouped by resource type; behind an Arc for the same reason.
     pub acls: Arc<Vec<AclBinding>>,
+    /// Dynamic client quotas by entity, then key; behind an Arc for the same reason (and
+    /// shared with the node's quota enforcement, see `quota::ClientQuotas::set_dynamic`).
+    pub client_quotas: Arc<ClientQuotaMap>,
     topic_names_by_id: HashMap<Uuid, String>,
 }
 
@@ -92,6 +96,7 @@ impl ClusterMetadata {
             next_producer_id: 0,
             scram_credentials: Arc::default(),
             acls: Arc::default(),
+            client_quotas: Arc::default(),
             topic_names_by_id: HashMap::new(),
         }
     }
@@ -111,6 +116,7 @@ impl ClusterMetadata {
         md.next_producer_id = image.next_producer_id;
         md.scram_credentials = Arc::new(image.scram_credentials.clone());
         md.acls = Arc::new(image.acls.iter().cloned().collect());
+        md.client_quotas = Arc::new(image.client_quotas.clone());
         md.brokers = image
             .brokers
             .values()

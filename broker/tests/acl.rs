@@ -8,12 +8,14 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::{
-    ApiKey, CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
-    DescribeAclsRequest, DescribeAclsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiKey, CreateAclsRequest,
+    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
+    DescribeAclsResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -42,6 +44,8 @@ const READ: i8 = 3;
 const WRITE: i8 = 4;
 const ALLOW: i8 = 3;
 const DENY: i8 = 2;
+const CLUSTER: i8 = 4;
+const ALTER_CONFIGS: i8 = 11;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 const SECURITY_DISABLED: i16 = 54;
 
@@ -391,4 +395,39 @@ fn consumer_groups_need_group_and_topic_read_and_idempotent_producers_need_write
     assert_eq!(codes, vec![0]);
     let payload = group_consume(&broker, ALICE, "billing", "events").expect("group consume");
     assert_eq!(payload, "first");
+}
+
+/// (AlterClientQuotas entry code, DescribeClientQuotas code) for one try over `s`.
+fn client_quota_calls(s: &mut TcpStream) -> (i16, i16) {
+    let entry = EntryData::default()
+        .with_entity(vec![EntityData::default()
+            .with_entity_type(StrBytes::from_static_str("client-id"))
+            .with_entity_name(Some(StrBytes::from_static_str("app")))])
+        .with_ops(vec![OpData::default()
+            .with_key(StrBytes::from_static_str("producer_byte_rate"))
+            .with_value(1024.0)]);
+    let alter = AlterClientQuotasRequest::default().with_entries(vec![entry]);
+    let altered: AlterClientQuotasResponse = roundtrip(s, ApiKey::AlterClientQuotas, 1, 20, &alter);
+    let describe = DescribeClientQuotasRequest::default();
+    let described: DescribeClientQuotasResponse =
+        roundtrip(s, ApiKey::DescribeClientQuotas, 1, 21, &describe);
+    (altered.entries[0].error_code, described.error_code)
+}
+
+/// AlterClientQuotas needs CLUSTER ALTER_CONFIGS and DescribeClientQuotas CLUSTER
+/// DESCRIBE_CONFIGS (which ALTER_CONFIGS implies).
+#[test]
+fn client_quota_calls_need_cluster_config_acls() {
+    let broker = acl_broker();
+    let mut alice = login(&broker, ALICE);
+    assert_eq!(
+        client_quota_calls(&mut alice),
+        (CLUSTER_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED)
+    );
+    let mut admin = login(&broker, ADMIN);
+    assert_eq!(client_quota_calls(&mut admin), (0, 0), "the super user");
+    let allow = binding("kafka-cluster", LITERAL, "User:alice", ALTER_CONFIGS, ALLOW)
+        .with_resource_type(CLUSTER);
+    assert_eq!(create_acls(&mut admin, vec![allow]), vec![0]);
+    assert_eq!(client_quota_calls(&mut alice), (0, 0));
 }

@@ -2,7 +2,8 @@
 //! one cluster, leader failover after kill -9, preferred leaders coming back (periodically and
 //! by ElectLeaders), the active controller killed (also mid CreateTopics), a duplicate broker
 //! id, acknowledged records surviving their leader's kill, catch-up throttling
-//! (`follower.replication.throttled.rate`), and failover timing on demand.
+//! (`follower.replication.throttled.rate`), a client quota reaching every node, and failover
+//! timing on demand.
 //!
 //! What is expected is Kafka's (KRaft) behaviour: a broker silent for `broker.session.timeout.ms`
 //! (1500 ms by default) is fenced, each partition it led gets a new leader from its ISR with
@@ -16,6 +17,7 @@ use common::clients::{
     block_on, client_config_at, create_replicated_topics_at, try_create_topics_at,
 };
 use common::cluster::{agreed_topic, Cluster, ClusterSpec, ClusterView, TopicView};
+use common::quotas::{alter_quotas, described_for_client, produce_as, quota_entry, record_batch};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
@@ -910,4 +912,48 @@ fn no_process_without_the_cluster_secret_gets_in() {
     // Nothing moved: the same active controller, and the cluster still creates topics.
     assert_eq!(cluster.active_controller(), controller);
     create_topic(&mut cluster, "after-rogues", 3);
+}
+
+/// A client quota set through one node is in every node's metadata, and the partition leader,
+/// another node, throttles the client-id it names.
+#[test]
+fn a_client_quota_set_on_one_node_reaches_every_node() {
+    const TOPIC: &str = "quota-cluster";
+    let mut cluster = three_voters();
+    let topic = create_topic(&mut cluster, TOPIC, 1);
+    let leader = topic.partitions[&0].leader;
+    let via = cluster
+        .node_ids()
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a node that does not lead the partition");
+    let entry = quota_entry(
+        &[("client-id", Some("limited"))],
+        &[("producer_byte_rate", Some(100_000.0))],
+    );
+    assert_eq!(
+        alter_quotas(cluster.node(via), vec![entry], false),
+        [(0, None)]
+    );
+    for id in cluster.node_ids() {
+        cluster.wait_until(
+            Duration::from_secs(5),
+            "every node describes the quota",
+            |c| described_for_client(c.node(id), "limited") == ["producer_byte_rate=100000"],
+        );
+    }
+    let mut s = common::raw_connect(cluster.node(leader));
+    // 60 kB twice against a 100 kB burst: the second is throttled.
+    let batch = record_batch(60, 1000);
+    assert_eq!(
+        produce_as(&mut s, "limited", 1, TOPIC, batch.clone()),
+        (0, 0)
+    );
+    let (error, throttle_ms) = produce_as(&mut s, "limited", 2, TOPIC, batch);
+    assert_eq!(error, 0);
+    assert!(
+        throttle_ms > 0,
+        "node {leader} did not throttle (quota set via node {via})"
+    );
+    println!("quota set via node {via}, enforced by node {leader}: throttle {throttle_ms} ms");
 }

@@ -1,33 +1,34 @@
 //! Limits on any one client, against a real broker: `max.connections.per.ip`,
-//! `socket.request.max.bytes`, and per client-id produce quotas (KIP-13, throttled as KIP-219
-//! says: the answer carries `throttle_time_ms` and the connection is muted that long).
+//! `socket.request.max.bytes`, per client-id produce quotas (KIP-13, throttled as KIP-219
+//! says: the answer carries `throttle_time_ms` and the connection is muted that long), and
+//! dynamic quotas set with AlterClientQuotas (KIP-546; raw frames, since neither the Rust
+//! client nor the pinned Python clients have the client quota admin calls).
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, ProducerContext};
 use rdkafka::Statistics;
 
 use common::clients::{create_topics, produce_all, wait_for_topic, WAIT};
-use common::raw::{read_frame, roundtrip, try_read_frame, write_frame};
+use common::quotas::{
+    alter_quotas, described_for_client, produce_as, quota_entry, record_batch, roundtrip_as,
+    Entity, INVALID_REQUEST,
+};
+use common::raw::{roundtrip, try_read_frame};
 use common::{Broker, BrokerConfig};
 
 // ------------------------------------------------------------------------------------------
@@ -54,97 +55,6 @@ fn is_closed(stream: &mut TcpStream) -> bool {
         Ok(_) => false,
         Err(e) => e.kind() == ErrorKind::ConnectionReset,
     }
-}
-
-fn record_batch(records: usize, value_bytes: usize) -> Bytes {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis();
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("offset"),
-            sequence: -1,
-            timestamp: i64::try_from(now_ms).expect("timestamp"),
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; value_bytes])),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode record batch");
-    buf.freeze()
-}
-
-/// One request as `client_id`, and its decoded answer.
-fn roundtrip_as<Req: Encodable, Resp: Decodable>(
-    stream: &mut TcpStream,
-    client_id: &str,
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    request: &Req,
-) -> Resp {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
-    let mut body = BytesMut::new();
-    header
-        .encode(&mut body, api_key.request_header_version(version))
-        .expect("encode header");
-    request.encode(&mut body, version).expect("encode request");
-    write_frame(stream, &body);
-    let mut frame = read_frame(stream).expect("the broker answers");
-    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-        .expect("response header");
-    assert_eq!(header.correlation_id, correlation_id);
-    Resp::decode(&mut frame, version).expect("response body")
-}
-
-/// One acks=1 Produce v9 of `batch` to partition 0 as `client_id`: (error code, throttle ms).
-fn produce_as(
-    stream: &mut TcpStream,
-    client_id: &str,
-    correlation_id: i32,
-    topic: &str,
-    batch: Bytes,
-) -> (i16, i32) {
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let response: ProduceResponse = roundtrip_as(
-        stream,
-        client_id,
-        ApiKey::Produce,
-        9,
-        correlation_id,
-        &request,
-    );
-    let error = response
-        .responses
-        .first()
-        .and_then(|t| t.partition_responses.first())
-        .map(|p| p.error_code)
-        .expect("one partition in the response");
-    (error, response.throttle_time_ms)
 }
 
 /// One Fetch v12 of partition 0 from offset 0 as `client_id`: (record bytes, throttle ms).
@@ -494,4 +404,206 @@ fn librdkafka_producer_is_held_near_its_quota_and_others_are_not() {
         0,
         "other was never throttled"
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Dynamic client quotas (KIP-546)
+
+/// Produces `count` records as `client_id` and reports (elapsed, largest throttle librdkafka
+/// saw). The producer is passed in so that its connection stays open across a quota change.
+fn timed_send(
+    producer: &FutureProducer<ThrottleSeen>,
+    seen: &ThrottleSeen,
+    topic: &str,
+    count: usize,
+) -> (Duration, i64) {
+    let value = vec![b'q'; 1000];
+    let started = Instant::now();
+    assert!(
+        send_all(producer, topic, count, &value),
+        "every record delivered"
+    );
+    let elapsed = started.elapsed();
+    // Statistics arrive every 200 ms; give the last window a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let throttle = *seen.0.lock().expect("lock");
+    (elapsed, throttle)
+}
+
+/// AlterClientQuotas sets `producer_byte_rate` = 100 kB/s for client-id "limited": a
+/// librdkafka producer with that client.id is throttled and held near the rate while client.id
+/// "free" sending beside it is not; DescribeClientQuotas shows it; it survives a restart;
+/// removed, the same connected producer is no longer throttled. Bad entries get Kafka's
+/// INVALID_REQUEST, and validate_only changes nothing.
+#[test]
+fn alter_client_quotas_throttles_a_client_id_until_removed_across_a_restart() {
+    const TOPIC: &str = "quota-dynamic";
+    const RECORDS: usize = 600;
+    let mut broker = Broker::start();
+    create_topics(&broker, &[(TOPIC, 1)]);
+    wait_for_topic(&broker, TOPIC, 1);
+    let limited: Entity<'_> = &[("client-id", Some("limited"))];
+    let rate = QUOTA_BYTES_PER_S as f64;
+
+    // Refused as Kafka refuses them; validate_only checks without changing anything.
+    let answers = alter_quotas(
+        &broker,
+        vec![
+            quota_entry(
+                &[("client-id", Some("negative"))],
+                &[("producer_byte_rate", Some(-1.0))],
+            ),
+            quota_entry(&[("ip", None)], &[("connection_creation_rate", Some(5.0))]),
+            quota_entry(limited, &[("producer_byte_rate", Some(rate))]),
+            // An entity named twice in one request: the second is refused.
+            quota_entry(limited, &[("consumer_byte_rate", Some(rate))]),
+        ],
+        true,
+    );
+    let codes: Vec<i16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(
+        codes,
+        [INVALID_REQUEST, INVALID_REQUEST, 0, INVALID_REQUEST],
+        "{answers:?}"
+    );
+    assert!(
+        described_for_client(&broker, "limited").is_empty(),
+        "validate_only"
+    );
+
+    let answers = alter_quotas(
+        &broker,
+        vec![quota_entry(limited, &[("producer_byte_rate", Some(rate))])],
+        false,
+    );
+    assert_eq!(answers, [(0, None)]);
+    assert_eq!(
+        described_for_client(&broker, "limited"),
+        [format!("producer_byte_rate={rate}")]
+    );
+
+    let floor = Duration::from_secs_f64(
+        (RECORDS * 1000 - QUOTA_BYTES_PER_S) as f64 / QUOTA_BYTES_PER_S as f64 * 0.7,
+    );
+    let limited_seen = ThrottleSeen::default();
+    let producer_limited = producer(&broker, "limited", limited_seen.clone());
+    let free_seen = ThrottleSeen::default();
+    let producer_free = producer(&broker, "free", free_seen.clone());
+    let (free_elapsed, limited_result) = std::thread::scope(|scope| {
+        let limited = scope.spawn(|| timed_send(&producer_limited, &limited_seen, TOPIC, RECORDS));
+        // Let "limited" use up its burst, then time the bystander beside it.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (free_elapsed, free_throttle) = timed_send(&producer_free, &free_seen, TOPIC, RECORDS);
+        assert_eq!(free_throttle, 0, "the bystander was never throttled");
+        (free_elapsed, limited.join().expect("limited thread"))
+    });
+    let (limited_elapsed, limited_throttle) = limited_result;
+    eprintln!("limited: {limited_elapsed:?}, free: {free_elapsed:?}");
+    assert!(
+        limited_throttle > 0,
+        "librdkafka saw no throttle for limited"
+    );
+    assert!(
+        limited_elapsed >= floor,
+        "limited sent {RECORDS} kB in {limited_elapsed:?} (floor {floor:?})"
+    );
+    assert!(
+        limited_elapsed < WAIT,
+        "held far below its quota: {limited_elapsed:?}"
+    );
+    assert!(
+        free_elapsed < floor / 2,
+        "free took {free_elapsed:?} (limited {limited_elapsed:?})"
+    );
+    drop((producer_limited, producer_free));
+
+    // The quota is in the controller's metadata: a restart keeps it, and enforces it.
+    broker.restart();
+    wait_for_topic(&broker, TOPIC, 1);
+    assert_eq!(
+        described_for_client(&broker, "limited"),
+        [format!("producer_byte_rate={rate}")]
+    );
+    let seen = ThrottleSeen::default();
+    let producer_limited = producer(&broker, "limited", seen.clone());
+    let (elapsed, throttle) = timed_send(&producer_limited, &seen, TOPIC, RECORDS);
+    assert!(
+        throttle > 0 && elapsed >= floor,
+        "after a restart: {elapsed:?}, {throttle} ms"
+    );
+
+    // Removed: the same producer, still connected, is no longer throttled.
+    let answers = alter_quotas(
+        &broker,
+        vec![quota_entry(limited, &[("producer_byte_rate", None)])],
+        false,
+    );
+    assert_eq!(answers, [(0, None)]);
+    assert!(described_for_client(&broker, "limited").is_empty());
+    // Past the last throttle window librdkafka reported, count afresh.
+    std::thread::sleep(Duration::from_millis(1000));
+    *seen.0.lock().expect("lock") = 0;
+    let (elapsed, throttle) = timed_send(&producer_limited, &seen, TOPIC, RECORDS);
+    assert_eq!(
+        throttle, 0,
+        "throttled after the quota was removed ({elapsed:?})"
+    );
+    assert!(elapsed < floor / 2, "still held back: {elapsed:?}");
+}
+
+/// On a PLAINTEXT listener every connection is the principal User:ANONYMOUS, and a quota for
+/// user "ANONYMOUS" applies to it: shared by all its client-ids, and ahead of a client-id
+/// quota (Kafka's precedence), until a (user, client-id) quota names one client-id.
+#[test]
+fn user_quotas_apply_to_the_principal_ahead_of_client_id_quotas() {
+    const TOPIC: &str = "quota-user";
+    let broker = Broker::start();
+    create_topics(&broker, &[(TOPIC, 1)]);
+    wait_for_topic(&broker, TOPIC, 1);
+    let anonymous: Entity<'_> = &[("user", Some("ANONYMOUS"))];
+    let vip: Entity<'_> = &[("client-id", Some("vip"))];
+    let answers = alter_quotas(
+        &broker,
+        vec![
+            quota_entry(
+                anonymous,
+                &[("producer_byte_rate", Some(QUOTA_BYTES_PER_S as f64))],
+            ),
+            quota_entry(vip, &[("producer_byte_rate", Some(1e8))]),
+        ],
+        false,
+    );
+    assert_eq!(answers, [(0, None), (0, None)]);
+    let batch = record_batch(60, 1000);
+    let mut a = common::raw_connect(&broker);
+    let mut b = common::raw_connect(&broker);
+    assert_eq!(produce_as(&mut a, "a", 1, TOPIC, batch.clone()), (0, 0));
+    let (error, throttle_ms) = produce_as(&mut b, "b", 1, TOPIC, batch.clone());
+    assert_eq!(error, 0);
+    assert!(
+        throttle_ms > 0,
+        "client-ids a and b share the user's budget"
+    );
+    // The user quota comes before vip's client-id quota...
+    let mut v = common::raw_connect(&broker);
+    let (_, throttle_ms) = produce_as(&mut v, "vip", 1, TOPIC, batch.clone());
+    assert!(throttle_ms > 0, "the user quota applies to vip too");
+    // ...and a (user, client-id) quota before the user's.
+    let answers = alter_quotas(
+        &broker,
+        vec![quota_entry(
+            &[("user", Some("ANONYMOUS")), ("client-id", Some("vip"))],
+            &[("producer_byte_rate", Some(1e8))],
+        )],
+        false,
+    );
+    assert_eq!(answers, [(0, None)]);
+    // A fresh connection: vip's old one is muted for the throttle it earned.
+    let mut v = common::raw_connect(&broker);
+    for i in 0..5 {
+        assert_eq!(
+            produce_as(&mut v, "vip", 2 + i, TOPIC, batch.clone()),
+            (0, 0)
+        );
+    }
 }

@@ -11,15 +11,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -30,7 +26,7 @@ use common::clients::{
     block_on, client_config, create_topics, expect_delivered, new_producer, produce_all,
     wait_for_topic, WAIT,
 };
-use common::raw::{encode_request, roundtrip, write_frame};
+use common::raw::{encode_request, record_batch, roundtrip, write_frame};
 use common::{Broker, BrokerConfig};
 
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
@@ -139,35 +135,6 @@ fn api_versions(stream: &mut TcpStream, correlation_id: i32) -> ApiVersionsRespo
         .with_client_software_name(StrBytes::from_static_str("skein-test"))
         .with_client_software_version(StrBytes::from_static_str("0.1"));
     roundtrip(stream, ApiKey::ApiVersions, 3, correlation_id, &request)
-}
-
-fn record_batch(values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).expect("offset"),
-            sequence: -1,
-            timestamp: now_ms(),
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode record batch");
-    buf.freeze()
 }
 
 fn produce_request(topic: &str, partition: i32, batch: Bytes) -> ProduceRequest {

@@ -33,6 +33,7 @@
 //! 13 UserScramCredential        user string | mechanism i8 (as u8) | scram_credential
 //! 14 RemoveUserScramCredential  user string | mechanism i8 (as u8)
 //! 15 CreateAcl, 16 DeleteAcl   acl
+//! 17 ClientQuota      quota_entity | key string | value option<f64>   (none: the key removed)
 //! broker          := id i32 | incarnation uuid | epoch i64 | count u32 | (listener string,
 //!                    host string, port u32){count} | rack option<string> | fenced bool
 //!                    | in_controlled_shutdown bool
@@ -42,11 +43,16 @@
 //! acl             := resource_type u8 | resource_name string | pattern_type u8 | principal string
 //!                    | host string | operation u8 | permission u8   (Kafka's codes)
 //! scram_credential := salt bytes | iterations i32 | stored_key bytes | server_key bytes
+//! quota_entity    := count u32 (1 or 2) | (type u8 (1 user, 2 client-id), name option<string>
+//!                    (none: the default)){count}, each type at most once
+//! f64             := its IEEE 754 bits as a u64
 //! image (version 3) := image (version 2) | count u32 | (user string, mechanism u8,
 //!                     scram_credential){count} | count u32 | reassignment{count};
 //!                     version 2 images still decode (no credentials, no reassignments)
 //! image (version 4) := image (version 3) | count u32 | acl{count}; versions 2 and 3 decode
 //!                     with no ACLs
+//! image (version 5) := image (version 4) | count u32 | (quota_entity, count u32 | (key string,
+//!                     value f64){count}){count}; versions 2 to 4 decode with no client quotas
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,14 +65,15 @@ use crate::image::{
     TopicState,
 };
 
+mod client_quota;
 mod wire;
 
 pub(crate) use wire::{Reader, Writer};
 
 pub const RECORD_BATCH_VERSION: u8 = 1;
-pub const IMAGE_VERSION: u8 = 4;
+pub const IMAGE_VERSION: u8 = 5;
 /// The oldest image this build reads (snapshots written before an upgrade): no SCRAM
-/// credentials, no reassignments, no ACLs.
+/// credentials, no reassignments, no ACLs, no client quotas.
 pub const IMAGE_VERSION_OLDEST: u8 = 2;
 pub const ENTRY_VERSION: u8 = 1;
 
@@ -137,6 +144,7 @@ const TAG_USER_SCRAM_CREDENTIAL: u8 = 13;
 const TAG_REMOVE_USER_SCRAM_CREDENTIAL: u8 = 14;
 const TAG_CREATE_ACL: u8 = 15;
 const TAG_DELETE_ACL: u8 = 16;
+const TAG_CLIENT_QUOTA: u8 = 17;
 
 /// Encodes the records of one proposal.
 pub fn encode_records(records: &[MetadataRecord]) -> Result<Vec<u8>, EncodeError> {
@@ -263,6 +271,14 @@ fn put_record(w: &mut Writer, record: &MetadataRecord) {
         MetadataRecord::CreateAcl(binding) | MetadataRecord::DeleteAcl(binding) => {
             put_acl(w, binding);
         }
+        MetadataRecord::ClientQuota { entity, key, value } => {
+            client_quota::put_entity(w, entity);
+            w.string("quota key", key);
+            w.bool(value.is_some());
+            if let Some(v) = value {
+                client_quota::put_value(w, *v);
+            }
+        }
     }
     w.patch_len("record body", len_at);
 }
@@ -293,6 +309,7 @@ fn record_tag(record: &MetadataRecord) -> (u8, &'static str) {
         ),
         MetadataRecord::CreateAcl(_) => (TAG_CREATE_ACL, "CreateAcl"),
         MetadataRecord::DeleteAcl(_) => (TAG_DELETE_ACL, "DeleteAcl"),
+        MetadataRecord::ClientQuota { .. } => (TAG_CLIENT_QUOTA, "ClientQuota"),
     }
 }
 
@@ -374,6 +391,15 @@ fn get_record(r: &mut Reader<'_>) -> Result<MetadataRecord, DecodeError> {
         },
         TAG_CREATE_ACL => MetadataRecord::CreateAcl(get_acl(&mut b)?),
         TAG_DELETE_ACL => MetadataRecord::DeleteAcl(get_acl(&mut b)?),
+        TAG_CLIENT_QUOTA => MetadataRecord::ClientQuota {
+            entity: client_quota::get_entity(&mut b)?,
+            key: b.string("quota key")?,
+            value: if b.bool("quota value present")? {
+                Some(client_quota::get_value(&mut b)?)
+            } else {
+                None
+            },
+        },
         _ => {
             return Err(DecodeError::UnknownTag {
                 what: "record",
@@ -602,6 +628,7 @@ pub fn encode_image(image: &ClusterImage) -> Result<Vec<u8>, EncodeError> {
     for b in &image.acls {
         put_acl(&mut w, b);
     }
+    client_quota::put_quotas(&mut w, &image.client_quotas);
     w.finish()
 }
 
@@ -674,6 +701,9 @@ pub fn decode_image(buf: &[u8]) -> Result<ClusterImage, DecodeError> {
         for _ in 0..n {
             image.acls.insert(get_acl(&mut r)?);
         }
+    }
+    if version >= 5 {
+        image.client_quotas = client_quota::get_quotas(&mut r)?;
     }
     r.finish("image")?;
     Ok(image)

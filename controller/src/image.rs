@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use crate::acl::AclBinding;
+use crate::client_quota::{ClientQuotaMap, QuotaEntity, QuotaValue};
 
 /// A broker's node id (Kafka's `broker.id` / `node.id`).
 pub type BrokerId = i32;
@@ -166,6 +167,13 @@ pub enum MetadataRecord {
     CreateAcl(AclBinding),
     /// An ACL binding removed (removing one that does not exist changes nothing).
     DeleteAcl(AclBinding),
+    /// A client quota set (`Some`) or removed (`None`) for one key of one entity; an entity
+    /// left without keys is gone.
+    ClientQuota {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<QuotaValue>,
+    },
 }
 
 /// Kafka's ScramMechanism code: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
@@ -202,6 +210,8 @@ pub struct ClusterImage {
     pub scram_credentials: BTreeMap<(String, ScramMechanismCode), ScramCredential>,
     /// ACL bindings, ordered by resource type first.
     pub acls: BTreeSet<AclBinding>,
+    /// Client quotas by entity, then key; no entity is without keys.
+    pub client_quotas: ClientQuotaMap,
 }
 
 impl ClusterImage {
@@ -370,6 +380,20 @@ impl ClusterImage {
             MetadataRecord::DeleteAcl(binding) => {
                 self.acls.remove(binding);
             }
+            MetadataRecord::ClientQuota { entity, key, value } => match value {
+                Some(v) => {
+                    let keys = self.client_quotas.entry(entity.clone()).or_default();
+                    keys.insert(key.clone(), *v);
+                }
+                None => {
+                    if let Some(keys) = self.client_quotas.get_mut(entity) {
+                        keys.remove(key);
+                        if keys.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                }
+            },
         }
     }
 }

@@ -8,6 +8,8 @@
 //!   [`heartbeats`]: broker liveness as the active controller sees it.
 //! - [`acl`]: ACL bindings (Kafka's model, kept in the image), the filters that match them and
 //!   the authorizer's decision, all pure.
+//! - [`client_quota`]: client quotas (Kafka's KIP-546 entities and keys, kept in the image),
+//!   DescribeClientQuotas' filters and the precedence that picks a connection's quota, pure.
 //! - [`codec`]: the hand-written, versioned binary formats of a record batch (one Raft entry),
 //!   the image (a snapshot's data) and a stored Raft entry.
 //! - [`node`]: [`ControllerNode`], one voter of a Raft group of 1, 3 or 5 (raft-rs `RawNode`,
@@ -31,6 +33,7 @@
 //! (the voter set is fixed when the group is born; a restart with other voters is refused).
 
 pub mod acl;
+pub mod client_quota;
 pub mod codec;
 pub mod decide;
 mod error;

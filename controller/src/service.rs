@@ -1,8 +1,8 @@
 //! `ControllerService`: a voter's controller as brokers see it (controller shard). It answers
 //! the internal RPC requests (`requests`: registration, heartbeats, metadata fetches, forwarded
-//! admin requests, ISR changes, producer id blocks) and, while it is the active controller,
-//! fences brokers that went silent, completes reassignments and moves leadership back to
-//! preferred replicas.
+//! admin requests, ISR changes, producer id blocks; `client_quotas`: AlterClientQuotas) and,
+//! while it is the active controller, fences brokers that went silent, completes
+//! reassignments and moves leadership back to preferred replicas.
 //!
 //! Every decision reads the image, proposes the records `decide` derives from it and waits
 //! until they are committed and applied; decisions run one at a time, so each builds on the
@@ -31,6 +31,7 @@ use crate::image::{
 use crate::node::{ControllerConfig, ControllerNode, ProposeError};
 use crate::transport::RaftTransport;
 
+mod client_quotas;
 mod requests;
 #[cfg(test)]
 mod tests;

@@ -168,7 +168,37 @@ pub enum InternalMessage {
         creations: Vec<AclEntry>,
         deletions: Vec<AclEntry>,
     },
+    /// Client quota changes (Kafka's AlterClientQuotas), answered with
+    /// [`InternalMessage::AdminResponse`], one result per entry in order.
+    AlterClientQuotas {
+        entries: Vec<ClientQuotaEntry>,
+        validate_only: bool,
+    },
 }
+
+/// One entity's quota changes as the client sent them (the controller checks them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientQuotaEntry {
+    /// Kafka's (entity type, name) pairs; a `None` name is the default entity of that type.
+    pub entity: Vec<(String, Option<String>)>,
+    pub ops: Vec<QuotaOp>,
+}
+
+/// Sets a quota key, or removes it (`value: None`).
+#[derive(Clone, Debug)]
+pub struct QuotaOp {
+    pub key: String,
+    pub value: Option<f64>,
+}
+
+// Values compare by their bits, so a message equals its decoded copy, NaN included.
+impl PartialEq for QuotaOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.value.map(f64::to_bits) == other.value.map(f64::to_bits)
+    }
+}
+
+impl Eq for QuotaOp {}
 
 /// One ACL binding in Kafka's codes (the controller validates them).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,7 +292,8 @@ impl InternalMessage {
             | Self::ElectLeaders { .. }
             | Self::AlterReassignments { .. }
             | Self::AlterScramCredentials { .. }
-            | Self::AlterAcls { .. } => None,
+            | Self::AlterAcls { .. }
+            | Self::AlterClientQuotas { .. } => None,
         }
     }
 
@@ -282,7 +313,8 @@ impl InternalMessage {
             | Self::ElectLeaders { .. }
             | Self::AlterReassignments { .. }
             | Self::AlterScramCredentials { .. }
-            | Self::AlterAcls { .. } => true,
+            | Self::AlterAcls { .. }
+            | Self::AlterClientQuotas { .. } => true,
             Self::Raft(_)
             | Self::RegisterBrokerResponse { .. }
             | Self::HeartbeatResponse { .. }

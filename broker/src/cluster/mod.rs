@@ -459,6 +459,9 @@ fn allowed_shards(shard: &Shard, topic: &str) -> Vec<ShardId> {
 /// This shard goes last: once its own metadata shows a change, every shard's does, so an admin
 /// request answered then is visible wherever the client asks next.
 pub async fn publish(shard: &Shard, snapshot: Arc<ClusterMetadata>) -> Result<(), String> {
+    // Node-wide, so once for all shards, and before any of them shows the change: a quota is
+    // in force by the time an AlterClientQuotas answered on this node returns.
+    shard.quotas.clients.set_dynamic(&snapshot.client_quotas);
     for i in 0..shard.shard_count() {
         let target = ShardId(u16::try_from(i).map_err(|_| "too many shards".to_string())?);
         if target == shard.id {

@@ -65,6 +65,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 0, 3),
     (ApiKey::CreateAcls, 0, 3),
     (ApiKey::DeleteAcls, 0, 3),
+    // KIP-546 dynamic quotas: user and client-id entities, byte rates (handlers/client_quotas.rs).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -80,9 +83,11 @@ pub struct RequestCtx {
     pub header: RequestHeader,
     /// The client's address, as group members report it (`client_host`).
     pub peer: Option<std::net::SocketAddr>,
-    /// The connection's client quota state; None when no quota is configured.
+    /// The connection's client quota state (every connection has one: a quota may be set
+    /// while it is open).
     pub quota: Option<Rc<crate::quota::ConnectionQuota>>,
-    /// The authenticated user's name (Kafka's principal `User:<name>`), `ANONYMOUS` without SASL.
+    /// The authenticated user's name (Kafka's principal `User:<name>` without the `User:`
+    /// prefix), `ANONYMOUS` without SASL; user quotas are looked up by it as it is.
     pub user: Rc<str>,
 }
 
@@ -254,6 +259,12 @@ pub async fn dispatch(
         }
         RequestKind::DeleteAcls(r) => {
             ResponseKind::DeleteAcls(handlers::acls::delete(&ctx, r).await)
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(handlers::client_quotas::describe(&ctx, r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(handlers::client_quotas::alter(&ctx, r).await)
         }
         other => match super::sasl::out_of_place(&other) {
             Some(body) => body,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod clients;
+pub mod quotas;
 pub mod raw;
 
 /// How long a broker may take to print its listening line.

@@ -4,9 +4,15 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 pub fn write_frame(stream: &mut TcpStream, body: &[u8]) {
     try_write_frame(stream, body).expect("write frame");
@@ -100,4 +106,39 @@ pub fn try_roundtrip<Req: Encodable, Resp: Decodable>(
         .map_err(|e| format!("response header: {e}"))?;
     assert_eq!(header.correlation_id, correlation_id, "correlation id");
     Resp::decode(&mut body, version).map_err(|e| format!("response body: {e}"))
+}
+
+/// One uncompressed RecordBatch v2 of keyless records with these values, stamped now, as a
+/// plain (non-idempotent) producer sends it.
+pub fn record_batch<V: AsRef<[u8]>>(values: &[V]) -> Bytes {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::try_from(i).expect("offset"),
+            sequence: -1,
+            timestamp: i64::try_from(now_ms).expect("timestamp"),
+            key: None,
+            value: Some(Bytes::copy_from_slice(value.as_ref())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).expect("encode record batch");
+    buf.freeze()
 }

@@ -1,7 +1,7 @@
 //! The internal requests a controller voter answers: registration, heartbeats and metadata
 //! fetches from brokers, the admin requests they forward (topics, configs, elections,
-//! reassignments, SCRAM credentials, ACLs), ISR changes from partition leaders and producer id
-//! blocks. Each decision goes through `ControllerService::decide`.
+//! reassignments, SCRAM credentials, ACLs, client quotas: `client_quotas`), ISR changes from
+//! partition leaders and producer id blocks. Each decision goes through `ControllerService::decide`.
 
 use super::*;
 
@@ -361,6 +361,13 @@ impl ControllerService {
                 }
                 InternalMessage::AdminResponse { results }
             }
+            InternalMessage::AlterClientQuotas {
+                entries,
+                validate_only,
+            } => {
+                self.alter_client_quotas(entries, validate_only, not_controller)
+                    .await
+            }
             other => {
                 tracing::debug!(from_node, message = ?std::mem::discriminant(&other), "not a request; ignored");
                 InternalMessage::AdminResponse {
@@ -588,7 +595,7 @@ fn config_changes(
     Ok(records)
 }
 
-fn result(name: String, answer: Answer) -> TopicResult {
+pub(super) fn result(name: String, answer: Answer) -> TopicResult {
     match answer {
         Ok(()) => TopicResult {
             name,
@@ -686,7 +693,7 @@ fn acl_changes(
     records
 }
 
-fn all_failed(names: Vec<String>, error_code: i16) -> InternalMessage {
+pub(super) fn all_failed(names: Vec<String>, error_code: i16) -> InternalMessage {
     InternalMessage::AdminResponse {
         results: names
             .into_iter()

@@ -1,3 +1,4 @@
+use super::client_quotas::quota_changes;
 use super::requests::scram_changes;
 use super::*;
 use crate::image::{PartitionState, TopicState};
@@ -7,6 +8,26 @@ use crate::test_util::{run, temp_dir};
 struct Alone;
 impl RaftTransport for Alone {
     fn send(&self, _msg: raft::eraftpb::Message) {}
+}
+
+/// A one-voter service at `path`, once it is the active controller.
+async fn active_alone(
+    path: std::path::PathBuf,
+    session_timeout: Duration,
+) -> Rc<ControllerService> {
+    let settings = ServiceSettings {
+        session_timeout,
+        auto_leader_rebalance: false,
+        leader_imbalance_check_interval: Duration::from_secs(300),
+    };
+    let config = ControllerConfig::single_node(crate::NodeId(1), path);
+    let s = ControllerService::start(config, Rc::new(Alone), settings)
+        .await
+        .unwrap();
+    while !s.is_active() {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    s
 }
 
 fn register(id: i32, incarnation: u8) -> InternalMessage {
@@ -37,18 +58,7 @@ fn brokers_register_get_unfenced_and_are_fenced_when_silent() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let settings = ServiceSettings {
-            session_timeout: Duration::from_millis(300),
-            auto_leader_rebalance: false,
-            leader_imbalance_check_interval: Duration::from_secs(300),
-        };
-        let config = ControllerConfig::single_node(crate::NodeId(1), path);
-        let s = ControllerService::start(config, Rc::new(Alone), settings)
-            .await
-            .unwrap();
-        while !s.is_active() {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-        }
+        let s = active_alone(path, Duration::from_millis(300)).await;
         let mut epochs = Vec::new();
         for id in [1, 2] {
             match s.handle(id, register(id, 1)).await {
@@ -232,4 +242,131 @@ fn only_a_new_epoch_with_a_leader_counts_as_an_election() {
         leader_changes(&image, &[MetadataRecord::RemoveTopic { id }]),
         0
     );
+}
+
+fn quota_entry(
+    entity: &[(&str, Option<&str>)],
+    ops: &[(&str, Option<f64>)],
+) -> skein_net::internal::ClientQuotaEntry {
+    skein_net::internal::ClientQuotaEntry {
+        entity: entity
+            .iter()
+            .map(|(t, n)| ((*t).to_string(), n.map(str::to_string)))
+            .collect(),
+        ops: ops
+            .iter()
+            .map(|(key, value)| skein_net::internal::QuotaOp {
+                key: (*key).to_string(),
+                value: *value,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn quota_changes_check_each_entry_and_record_only_changes() {
+    use crate::client_quota::{EntityName, QuotaEntity, QuotaValue};
+    let mut image = ClusterImage::default();
+    let app = [("client-id", Some("app"))];
+    let entries = [
+        quota_entry(&app, &[("producer_byte_rate", Some(1024.0))]),
+        quota_entry(
+            &[("user", None), ("client-id", None)],
+            &[
+                ("consumer_byte_rate", Some(10.0)),
+                ("producer_byte_rate", None),
+            ],
+        ),
+        // Refused: Kafka's errors, and the others still apply.
+        quota_entry(
+            &[("group", Some("g"))],
+            &[("producer_byte_rate", Some(1.0))],
+        ),
+        quota_entry(
+            &[("user", Some("u"))],
+            &[("producer_byte_rate", Some(-1.0))],
+        ),
+        quota_entry(
+            &[("user", Some("u"))],
+            &[("request_percentage", Some(50.0))],
+        ),
+        quota_entry(&app, &[("consumer_byte_rate", Some(5.0))]),
+        quota_entry(
+            &[("user", Some("v"))],
+            &[
+                ("producer_byte_rate", Some(1.0)),
+                ("producer_byte_rate", Some(2.0)),
+            ],
+        ),
+    ];
+    let (records, outcomes) = quota_changes(&image, &entries);
+    let ok: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, true, false, false, false, false, false]);
+    assert!(outcomes[5]
+        .as_ref()
+        .unwrap_err()
+        .contains("duplicate entity"));
+    assert!(outcomes[6]
+        .as_ref()
+        .unwrap_err()
+        .contains("Duplicate quota key"));
+    // Removing a key the default entity does not have needs no record.
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        image.apply(r);
+    }
+    let app_entity = QuotaEntity {
+        user: None,
+        client_id: Some(EntityName::Named("app".into())),
+    };
+    assert_eq!(
+        image.client_quotas[&app_entity]["producer_byte_rate"],
+        QuotaValue(1024.0)
+    );
+    // The same value again: nothing to record. A removal of a key it has: one record.
+    let again = [quota_entry(&app, &[("producer_byte_rate", Some(1024.0))])];
+    assert!(quota_changes(&image, &again).0.is_empty());
+    let remove = [quota_entry(&app, &[("producer_byte_rate", None)])];
+    let (records, _) = quota_changes(&image, &remove);
+    assert_eq!(records.len(), 1);
+    image.apply(&records[0]);
+    assert!(!image.client_quotas.contains_key(&app_entity));
+}
+
+#[test]
+fn client_quotas_commit_through_the_active_controller() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let service = active_alone(path, Duration::from_secs(10)).await;
+        let alter = |validate_only| InternalMessage::AlterClientQuotas {
+            entries: vec![
+                quota_entry(
+                    &[("user", Some("alice"))],
+                    &[("producer_byte_rate", Some(2048.0))],
+                ),
+                quota_entry(
+                    &[("user", Some("bob"))],
+                    &[("producer_byte_rate", Some(0.0))],
+                ),
+            ],
+            validate_only,
+        };
+        let codes_of = |m: InternalMessage| match m {
+            InternalMessage::AdminResponse { results } => {
+                results.iter().map(|r| r.error_code).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        let answered = codes_of(service.handle(1, alter(true)).await);
+        assert_eq!(answered, [codes::NONE, codes::INVALID_REQUEST]);
+        assert!(
+            service.node().image().client_quotas.is_empty(),
+            "validate_only"
+        );
+        let answered = codes_of(service.handle(1, alter(false)).await);
+        assert_eq!(answered, [codes::NONE, codes::INVALID_REQUEST]);
+        assert_eq!(service.node().image().client_quotas.len(), 1);
+        service.shutdown().await.unwrap();
+    });
 }

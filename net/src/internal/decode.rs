@@ -6,8 +6,8 @@ use bytes::Bytes;
 use flatbuffers::{ForwardsUOffset, Vector};
 
 use super::{
-    fb, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec, PartitionResult, ScramUpsert,
-    TopicResult,
+    fb, ClientQuotaEntry, Endpoint, InternalDecodeError, InternalMessage, NewTopicSpec,
+    PartitionResult, QuotaOp, ScramUpsert, TopicResult,
 };
 
 use InternalDecodeError::UnknownMessage;
@@ -269,6 +269,42 @@ pub(super) fn message(frame: &fb::Frame<'_>) -> Result<InternalMessage, Internal
             InternalMessage::AlterAcls {
                 creations: acl_entries(m.creations()),
                 deletions: acl_entries(m.deletions()),
+            }
+        }
+        fb::Message::AlterClientQuotasRequest => {
+            let m = frame
+                .message_as_alter_client_quotas_request()
+                .ok_or(UnknownMessage)?;
+            let entries = m.entries().map(|v| {
+                v.iter()
+                    .map(|e| ClientQuotaEntry {
+                        entity: e
+                            .entity()
+                            .map(|v| {
+                                v.iter()
+                                    .map(|p| {
+                                        (string(p.entity_type()), p.name().map(str::to_string))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        ops: e
+                            .ops()
+                            .map(|v| {
+                                v.iter()
+                                    .map(|o| QuotaOp {
+                                        key: string(o.key()),
+                                        value: (!o.remove()).then(|| o.value()),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            });
+            InternalMessage::AlterClientQuotas {
+                entries: entries.unwrap_or_default(),
+                validate_only: m.validate_only(),
             }
         }
         // NONE, or a member added by a newer node.

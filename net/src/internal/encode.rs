@@ -393,7 +393,55 @@ pub(super) fn message<'b>(b: &mut FlatBufferBuilder<'b>, message: &InternalMessa
             );
             (fb::Message::AlterAclsRequest, t.as_union_value())
         }
+        InternalMessage::AlterClientQuotas {
+            entries,
+            validate_only,
+        } => {
+            let entries: Vec<_> = entries.iter().map(|e| quota_entry(b, e)).collect();
+            let entries = Some(b.create_vector(&entries));
+            let t = fb::AlterClientQuotasRequest::create(
+                b,
+                &fb::AlterClientQuotasRequestArgs {
+                    entries,
+                    validate_only: *validate_only,
+                },
+            );
+            (fb::Message::AlterClientQuotasRequest, t.as_union_value())
+        }
     }
+}
+
+fn quota_entry<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    e: &crate::internal::ClientQuotaEntry,
+) -> WIPOffset<fb::ClientQuotaEntry<'b>> {
+    let parts: Vec<_> = e
+        .entity
+        .iter()
+        .map(|(entity_type, name)| {
+            let entity_type = Some(b.create_string(entity_type));
+            let name = name.as_deref().map(|n| b.create_string(n));
+            fb::QuotaEntityPart::create(b, &fb::QuotaEntityPartArgs { entity_type, name })
+        })
+        .collect();
+    let entity = Some(b.create_vector(&parts));
+    let ops: Vec<_> = e
+        .ops
+        .iter()
+        .map(|o| {
+            let key = Some(b.create_string(&o.key));
+            fb::QuotaOp::create(
+                b,
+                &fb::QuotaOpArgs {
+                    key,
+                    value: o.value.unwrap_or(0.0),
+                    remove: o.value.is_none(),
+                },
+            )
+        })
+        .collect();
+    let ops = Some(b.create_vector(&ops));
+    fb::ClientQuotaEntry::create(b, &fb::ClientQuotaEntryArgs { entity, ops })
 }
 
 fn acl_entry<'b>(

@@ -21,13 +21,13 @@ pub mod skein {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 22;
+        pub const ENUM_MAX_MESSAGE: u8 = 23;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 23] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 24] = [
             Message::NONE,
             Message::RaftMessage,
             Message::RegisterBrokerRequest,
@@ -51,6 +51,7 @@ pub mod skein {
             Message::AlterReassignmentsResponse,
             Message::AlterScramCredentialsRequest,
             Message::AlterAclsRequest,
+            Message::AlterClientQuotasRequest,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -81,9 +82,10 @@ pub mod skein {
             pub const AlterReassignmentsResponse: Self = Self(20);
             pub const AlterScramCredentialsRequest: Self = Self(21);
             pub const AlterAclsRequest: Self = Self(22);
+            pub const AlterClientQuotasRequest: Self = Self(23);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 22;
+            pub const ENUM_MAX: u8 = 23;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RaftMessage,
@@ -108,6 +110,7 @@ pub mod skein {
                 Self::AlterReassignmentsResponse,
                 Self::AlterScramCredentialsRequest,
                 Self::AlterAclsRequest,
+                Self::AlterClientQuotasRequest,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -135,6 +138,7 @@ pub mod skein {
                     Self::AlterReassignmentsResponse => Some("AlterReassignmentsResponse"),
                     Self::AlterScramCredentialsRequest => Some("AlterScramCredentialsRequest"),
                     Self::AlterAclsRequest => Some("AlterAclsRequest"),
+                    Self::AlterClientQuotasRequest => Some("AlterClientQuotasRequest"),
                     _ => None,
                 }
             }
@@ -6105,6 +6109,629 @@ pub mod skein {
                 ds.finish()
             }
         }
+        pub enum QuotaEntityPartOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct QuotaEntityPart<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for QuotaEntityPart<'a> {
+            type Inner = QuotaEntityPart<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> QuotaEntityPart<'a> {
+            pub const VT_ENTITY_TYPE: ::flatbuffers::VOffsetT = 4;
+            pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                QuotaEntityPart { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args QuotaEntityPartArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<QuotaEntityPart<'bldr>> {
+                let mut builder = QuotaEntityPartBuilder::new(_fbb);
+                if let Some(x) = args.name {
+                    builder.add_name(x);
+                }
+                if let Some(x) = args.entity_type {
+                    builder.add_entity_type(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn entity_type(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(
+                        QuotaEntityPart::VT_ENTITY_TYPE,
+                        None,
+                    )
+                }
+            }
+            #[inline]
+            pub fn name(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(QuotaEntityPart::VT_NAME, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for QuotaEntityPart<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "entity_type",
+                        Self::VT_ENTITY_TYPE,
+                        false,
+                    )?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "name",
+                        Self::VT_NAME,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct QuotaEntityPartArgs<'a> {
+            pub entity_type: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for QuotaEntityPartArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                QuotaEntityPartArgs {
+                    entity_type: None,
+                    name: None,
+                }
+            }
+        }
+
+        pub struct QuotaEntityPartBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> QuotaEntityPartBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_entity_type(&mut self, entity_type: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    QuotaEntityPart::VT_ENTITY_TYPE,
+                    entity_type,
+                );
+            }
+            #[inline]
+            pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    QuotaEntityPart::VT_NAME,
+                    name,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> QuotaEntityPartBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                QuotaEntityPartBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<QuotaEntityPart<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for QuotaEntityPart<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("QuotaEntityPart");
+                ds.field("entity_type", &self.entity_type());
+                ds.field("name", &self.name());
+                ds.finish()
+            }
+        }
+        pub enum QuotaOpOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct QuotaOp<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for QuotaOp<'a> {
+            type Inner = QuotaOp<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> QuotaOp<'a> {
+            pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+            pub const VT_REMOVE: ::flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                QuotaOp { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args QuotaOpArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<QuotaOp<'bldr>> {
+                let mut builder = QuotaOpBuilder::new(_fbb);
+                builder.add_value(args.value);
+                if let Some(x) = args.key {
+                    builder.add_key(x);
+                }
+                builder.add_remove(args.remove);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn key(&self) -> Option<&'a str> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<::flatbuffers::ForwardsUOffset<&str>>(QuotaOp::VT_KEY, None)
+                }
+            }
+            #[inline]
+            pub fn value(&self) -> f64 {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe { self._tab.get::<f64>(QuotaOp::VT_VALUE, Some(0.0)).unwrap() }
+            }
+            #[inline]
+            pub fn remove(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(QuotaOp::VT_REMOVE, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for QuotaOp<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<&str>>(
+                        "key",
+                        Self::VT_KEY,
+                        false,
+                    )?
+                    .visit_field::<f64>("value", Self::VT_VALUE, false)?
+                    .visit_field::<bool>("remove", Self::VT_REMOVE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct QuotaOpArgs<'a> {
+            pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+            pub value: f64,
+            pub remove: bool,
+        }
+        impl<'a> Default for QuotaOpArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                QuotaOpArgs {
+                    key: None,
+                    value: 0.0,
+                    remove: false,
+                }
+            }
+        }
+
+        pub struct QuotaOpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> QuotaOpBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(QuotaOp::VT_KEY, key);
+            }
+            #[inline]
+            pub fn add_value(&mut self, value: f64) {
+                self.fbb_.push_slot::<f64>(QuotaOp::VT_VALUE, value, 0.0);
+            }
+            #[inline]
+            pub fn add_remove(&mut self, remove: bool) {
+                self.fbb_
+                    .push_slot::<bool>(QuotaOp::VT_REMOVE, remove, false);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> QuotaOpBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                QuotaOpBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<QuotaOp<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for QuotaOp<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("QuotaOp");
+                ds.field("key", &self.key());
+                ds.field("value", &self.value());
+                ds.field("remove", &self.remove());
+                ds.finish()
+            }
+        }
+        pub enum ClientQuotaEntryOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ClientQuotaEntry<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for ClientQuotaEntry<'a> {
+            type Inner = ClientQuotaEntry<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> ClientQuotaEntry<'a> {
+            pub const VT_ENTITY: ::flatbuffers::VOffsetT = 4;
+            pub const VT_OPS: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                ClientQuotaEntry { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args ClientQuotaEntryArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<ClientQuotaEntry<'bldr>> {
+                let mut builder = ClientQuotaEntryBuilder::new(_fbb);
+                if let Some(x) = args.ops {
+                    builder.add_ops(x);
+                }
+                if let Some(x) = args.entity {
+                    builder.add_entity(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn entity(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaEntityPart<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaEntityPart>>,
+                    >>(ClientQuotaEntry::VT_ENTITY, None)
+                }
+            }
+            #[inline]
+            pub fn ops(
+                &self,
+            ) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaOp<'a>>>>
+            {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaOp>>,
+                    >>(ClientQuotaEntry::VT_OPS, None)
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for ClientQuotaEntry<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<QuotaEntityPart>>,
+                    >>("entity", Self::VT_ENTITY, false)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<QuotaOp>>,
+                    >>("ops", Self::VT_OPS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ClientQuotaEntryArgs<'a> {
+            pub entity: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaEntityPart<'a>>>,
+                >,
+            >,
+            pub ops: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<QuotaOp<'a>>>,
+                >,
+            >,
+        }
+        impl<'a> Default for ClientQuotaEntryArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ClientQuotaEntryArgs {
+                    entity: None,
+                    ops: None,
+                }
+            }
+        }
+
+        pub struct ClientQuotaEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClientQuotaEntryBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_entity(
+                &mut self,
+                entity: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<QuotaEntityPart<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    ClientQuotaEntry::VT_ENTITY,
+                    entity,
+                );
+            }
+            #[inline]
+            pub fn add_ops(
+                &mut self,
+                ops: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<QuotaOp<'b>>>,
+                >,
+            ) {
+                self.fbb_
+                    .push_slot_always::<::flatbuffers::WIPOffset<_>>(ClientQuotaEntry::VT_OPS, ops);
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> ClientQuotaEntryBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                ClientQuotaEntryBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<ClientQuotaEntry<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for ClientQuotaEntry<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("ClientQuotaEntry");
+                ds.field("entity", &self.entity());
+                ds.field("ops", &self.ops());
+                ds.finish()
+            }
+        }
+        pub enum AlterClientQuotasRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AlterClientQuotasRequest<'a> {
+            pub _tab: ::flatbuffers::Table<'a>,
+        }
+
+        impl<'a> ::flatbuffers::Follow<'a> for AlterClientQuotasRequest<'a> {
+            type Inner = AlterClientQuotasRequest<'a>;
+            #[inline]
+            unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self {
+                    _tab: unsafe { ::flatbuffers::Table::new(buf, loc) },
+                }
+            }
+        }
+
+        impl<'a> AlterClientQuotasRequest<'a> {
+            pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+            pub const VT_VALIDATE_ONLY: ::flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+                AlterClientQuotasRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<
+                'bldr: 'args,
+                'args: 'mut_bldr,
+                'mut_bldr,
+                A: ::flatbuffers::Allocator + 'bldr,
+            >(
+                _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+                args: &'args AlterClientQuotasRequestArgs<'args>,
+            ) -> ::flatbuffers::WIPOffset<AlterClientQuotasRequest<'bldr>> {
+                let mut builder = AlterClientQuotasRequestBuilder::new(_fbb);
+                if let Some(x) = args.entries {
+                    builder.add_entries(x);
+                }
+                builder.add_validate_only(args.validate_only);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn entries(
+                &self,
+            ) -> Option<
+                ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClientQuotaEntry<'a>>>,
+            > {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClientQuotaEntry>>,
+                    >>(AlterClientQuotasRequest::VT_ENTRIES, None)
+                }
+            }
+            #[inline]
+            pub fn validate_only(&self) -> bool {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab
+                        .get::<bool>(AlterClientQuotasRequest::VT_VALIDATE_ONLY, Some(false))
+                        .unwrap()
+                }
+            }
+        }
+
+        impl ::flatbuffers::Verifiable for AlterClientQuotasRequest<'_> {
+            #[inline]
+            fn run_verifier(
+                v: &mut ::flatbuffers::Verifier,
+                pos: usize,
+            ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+                v.visit_table(pos)?
+                    .visit_field::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ClientQuotaEntry>>,
+                    >>("entries", Self::VT_ENTRIES, false)?
+                    .visit_field::<bool>("validate_only", Self::VT_VALIDATE_ONLY, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AlterClientQuotasRequestArgs<'a> {
+            pub entries: Option<
+                ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClientQuotaEntry<'a>>>,
+                >,
+            >,
+            pub validate_only: bool,
+        }
+        impl<'a> Default for AlterClientQuotasRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AlterClientQuotasRequestArgs {
+                    entries: None,
+                    validate_only: false,
+                }
+            }
+        }
+
+        pub struct AlterClientQuotasRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+            fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterClientQuotasRequestBuilder<'a, 'b, A> {
+            #[inline]
+            pub fn add_entries(
+                &mut self,
+                entries: ::flatbuffers::WIPOffset<
+                    ::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<ClientQuotaEntry<'b>>>,
+                >,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(
+                    AlterClientQuotasRequest::VT_ENTRIES,
+                    entries,
+                );
+            }
+            #[inline]
+            pub fn add_validate_only(&mut self, validate_only: bool) {
+                self.fbb_.push_slot::<bool>(
+                    AlterClientQuotasRequest::VT_VALIDATE_ONLY,
+                    validate_only,
+                    false,
+                );
+            }
+            #[inline]
+            pub fn new(
+                _fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+            ) -> AlterClientQuotasRequestBuilder<'a, 'b, A> {
+                let start = _fbb.start_table();
+                AlterClientQuotasRequestBuilder {
+                    fbb_: _fbb,
+                    start_: start,
+                }
+            }
+            #[inline]
+            pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterClientQuotasRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                ::flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl ::core::fmt::Debug for AlterClientQuotasRequest<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                let mut ds = f.debug_struct("AlterClientQuotasRequest");
+                ds.field("entries", &self.entries());
+                ds.field("validate_only", &self.validate_only());
+                ds.finish()
+            }
+        }
         pub enum FrameOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -6545,6 +7172,23 @@ pub mod skein {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_alter_client_quotas_request(
+                &self,
+            ) -> Option<AlterClientQuotasRequest<'a>> {
+                if self.message_type() == Message::AlterClientQuotasRequest {
+                    self.message().map(|t| {
+                        // Safety:
+                        // Created from a valid Table for this object
+                        // Which contains a valid union in this slot
+                        unsafe { AlterClientQuotasRequest::init_from_table(t) }
+                    })
+                } else {
+                    None
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -6580,6 +7224,7 @@ pub mod skein {
           Message::AlterReassignmentsResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReassignmentsResponse>>("Message::AlterReassignmentsResponse", pos),
           Message::AlterScramCredentialsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterScramCredentialsRequest>>("Message::AlterScramCredentialsRequest", pos),
           Message::AlterAclsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterAclsRequest>>("Message::AlterAclsRequest", pos),
+          Message::AlterClientQuotasRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterClientQuotasRequest>>("Message::AlterClientQuotasRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6869,6 +7514,16 @@ pub mod skein {
                     }
                     Message::AlterAclsRequest => {
                         if let Some(x) = self.message_as_alter_acls_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field(
+                                "message",
+                                &"InvalidFlatbuffer: Union discriminant does not match value.",
+                            )
+                        }
+                    }
+                    Message::AlterClientQuotasRequest => {
+                        if let Some(x) = self.message_as_alter_client_quotas_request() {
                             ds.field("message", &x)
                         } else {
                             ds.field(

@@ -230,6 +230,31 @@ fn every_message() -> Vec<InternalMessage> {
             }],
             deletions: Vec::new(),
         },
+        InternalMessage::AlterClientQuotas {
+            entries: vec![
+                super::ClientQuotaEntry {
+                    entity: vec![
+                        ("user".into(), Some("alice".into())),
+                        ("client-id".into(), None),
+                    ],
+                    ops: vec![
+                        super::QuotaOp {
+                            key: "producer_byte_rate".into(),
+                            value: Some(1024.0),
+                        },
+                        super::QuotaOp {
+                            key: "consumer_byte_rate".into(),
+                            value: None,
+                        },
+                    ],
+                },
+                super::ClientQuotaEntry {
+                    entity: Vec::new(),
+                    ops: Vec::new(),
+                },
+            ],
+            validate_only: true,
+        },
     ]
 }
 
@@ -300,7 +325,7 @@ fn requests_and_responses_are_told_apart() {
         .iter()
         .filter(|m| !m.is_request() && !matches!(m, InternalMessage::Raft(_)))
         .count();
-    assert_eq!(requests, 20);
+    assert_eq!(requests, 21);
     assert_eq!(responses, 10);
     for m in every_message().iter().filter(|m| m.is_request()) {
         assert_eq!(m.error_code(), None, "{m:?}");

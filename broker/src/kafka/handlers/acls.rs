@@ -5,8 +5,6 @@
 //! or filter. A DeleteAcls filter is resolved against this node's metadata, and the bindings
 //! it matched are what the controller removes.
 
-use std::time::{Duration, Instant};
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::delete_acls_response::{
@@ -23,11 +21,8 @@ use skein_controller::acl::{
 };
 use skein_net::internal::{AclEntry, InternalMessage};
 
+use crate::admin;
 use crate::kafka::dispatch::RequestCtx;
-
-const CONTROLLER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an answer waits for this node's metadata to show a committed change.
-const VISIBLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a request is refused as a whole: no authorizer, or not allowed on the cluster.
 fn refusal(ctx: &RequestCtx, operation: AclOperation) -> Option<ResponseError> {
@@ -139,40 +134,21 @@ async fn forward(
     ctx: &RequestCtx,
     creations: Vec<AclEntry>,
     deletions: Vec<AclEntry>,
-) -> Result<Vec<(i16, Option<String>)>, (ResponseError, String)> {
+) -> Result<admin::ItemOutcomes, (ResponseError, String)> {
     let expected = creations.len() + deletions.len();
     let request = InternalMessage::AlterAcls {
         creations,
         deletions,
     };
-    match crate::admin::forward(&ctx.shard, request, CONTROLLER_CALL_TIMEOUT).await? {
-        InternalMessage::AdminResponse { results } if results.len() == expected => Ok(results
-            .into_iter()
-            .map(|r| (r.error_code, r.error_message))
-            .collect()),
-        other => {
-            tracing::error!(answer = ?other.error_code(), "the controller answered an ACL change oddly");
-            Err((
-                ResponseError::UnknownServerError,
-                "bad controller answer".into(),
-            ))
-        }
-    }
+    admin::forward_items(&ctx.shard, request, expected, "an ACL change").await
 }
 
 /// Waits until this node's metadata shows `present` and not `absent`.
 async fn wait_visible(ctx: &RequestCtx, present: &[AclBinding], absent: &[AclBinding]) {
-    let start = Instant::now();
-    while start.elapsed() < VISIBLE_WAIT {
-        let md = ctx.shard.metadata();
-        if present.iter().all(|b| md.acls.contains(b))
-            && !absent.iter().any(|b| md.acls.contains(b))
-        {
-            return;
-        }
-        glommio::timer::sleep(Duration::from_millis(5)).await;
-    }
-    tracing::warn!("ACL change committed but not yet visible here");
+    admin::wait_until_visible(&ctx.shard, "ACL change", |md| {
+        present.iter().all(|b| md.acls.contains(b)) && !absent.iter().any(|b| md.acls.contains(b))
+    })
+    .await;
 }
 
 pub async fn create(ctx: &RequestCtx, req: CreateAclsRequest) -> CreateAclsResponse {

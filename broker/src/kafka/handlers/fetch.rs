@@ -181,6 +181,11 @@ fn respond(
     reads: Vec<PartitionRead<FetchChunk>>,
     max_bytes: usize,
 ) -> Reply {
+    // Every partition of a request carries the same replica id.
+    let from_follower = topics
+        .iter()
+        .flat_map(|t| &t.parts)
+        .any(|w| w.spec.is_replica());
     let mut reads = reads.into_iter();
     let mut budget = max_bytes;
     let mut first_data = true;
@@ -232,7 +237,12 @@ fn respond(
         });
     }
     let desc = FetchResponseDesc {
-        throttle_time_ms: ctx.charge_fetch(&out_topics),
+        // Client quotas are for consumers; Kafka leaves follower fetches to replication quotas.
+        throttle_time_ms: if from_follower {
+            0
+        } else {
+            ctx.charge_fetch(&out_topics)
+        },
         error_code: 0,
         session_id: 0,
         topics: out_topics,

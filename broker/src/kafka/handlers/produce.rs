@@ -19,6 +19,8 @@ use crate::shard::ids::TopicPartition;
 use crate::shard::mesh::ProduceOutcome;
 
 pub async fn handle(ctx: &RequestCtx, req: ProduceRequest) -> Option<ProduceResponse> {
+    // Kafka charges a Produce its size whatever becomes of it (acks=0 included).
+    ctx.charge_produce();
     let version = ctx.version();
     let acks = Acks::from_wire(req.acks);
     let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
