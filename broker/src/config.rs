@@ -364,6 +364,22 @@ impl LayoutConfig {
         };
         // Followers fetch from leaders over the Kafka listener: in a cluster with a TLS Kafka
         // listener this node connects over TLS too, and needs a truststore for that.
+        // Followers log in to a SASL listener like any client: they need a user of their own.
+        if kafka_security_protocol.uses_sasl() && !single_node {
+            let Some(login) = broker.inter_broker_login() else {
+                return Err(ConfigError::invalid(
+                    "listeners.kafka",
+                    "a cluster with a SASL listener needs broker.\"sasl.mechanism.inter.broker.protocol\" \
+                     and broker.\"sasl.jaas.config\" (the user followers log in as)",
+                ));
+            };
+            if !broker.sasl_enabled_mechanisms.contains(&login.mechanism) {
+                return Err(ConfigError::invalid(
+                    "broker.\"sasl.mechanism.inter.broker.protocol\"",
+                    format!("{} is not in sasl.enabled.mechanisms", login.mechanism),
+                ));
+            }
+        }
         let tls = if kafka_security_protocol.uses_tls() || internal_tls {
             let needs_truststore =
                 internal_tls || (kafka_security_protocol.uses_tls() && !single_node);
@@ -733,5 +749,28 @@ mod tests {
             c.tls.and_then(|t| t.truststore),
             Some(PathBuf::from("/ca.pem"))
         );
+        // Followers log in to a SASL listener: a cluster needs their mechanism and user.
+        let sasl = format!(
+            "[listeners]\nkafka = \"SASL_PLAINTEXT://127.0.0.1:9092\"\ninternal = \"127.0.0.1:9093\"\n{cluster}"
+        );
+        let e = LayoutConfig::parse(&sasl).unwrap_err();
+        assert!(e.to_string().contains("sasl.jaas.config"), "{e}");
+        let jaas =
+            "\"sasl.jaas.config\" = 'ScramLoginModule required username=\"b\" password=\"p\";'\n";
+        let c = LayoutConfig::parse(&format!(
+            "{sasl}\"sasl.mechanism.inter.broker.protocol\" = \"SCRAM-SHA-512\"\n{jaas}"
+        ))
+        .unwrap();
+        let login = c.broker.inter_broker_login().expect("login");
+        assert_eq!(
+            (login.username.as_str(), login.password.as_str()),
+            ("b", "p")
+        );
+        let e = LayoutConfig::parse(&format!(
+            "{sasl}\"sasl.mechanism.inter.broker.protocol\" = \"PLAIN\"\n{jaas}\
+             \"sasl.enabled.mechanisms\" = \"SCRAM-SHA-512\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("sasl.enabled.mechanisms"), "{e}");
     }
 }

@@ -496,7 +496,8 @@ async fn leader_addr(shard: &Shard, leader: i32) -> Result<(String, SocketAddr),
 }
 
 /// A follower's connection to its leader's Kafka listener: TLS when the listener is SSL
-/// (every broker of a cluster runs the same listener), presenting this node's certificate.
+/// (every broker of a cluster runs the same listener), presenting this node's certificate;
+/// logged in as `sasl.jaas.config`'s user when it is a SASL listener.
 type LeaderStream = MaybeTls<TcpStream>;
 
 async fn connect_leader(
@@ -508,13 +509,30 @@ async fn connect_leader(
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    match (&shard.tls, shard.layout.kafka_security_protocol.uses_tls()) {
+    let protocol = shard.layout.kafka_security_protocol;
+    let mut stream = match (&shard.tls, protocol.uses_tls()) {
         (Some(tls), true) => tls
             .connect(host, stream)
             .await
-            .map_err(|e| format!("TLS with {host} at {addr}: {e}")),
-        _ => Ok(MaybeTls::Plain(stream)),
+            .map_err(|e| format!("TLS with {host} at {addr}: {e}"))?,
+        _ => MaybeTls::Plain(stream),
+    };
+    // The config load made sure a cluster with a SASL listener has a login for followers.
+    let login = protocol
+        .uses_sasl()
+        .then(|| shard.layout.broker.inter_broker_login())
+        .flatten();
+    if let Some(login) = login {
+        crate::sasl::inter_broker::login(&mut stream, &login)
+            .await
+            .map_err(|e| {
+                format!(
+                    "SASL {} login to {addr} as {}: {e}",
+                    login.mechanism, login.username
+                )
+            })?;
     }
+    Ok(stream)
 }
 
 fn clamp_i32(v: usize) -> i32 {

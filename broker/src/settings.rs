@@ -363,6 +363,10 @@ pub struct BrokerSettings {
     pub sasl_enabled_mechanisms: Vec<crate::sasl::Mechanism>,
     /// `connections.max.reauth.ms` (KIP-368): 0 = sessions never expire.
     pub connections_max_reauth_ms: u64,
+    /// `sasl.mechanism.inter.broker.protocol`: how followers log in to a SASL listener.
+    pub sasl_mechanism_inter_broker: Option<crate::sasl::Mechanism>,
+    /// The username and password of `sasl.jaas.config`: who followers log in as.
+    pub sasl_jaas_login: Option<(String, String)>,
     /// Connection limits and client quotas.
     pub quotas: QuotaSettings,
     /// ACLs: on when `authorizer.class.name` is non-empty; `super.users`,
@@ -400,6 +404,8 @@ impl Default for BrokerSettings {
             topic_defaults: BTreeMap::new(),
             sasl_enabled_mechanisms: crate::sasl::Mechanism::ALL.to_vec(),
             connections_max_reauth_ms: 0,
+            sasl_mechanism_inter_broker: None,
+            sasl_jaas_login: None,
             quotas: QuotaSettings::default(),
             authorizer: skein_controller::acl::AuthorizerConfig::default(),
             ssl: crate::tls::SslSettings::default(),
@@ -524,6 +530,18 @@ impl BrokerSettings {
                 "allow.everyone.if.no.acl.found" => {
                     s.authorizer.allow_if_no_acl = parse_bool(&text).map_err(bad)?
                 }
+                "sasl.mechanism.inter.broker.protocol" => {
+                    let m = crate::sasl::Mechanism::parse(text.trim()).ok_or_else(|| {
+                        bad(format!(
+                            "`{text}` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                        ))
+                    })?;
+                    s.sasl_mechanism_inter_broker = Some(m);
+                }
+                "sasl.jaas.config" => {
+                    s.sasl_jaas_login =
+                        Some(crate::sasl::inter_broker::parse_jaas(&text).map_err(bad)?)
+                }
                 "connections.max.reauth.ms" => {
                     s.connections_max_reauth_ms = parse_ranged(&text, 0, i64::MAX).map_err(bad)?
                 }
@@ -596,6 +614,17 @@ impl BrokerSettings {
             ));
         }
         Ok(s)
+    }
+
+    /// Who followers log in as on a SASL listener, when both keys are set.
+    pub fn inter_broker_login(&self) -> Option<crate::sasl::inter_broker::InterBrokerLogin> {
+        let mechanism = self.sasl_mechanism_inter_broker?;
+        let (username, password) = self.sasl_jaas_login.clone()?;
+        Some(crate::sasl::inter_broker::InterBrokerLogin {
+            mechanism,
+            username,
+            password,
+        })
     }
 
     /// The value a topic gets when it has no override, and where it came from.

@@ -21,7 +21,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
-use common::clients::{block_on, client_config};
+use common::clients::{assert_replicates_to_all, block_on, client_config, client_config_at};
+use common::cluster::start_quorum;
 use common::raw::{encode_request, read_frame, roundtrip, write_frame};
 use common::{skein_bin, Broker, BrokerConfig};
 
@@ -395,4 +396,50 @@ fn a_plaintext_listener_answers_sasl_requests_with_illegal_sasl_state() {
     let r: SaslHandshakeResponse = roundtrip(&mut s, ApiKey::SaslHandshake, 1, 1, &hs);
     assert_eq!(r.error_code, 34);
     assert!(metadata_answered(&mut s), "the connection was closed");
+}
+
+#[test]
+fn followers_log_in_to_a_sasl_listener_with_the_inter_broker_user() {
+    let jaas = "\"org.apache.kafka.common.security.scram.ScramLoginModule required \
+                username=\\\"broker\\\" password=\\\"broker-secret\\\";\"";
+    let nodes = start_quorum(3, |_| {
+        BrokerConfig {
+            shards: "0".into(),
+            kafka_protocol: Some("SASL_PLAINTEXT".into()),
+            sasl_bootstrap_users: vec![
+                format!("{}:{}", ADMIN.0, ADMIN.1),
+                "broker:broker-secret".into(),
+            ],
+            ..BrokerConfig::default()
+        }
+        .set("sasl.mechanism.inter.broker.protocol", "\"SCRAM-SHA-512\"")
+        .set("sasl.jaas.config", jaas)
+        // Followers need CLUSTER_ACTION: their login must be the broker user.
+        .set("authorizer.class.name", "\"skein.StandardAuthorizer\"")
+        .set("super.users", "\"User:admin;User:broker\"")
+    });
+    wait_for_bootstrap_users_anywhere(&nodes);
+    let bootstrap: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
+    let client = client_config_at(
+        &bootstrap.join(","),
+        &[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-256"),
+            ("sasl.username", ADMIN.0),
+            ("sasl.password", ADMIN.1),
+        ],
+    );
+    assert_replicates_to_all(&client, 3, "replicated-over-sasl", 100);
+}
+
+/// The bootstrap users are written by whichever node is the active controller.
+fn wait_for_bootstrap_users_anywhere(nodes: &[Broker]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().any(|n| {
+        n.log_tail(400)
+            .contains("SASL bootstrap users are in place")
+    }) {
+        assert!(Instant::now() < deadline, "bootstrap users never created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -10,18 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::Message;
-use rdkafka::TopicPartitionList;
 use skein_net::tls::test_pki::{TestCa, TestCert};
 use tempfile::TempDir;
 
-use common::clients::{block_on, client_config, client_config_at, expect_delivered, produce_all};
-use common::{free_port, skein_bin, Broker, BrokerConfig};
+use common::clients::{
+    assert_replicates_to_all, block_on, client_config, client_config_at, consume_from_start,
+    expect_delivered, payloads, produce_all, records,
+};
+use common::cluster::start_quorum;
+use common::{skein_bin, Broker, BrokerConfig};
 
 /// A CA, and the files of the certificates it issues, in one temporary directory.
 struct Pki {
@@ -124,45 +123,6 @@ fn produce_one(config: &ClientConfig, topic: &str) -> Result<(), String> {
         .map_err(|(e, _)| e.to_string())
 }
 
-/// Every payload of partition 0 of `topic` from the start, until `count` arrived.
-fn consume(config: &ClientConfig, topic: &str, count: usize) -> Vec<Vec<u8>> {
-    let c: BaseConsumer = config
-        .clone()
-        .set("group.id", "tls-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
-    c.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} records",
-            out.len()
-        );
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
-fn payloads(n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|i| format!("record {i}").into_bytes()).collect()
-}
-
-fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<FutureRecord<'a, str, [u8]>> {
-    payloads
-        .iter()
-        .map(|p| FutureRecord::to(topic).payload(p.as_slice()))
-        .collect()
-}
-
 #[test]
 fn an_ssl_listener_serves_librdkafka_and_refuses_strangers() {
     let pki = Pki::new("test-ca");
@@ -173,7 +133,7 @@ fn an_ssl_listener_serves_librdkafka_and_refuses_strangers() {
     let payloads = payloads(200);
     let delivered = expect_delivered(produce_all(&producer, records("over-tls", &payloads)));
     assert_eq!(delivered.last().map(|d| d.1), Some(199));
-    assert_eq!(consume(&client, "over-tls", 200), payloads);
+    assert_eq!(consume_from_start(&client, "over-tls", 200), payloads);
 
     // A client that trusts another CA does not accept the broker's certificate.
     let other = Pki::new("other-ca");
@@ -346,79 +306,23 @@ fn sighup_reloads_the_certificate_for_new_connections() {
 #[test]
 fn three_nodes_replicate_and_elect_over_mutual_tls() {
     let pki = Pki::new("cluster-ca");
-    let internal_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let voters: Vec<String> = internal_ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
-        .collect();
     let admin = pki.issue("admin");
-    let mut nodes: Vec<Broker> = (1..=3)
-        .map(|id| {
-            let cert = pki.issue(&format!("broker-{id}"));
-            let config = BrokerConfig {
-                node_id: id,
-                shards: "0".into(),
-                kafka_protocol: Some("SSL".into()),
-                internal_protocol: Some("SSL".into()),
-                internal_port: Some(internal_ports[usize::try_from(id - 1).expect("id")]),
-                voters: voters.clone(),
-                ..BrokerConfig::default()
-            }
-            .set("ssl.keystore.location", &toml_path(&cert.keystore))
-            .set("ssl.truststore.location", &toml_path(&pki.ca_path))
-            .set("ssl.client.auth", "\"required\"")
-            .set("default.replication.factor", "3");
-            Broker::launch_with(config)
-        })
-        .collect();
-    for node in &mut nodes {
-        node.await_started();
-    }
+    let nodes = start_quorum(3, |id| {
+        let cert = pki.issue(&format!("broker-{id}"));
+        BrokerConfig {
+            shards: "0".into(),
+            kafka_protocol: Some("SSL".into()),
+            internal_protocol: Some("SSL".into()),
+            ..BrokerConfig::default()
+        }
+        .set("ssl.keystore.location", &toml_path(&cert.keystore))
+        .set("ssl.truststore.location", &toml_path(&pki.ca_path))
+        .set("ssl.client.auth", "\"required\"")
+    });
     let bootstrap: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
     let client = ssl_client(&bootstrap.join(","), "ssl", &pki.ca_path, Some(&admin));
-
-    // Every node registered through the controller over mutual TLS.
-    let probe: BaseConsumer = client
-        .clone()
-        .set("group.id", "tls-probe")
-        .create()
-        .expect("consumer");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let brokers = probe
-            .fetch_metadata(None, Duration::from_secs(5))
-            .map(|m| m.brokers().len())
-            .unwrap_or(0);
-        if brokers == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{brokers} of 3 brokers registered"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    // min.insync.replicas = 3: acks=all succeeds only once both followers have fetched every
-    // record from the leader over TLS.
-    let admin_client: AdminClient<DefaultClientContext> = client.create().expect("admin");
-    let topic =
-        NewTopic::new("replicated", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "3");
-    for r in
-        block_on(admin_client.create_topics([&topic], &AdminOptions::new())).expect("create topic")
-    {
-        r.expect("topic created");
-    }
-    let producer: FutureProducer = client
-        .clone()
-        .set("acks", "all")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer");
-    let payloads = payloads(100);
-    let delivered = expect_delivered(produce_all(&producer, records("replicated", &payloads)));
-    assert_eq!(delivered.len(), 100);
-    assert_eq!(consume(&client, "replicated", 100), payloads);
+    // Every node registered through the controller over mutual TLS, and followers fetch from
+    // the leader over TLS with their own certificates.
+    assert_replicates_to_all(&client, 3, "replicated", 100);
     drop(nodes);
 }

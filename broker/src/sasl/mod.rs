@@ -3,6 +3,7 @@
 //! SaslAuthenticate, re-authentication) is in `kafka/sasl.rs`; credentials come from the
 //! cluster metadata, where the controller keeps them salted and hashed.
 
+pub mod inter_broker;
 pub mod plain;
 pub mod scram;
 

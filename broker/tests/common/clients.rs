@@ -12,6 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, TopicPartitionList};
 
 use super::Broker;
 
@@ -183,4 +184,94 @@ pub fn expect_delivered(results: Vec<OwnedDeliveryResult>) -> Vec<(i32, i64)> {
             Err((e, _)) => panic!("record #{i} not delivered: {e}"),
         })
         .collect()
+}
+
+/// Every payload of partition 0 of `topic` from the start, until `count` arrived.
+pub fn consume_from_start(config: &ClientConfig, topic: &str, count: usize) -> Vec<Vec<u8>> {
+    let c: BaseConsumer = config
+        .clone()
+        .set("group.id", "from-start-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    c.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} records",
+            out.len()
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// `count` distinct payloads.
+pub fn payloads(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| format!("record {i}").into_bytes())
+        .collect()
+}
+
+/// One record per payload, to `topic`.
+pub fn records<'a>(topic: &'a str, payloads: &'a [Vec<u8>]) -> Vec<FutureRecord<'a, str, [u8]>> {
+    payloads
+        .iter()
+        .map(|p| FutureRecord::to(topic).payload(p.as_slice()))
+        .collect()
+}
+
+/// Waits until `client` sees `brokers` brokers, then shows that followers copy everything: a
+/// new topic with one replica on each broker and `min.insync.replicas` = all of them takes
+/// `count` acks=all records (which needs every follower to have fetched each one), and a
+/// consumer reads them back.
+pub fn assert_replicates_to_all(client: &ClientConfig, brokers: usize, topic: &str, count: usize) {
+    let probe: BaseConsumer = client
+        .clone()
+        .set("group.id", "broker-probe")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = probe
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| m.brokers().len())
+            .unwrap_or(0);
+        if seen == brokers {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{seen} of {brokers} brokers registered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = brokers.to_string();
+    let admin: AdminClient<DefaultClientContext> = client.create().expect("admin");
+    let replication = i32::try_from(brokers).expect("broker count");
+    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(replication))
+        .set("min.insync.replicas", &all);
+    for r in
+        block_on(admin.create_topics([&new_topic], &AdminOptions::new())).expect("create topic")
+    {
+        r.expect("topic created");
+    }
+    let producer: FutureProducer = client
+        .clone()
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer");
+    let payloads = payloads(count);
+    let delivered = expect_delivered(produce_all(&producer, records(topic, &payloads)));
+    assert_eq!(delivered.len(), count);
+    assert_eq!(consume_from_start(client, topic, count), payloads);
 }

@@ -694,6 +694,32 @@ fn node_id(index: usize) -> i32 {
 }
 
 /// `count` ports of 127.0.0.1, free and pairwise distinct when this returned.
+/// `count` controller voters on 127.0.0.1 for configs the [`Cluster`] harness does not make (its
+/// readiness checks speak PLAINTEXT): node `id` runs `config(id)` with its id, internal port and
+/// the voter list filled in. All are launched before any is awaited, since a voter does not
+/// listen before a quorum exists.
+pub fn start_quorum(count: i32, config: impl Fn(i32) -> BrokerConfig) -> Vec<Broker> {
+    let ports = distinct_free_ports(usize::try_from(count).expect("a positive count"));
+    let voters: Vec<String> = (1..=count)
+        .zip(&ports)
+        .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
+        .collect();
+    let mut nodes: Vec<Broker> = (1..=count)
+        .zip(&ports)
+        .map(|(id, port)| {
+            let mut c = config(id);
+            c.node_id = id;
+            c.internal_port = Some(*port);
+            c.voters = voters.clone();
+            Broker::launch_with(c)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.await_started();
+    }
+    nodes
+}
+
 fn distinct_free_ports(count: usize) -> Vec<u16> {
     let mut ports = BTreeSet::new();
     while ports.len() < count {

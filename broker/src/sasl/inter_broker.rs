@@ -1,0 +1,204 @@
+//! How a follower logs in to its leader's SASL listener (per fetcher connection, on the
+//! follower's shard): Kafka's `sasl.mechanism.inter.broker.protocol` and the username and
+//! password of `sasl.jaas.config`, sent as any client sends them: SaslHandshake v1, then the
+//! mechanism's tokens in SaslAuthenticate v1 requests.
+
+use std::fmt;
+
+use bytes::Bytes;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use skein_net::{decode_response, encode_request, read_frame, CorrelationId, RequestHeader};
+
+use super::scram::{self, ScramClient};
+use super::Mechanism;
+
+const CLIENT_ID: &str = "skein-replica-fetcher";
+/// Handshake and authenticate answers are small; a peer sending more is not a broker.
+const ANSWER_BYTES_MAX: usize = 1 << 20;
+
+/// Who followers log in as.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InterBrokerLogin {
+    pub mechanism: Mechanism,
+    pub username: String,
+    pub password: String,
+}
+
+// The password stays out of logs: settings are debug-printed at start-up.
+impl fmt::Debug for InterBrokerLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InterBrokerLogin")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The username and password of a Kafka JAAS line:
+/// `org.apache.kafka.common.security.scram.ScramLoginModule required username="b" password="p";`
+pub fn parse_jaas(text: &str) -> Result<(String, String), String> {
+    let option = |name: &str| -> Result<String, String> {
+        let key = format!("{name}=\"");
+        let start = text
+            .find(&key)
+            .map(|i| i + key.len())
+            .ok_or_else(|| format!("no {name}=\"...\" option"))?;
+        let len = text[start..]
+            .find('"')
+            .ok_or_else(|| format!("the {name} value is not closed with '\"'"))?;
+        Ok(text[start..start + len].to_string())
+    };
+    let username = option("username")?;
+    let password = option("password")?;
+    if username.is_empty() || password.is_empty() {
+        return Err("empty username or password".into());
+    }
+    Ok((username, password))
+}
+
+/// Logs in on a fresh connection; `Err` says why (the leader's own message where it sent one).
+pub async fn login<S>(stream: &mut S, login: &InterBrokerLogin) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut correlation = 0;
+    let handshake = SaslHandshakeRequest::default()
+        .with_mechanism(StrBytes::from_static_str(login.mechanism.name()));
+    let ResponseKind::SaslHandshake(r) = exchange(
+        stream,
+        &mut correlation,
+        ApiKey::SaslHandshake,
+        1,
+        RequestKind::SaslHandshake(handshake),
+    )
+    .await?
+    else {
+        return Err("SaslHandshake answered with another response".into());
+    };
+    if r.error_code != 0 {
+        let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+        return Err(format!(
+            "the leader does not take {} (error {}; it offers {})",
+            login.mechanism,
+            r.error_code,
+            offered.join(", ")
+        ));
+    }
+    match login.mechanism {
+        Mechanism::Plain => {
+            let token = format!("\0{}\0{}", login.username, login.password);
+            token_exchange(stream, &mut correlation, token.into_bytes()).await?;
+        }
+        m => {
+            let mut scram =
+                ScramClient::new(m, &login.username, &login.password, scram::new_nonce());
+            let server_first =
+                token_exchange(stream, &mut correlation, scram.client_first()).await?;
+            let client_final = scram
+                .client_final(&server_first)
+                .map_err(|e| e.to_string())?;
+            let server_final = token_exchange(stream, &mut correlation, client_final).await?;
+            scram
+                .verify_server_final(&server_final)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+async fn token_exchange<S>(
+    stream: &mut S,
+    correlation: &mut i32,
+    token: Vec<u8>,
+) -> Result<Bytes, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+    let ResponseKind::SaslAuthenticate(r) = exchange(
+        stream,
+        correlation,
+        ApiKey::SaslAuthenticate,
+        1,
+        RequestKind::SaslAuthenticate(request),
+    )
+    .await?
+    else {
+        return Err("SaslAuthenticate answered with another response".into());
+    };
+    if r.error_code != 0 {
+        return Err(format!(
+            "login refused (error {}): {}",
+            r.error_code,
+            r.error_message.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(r.auth_bytes)
+}
+
+async fn exchange<S>(
+    stream: &mut S,
+    correlation: &mut i32,
+    api_key: ApiKey,
+    api_version: i16,
+    body: RequestKind,
+) -> Result<ResponseKind, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    *correlation += 1;
+    let header = RequestHeader {
+        api_key,
+        api_version,
+        correlation_id: CorrelationId(*correlation),
+        client_id: Some(StrBytes::from_static_str(CLIENT_ID)),
+    };
+    let frame = encode_request(&header, &body).map_err(|e| format!("encoding {api_key:?}: {e}"))?;
+    let sent = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
+    sent.await
+        .map_err(|e| format!("sending {api_key:?}: {e}"))?;
+    let answer = read_frame(stream, ANSWER_BYTES_MAX)
+        .await
+        .map_err(|e| format!("reading the {api_key:?} answer: {e}"))?
+        .ok_or_else(|| format!("the leader closed the connection during {api_key:?}"))?;
+    let decoded = decode_response(api_key, api_version, answer)
+        .map_err(|e| format!("decoding the {api_key:?} answer: {e}"))?;
+    if decoded.correlation_id.0 != *correlation {
+        return Err(format!("the {api_key:?} answer is for another request"));
+    }
+    Ok(decoded.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jaas_lines_as_kafka_writes_them() {
+        let line = "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                    username=\"broker\" password=\"p4ss word\";";
+        assert_eq!(
+            parse_jaas(line),
+            Ok(("broker".to_string(), "p4ss word".to_string()))
+        );
+        assert!(parse_jaas("ScramLoginModule required username=\"b\";").is_err());
+        assert!(parse_jaas("required username=\"b\" password=\"p;").is_err());
+        assert!(parse_jaas("required username=\"\" password=\"p\";").is_err());
+        let debug = format!(
+            "{:?}",
+            InterBrokerLogin {
+                mechanism: Mechanism::ScramSha512,
+                username: "broker".into(),
+                password: "p4ss".into(),
+            }
+        );
+        assert!(!debug.contains("p4ss"), "{debug}");
+    }
+}
