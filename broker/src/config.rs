@@ -180,6 +180,8 @@ pub struct LayoutConfig {
     /// What the node's TLS is loaded from, when any listener uses it.
     pub tls: Option<skein_net::tls::TlsOptions>,
     pub metrics_listener: Option<SocketAddr>,
+    /// `SSL://host:port` in `listeners.metrics`: HTTPS with the node's keystore.
+    pub metrics_tls: bool,
     /// The controller quorum: (node id, internal listener address). Empty: single-node mode,
     /// a one-voter controller inside this process.
     pub controller_voters: Vec<(NodeId, SocketAddr)>,
@@ -306,7 +308,22 @@ impl LayoutConfig {
             }
         };
         let internal_listener = parse_addr("listeners.internal", internal_address)?;
-        let metrics_listener = parse_addr("listeners.metrics", raw.listeners.metrics.as_deref())?;
+        let (metrics_protocol, metrics_address) =
+            split_protocol("listeners.metrics", raw.listeners.metrics.as_deref())?;
+        let metrics_tls = match metrics_protocol {
+            SecurityProtocol::Plaintext => false,
+            SecurityProtocol::Ssl => true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "listeners.metrics",
+                    format!(
+                        "{} is not for the metrics listener: use SSL (HTTPS) or none",
+                        other.name()
+                    ),
+                ))
+            }
+        };
+        let metrics_listener = parse_addr("listeners.metrics", metrics_address)?;
         let broker = BrokerSettings::from_table(&raw.broker)?;
         if broker.broker_heartbeat_interval_ms >= broker.broker_session_timeout_ms {
             return Err(ConfigError::invalid(
@@ -380,13 +397,15 @@ impl LayoutConfig {
                 ));
             }
         }
-        let tls = if kafka_security_protocol.uses_tls() || internal_tls {
+        let tls = if kafka_security_protocol.uses_tls() || internal_tls || metrics_tls {
             let needs_truststore =
                 internal_tls || (kafka_security_protocol.uses_tls() && !single_node);
             let key = if kafka_security_protocol.uses_tls() {
                 "listeners.kafka"
-            } else {
+            } else if internal_tls {
                 "listeners.internal"
+            } else {
+                "listeners.metrics"
             };
             let options = broker
                 .ssl
@@ -412,6 +431,7 @@ impl LayoutConfig {
             internal_tls,
             tls,
             metrics_listener,
+            metrics_tls,
             controller_voters,
             cluster_secret_file: raw.controller.secret_file,
             broker,
@@ -726,6 +746,16 @@ mod tests {
         let tls = c.tls.expect("tls options");
         assert_eq!(tls.keystore, PathBuf::from("/k.pem"));
         assert_eq!(tls.truststore, None);
+        let c = LayoutConfig::parse(
+            "[listeners]\nmetrics = \"SSL://127.0.0.1:9644\"\n\
+             [broker]\n\"ssl.keystore.location\" = \"/k.pem\"\n",
+        )
+        .unwrap();
+        assert!(c.metrics_tls && c.tls.is_some());
+        assert!(LayoutConfig::parse("[listeners]\nmetrics = \"SSL://127.0.0.1:9644\"\n").is_err());
+        assert!(
+            LayoutConfig::parse("[listeners]\nmetrics = \"SASL_SSL://127.0.0.1:9644\"\n").is_err()
+        );
         // No TLS listener: the ssl.* keys are read but no TLS is set up.
         let c = LayoutConfig::parse("[broker]\n\"ssl.keystore.location\" = \"/k.pem\"\n").unwrap();
         assert!(c.tls.is_none());

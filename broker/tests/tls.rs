@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -325,4 +326,51 @@ fn three_nodes_replicate_and_elect_over_mutual_tls() {
     // the leader over TLS with their own certificates.
     assert_replicates_to_all(&client, 3, "replicated", 100);
     drop(nodes);
+}
+
+#[test]
+fn the_metrics_listener_serves_https() {
+    let pki = Pki::new("test-ca");
+    let cert = pki.issue("broker-1");
+    let broker = Broker::start_with(
+        BrokerConfig {
+            metrics_listener: Some("SSL://127.0.0.1:0".into()),
+            ..BrokerConfig::default()
+        }
+        .set("ssl.keystore.location", &toml_path(&cert.keystore)),
+    );
+    let log = std::fs::read_to_string(broker.log_path()).expect("broker log");
+    let addr: std::net::SocketAddr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("skein: metrics on https://"))
+        .and_then(|l| l.trim_end_matches("/metrics").parse().ok())
+        .expect("the broker printed its https metrics address");
+
+    let config = skein_net::tls::client_config(&pki.ca_path, None, true).expect("client config");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let session = rustls::ClientConnection::new(config, name).expect("session");
+    let socket = std::net::TcpStream::connect(addr).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(session, socket);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: skein\r\n\r\n")
+        .expect("send request");
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .expect("read answer (ends with close_notify)");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    assert!(answer.contains("skein_"), "{answer:.400}");
+
+    // Plain HTTP to the HTTPS listener gets no answer.
+    let mut plain = std::net::TcpStream::connect(addr).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: skein\r\n\r\n")
+        .expect("send");
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(!raw.starts_with(b"HTTP/1.1 200"), "plain HTTP was answered");
 }

@@ -130,6 +130,8 @@ impl TlsVersion {
 struct Loaded {
     /// The Kafka listener: client certificates as `ssl.client.auth` says.
     kafka: Arc<ServerConfig>,
+    /// The metrics listener (HTTPS): scrapers are not asked for certificates.
+    metrics: Arc<ServerConfig>,
     /// The internal listener: only cluster members, so a certificate is always required.
     /// `None` without a truststore.
     internal: Option<Arc<ServerConfig>>,
@@ -158,6 +160,7 @@ impl std::fmt::Debug for TlsContext {
 pub enum Listener {
     Kafka,
     Internal,
+    Metrics,
 }
 
 impl TlsContext {
@@ -202,6 +205,7 @@ impl TlsContext {
         let loaded = self.loaded();
         let config = match listener {
             Listener::Kafka => loaded.kafka.clone(),
+            Listener::Metrics => loaded.metrics.clone(),
             Listener::Internal => loaded.internal.clone().ok_or_else(|| {
                 io::Error::other("the internal listener needs ssl.truststore.location")
             })?,
@@ -281,6 +285,7 @@ fn build(options: &TlsOptions) -> Result<Loaded, TlsError> {
         Ok(Arc::new(config))
     };
     let kafka = server(options.client_auth)?;
+    let metrics = server(ClientAuth::None)?;
     let (internal, client) = match &roots {
         None => (None, None),
         Some(roots) => {
@@ -292,6 +297,7 @@ fn build(options: &TlsOptions) -> Result<Loaded, TlsError> {
     };
     Ok(Loaded {
         kafka,
+        metrics,
         internal,
         client,
     })

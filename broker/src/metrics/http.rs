@@ -1,7 +1,8 @@
 //! The metrics listener (controller shard only): a deliberately small HTTP/1.1 server. GET
 //! only, one request per connection (`Connection: close`), request heads bounded in size and
-//! time, a bounded number of connections. `/metrics` scrapes every shard; `/health` says the
-//! process serves; `/ready` says the broker serves clients.
+//! time, a bounded number of connections; HTTPS when the listener is `SSL://`. `/metrics`
+//! scrapes every shard; `/health` says the process serves; `/ready` says the broker serves
+//! clients.
 
 use std::cell::{Cell, OnceCell};
 use std::rc::Rc;
@@ -9,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use skein_net::tls::{Listener, MaybeTls, TlsContext};
 
 use super::{ControllerSnapshot, NodeSnapshot};
 use crate::shard::Shard;
@@ -37,6 +39,8 @@ pub struct MetricsState {
     /// Set by a stop signal: the node is handing its work away.
     pub draining: Arc<AtomicBool>,
     connections: Cell<usize>,
+    /// `listeners.metrics = "SSL://..."`: HTTPS with the node's keystore.
+    tls: Option<Arc<TlsContext>>,
 }
 
 impl MetricsState {
@@ -44,6 +48,7 @@ impl MetricsState {
         shards_ready: Arc<AtomicUsize>,
         shard_count: usize,
         draining: Arc<AtomicBool>,
+        tls: Option<Arc<TlsContext>>,
     ) -> Self {
         MetricsState {
             shard: OnceCell::new(),
@@ -51,6 +56,7 @@ impl MetricsState {
             shard_count,
             draining,
             connections: Cell::new(0),
+            tls,
         }
     }
 
@@ -77,7 +83,10 @@ pub async fn serve(listener: TcpListener, state: Rc<MetricsState>) {
         match listener.accept().await {
             Ok(stream) => {
                 if state.connections.get() >= CONNECTIONS_MAX {
-                    glommio::spawn_local(refuse(stream)).detach();
+                    // Over HTTPS a plaintext 503 would be garbage: the close says it.
+                    if state.tls.is_none() {
+                        glommio::spawn_local(refuse(stream)).detach();
+                    }
                     continue;
                 }
                 state.connections.set(state.connections.get() + 1);
@@ -104,7 +113,7 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.write_all(&answer.to_bytes()).await;
 }
 
-async fn serve_connection(state: &MetricsState, mut stream: TcpStream) {
+async fn serve_connection(state: &MetricsState, stream: TcpStream) {
     let timeouts = stream
         .set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
@@ -112,6 +121,17 @@ async fn serve_connection(state: &MetricsState, mut stream: TcpStream) {
         tracing::debug!(error = %e, "metrics connection: setting timeouts failed");
         return;
     }
+    // The socket's timeouts bound the handshake's reads and writes too.
+    let mut stream = match &state.tls {
+        Some(tls) => match tls.accept(Listener::Metrics, stream).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics connection: TLS handshake failed");
+                return;
+            }
+        },
+        None => MaybeTls::Plain(stream),
+    };
     let response = match read_head(&mut stream).await {
         Ok(head) => match parse_request_line(&head) {
             Ok((method, path)) => route(state, method, path).await,
@@ -127,11 +147,12 @@ async fn serve_connection(state: &MetricsState, mut stream: TcpStream) {
         tracing::debug!(error = %e, "metrics connection: writing the answer failed");
         return;
     }
+    stream.queue_close_notify();
     let _ = stream.flush().await;
     // Closing with unread bytes (an oversized head) would send a reset that can destroy the
     // answer before the client reads it: end our side, then read out what is left, bounded.
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    let _ = stream.set_read_timeout(Some(LINGER_TIMEOUT));
+    let _ = stream.get_ref().shutdown(std::net::Shutdown::Write).await;
+    let _ = stream.get_ref().set_read_timeout(Some(LINGER_TIMEOUT));
     let mut buf = [0u8; 4096];
     let mut drained = 0usize;
     while drained < LINGER_BYTES_MAX {
@@ -207,7 +228,7 @@ enum HeadError {
 
 /// Reads up to the blank line that ends the request head. A body is never read: GET has none,
 /// and the connection closes after the answer.
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     loop {

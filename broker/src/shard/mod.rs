@@ -241,12 +241,18 @@ fn start_metrics(
             source,
         })?;
     let bound = listener.local_addr().unwrap_or(addr);
-    eprintln!("skein: metrics on http://{bound}/metrics");
+    let scheme = if boot.layout.metrics_tls {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("skein: metrics on {scheme}://{bound}/metrics");
     tracing::info!(%bound, "serving metrics, /health and /ready");
     let state = Rc::new(MetricsState::new(
         boot.ready.clone(),
         boot.layout.shard_count(),
         boot.draining.clone(),
+        boot.tls.clone().filter(|_| boot.layout.metrics_tls),
     ));
     let task = glommio::spawn_local(crate::metrics::http::serve(listener, state.clone()));
     Ok((state, task))

@@ -28,6 +28,17 @@ impl<S> MaybeTls<S> {
         matches!(self, MaybeTls::Tls(_))
     }
 
+    /// Queues TLS's close_notify (sent with the next flush), so the peer can tell the end of
+    /// the stream from a cut connection. Nothing for a plain stream.
+    pub fn queue_close_notify(&mut self) {
+        if let MaybeTls::Tls(t) = self {
+            match t.as_mut() {
+                futures_rustls::TlsStream::Client(c) => c.get_mut().1.send_close_notify(),
+                futures_rustls::TlsStream::Server(s) => s.get_mut().1.send_close_notify(),
+            }
+        }
+    }
+
     /// The certificate the peer proved it holds (its leaf first), if it sent one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         match self {
