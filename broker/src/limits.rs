@@ -22,8 +22,9 @@ pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
 /// Producer ids the metadata shard hands a shard at a time (Kafka's block size): one durable
 /// write on the metadata shard per this many InitProducerId requests.
 pub const PRODUCER_IDS_PER_BLOCK: i64 = 1000;
-/// A TLS client that has not finished its handshake by then is cut off, so a silent connection
-/// cannot hold a slot (Kafka bounds it with `connections.max.idle.ms`).
+/// A TLS client that has not finished its handshake by then is cut off, so a connection that
+/// never starts one cannot hold a TLS session's buffers. (A connection idle after its handshake
+/// stays open: `connections.max.idle.ms` is not built.)
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;

@@ -18,7 +18,6 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -304,11 +303,8 @@ async fn fetch_once(
     };
     let frame = encode_request(&header, &RequestKind::Fetch(request))
         .map_err(|e| format!("encoding a fetch: {e}"))?;
-    let sent = async {
-        stream.write_all(&frame).await?;
-        stream.flush().await
-    };
-    sent.await
+    skein_net::write_flush(stream, &frame)
+        .await
         .map_err(|e| format!("sending a fetch to {addr}: {e}"))?;
     let wait = Duration::from_millis(settings.fetch_wait_max_ms) + ANSWER_SLACK;
     let body = with_timeout(wait, read_frame(stream, ANSWER_BYTES_MAX))
@@ -468,8 +464,8 @@ fn whole_batches(records: Bytes) -> Bytes {
     records.slice(..pos)
 }
 
-/// The leader's Kafka endpoint, as the metadata lists it.
-/// The leader's advertised host (what its certificate names) and the address it resolves to.
+/// The leader's Kafka endpoint, as the metadata lists it: its advertised host (what its
+/// certificate names) and the address it resolves to.
 async fn leader_addr(shard: &Shard, leader: i32) -> Result<(String, SocketAddr), String> {
     let md = shard.metadata();
     let endpoint = md

@@ -538,7 +538,12 @@ impl BrokerSettings {
                     })?;
                     s.sasl_mechanism_inter_broker = Some(m);
                 }
-                "sasl.jaas.config" => {
+                // Kafka's brokers set it per listener and mechanism
+                // (`listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config`); there is one here.
+                jaas if jaas == "sasl.jaas.config"
+                    || (jaas.starts_with("listener.name.")
+                        && jaas.ends_with(".sasl.jaas.config")) =>
+                {
                     s.sasl_jaas_login =
                         Some(crate::sasl::inter_broker::parse_jaas(&text).map_err(bad)?)
                 }

@@ -402,7 +402,7 @@ fn a_plaintext_listener_answers_sasl_requests_with_illegal_sasl_state() {
 fn followers_log_in_to_a_sasl_listener_with_the_inter_broker_user() {
     let jaas = "\"org.apache.kafka.common.security.scram.ScramLoginModule required \
                 username=\\\"broker\\\" password=\\\"broker-secret\\\";\"";
-    let nodes = start_quorum(3, |_| {
+    let nodes = start_quorum(3, 0, |_| {
         BrokerConfig {
             shards: "0".into(),
             kafka_protocol: Some("SASL_PLAINTEXT".into()),

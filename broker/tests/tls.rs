@@ -305,10 +305,13 @@ fn sighup_reloads_the_certificate_for_new_connections() {
 }
 
 #[test]
-fn three_nodes_replicate_and_elect_over_mutual_tls() {
+fn four_nodes_replicate_and_elect_over_mutual_tls() {
     let pki = Pki::new("cluster-ca");
     let admin = pki.issue("admin");
-    let nodes = start_quorum(3, |id| {
+    // Three voters and a broker-only node, which dials the voters over TLS too. The brokers'
+    // subjects are the super users: the internal listener admits no other certificate, though
+    // the same CA signs the admin client's.
+    let nodes = start_quorum(3, 1, |id| {
         let cert = pki.issue(&format!("broker-{id}"));
         BrokerConfig {
             shards: "0".into(),
@@ -319,12 +322,16 @@ fn three_nodes_replicate_and_elect_over_mutual_tls() {
         .set("ssl.keystore.location", &toml_path(&cert.keystore))
         .set("ssl.truststore.location", &toml_path(&pki.ca_path))
         .set("ssl.client.auth", "\"required\"")
+        .set(
+            "super.users",
+            "\"User:CN=broker-1;User:CN=broker-2;User:CN=broker-3;User:CN=broker-4\"",
+        )
     });
     let bootstrap: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
     let client = ssl_client(&bootstrap.join(","), "ssl", &pki.ca_path, Some(&admin));
     // Every node registered through the controller over mutual TLS, and followers fetch from
     // the leader over TLS with their own certificates.
-    assert_replicates_to_all(&client, 3, "replicated", 100);
+    assert_replicates_to_all(&client, 4, "replicated", 100);
     drop(nodes);
 }
 

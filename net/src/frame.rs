@@ -1,4 +1,5 @@
-//! Length-prefixed Kafka frames read off a connection; one reader per connection, on its shard.
+//! Length-prefixed Kafka frames read off a connection, and written to one; one reader and one
+//! writer per connection, on its shard.
 //!
 //! Every Kafka request and response is a big-endian `i32` size followed by that many bytes.
 //! The body is read in bounded steps, so memory follows the bytes that actually arrived: a peer
@@ -7,10 +8,18 @@
 use std::io;
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::FrameError;
 use crate::limits::{FRAME_READ_CHUNK_BYTES, FRAME_SIZE_PREFIX_BYTES};
+
+/// Writes `bytes` whole and pushes them out. Over TLS written records wait in the session
+/// until a flush, so every frame a peer waits for goes through here (a plain socket's flush is
+/// free).
+pub async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
 
 /// Reads one frame and returns its body (without the size prefix).
 ///

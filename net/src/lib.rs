@@ -33,7 +33,7 @@ pub use fetch::{
     encode_fetch_response, AbortedTransaction, EpochEndOffset, FetchPartitionDesc,
     FetchResponseDesc, FetchTopicDesc, LeaderIdAndEpoch, NodeEndpoint, SnapshotId, WirePart,
 };
-pub use frame::read_frame;
+pub use frame::{read_frame, write_flush};
 pub use kinds::{request_api_key, response_api_key};
 pub use record_batch::RecordBatchBuilder;
 pub use request::{

@@ -192,11 +192,6 @@ impl TlsContext {
             .clone()
     }
 
-    /// Whether this node can make TLS connections of its own (it has a truststore).
-    pub fn can_connect(&self) -> bool {
-        self.loaded().client.is_some()
-    }
-
     /// The server side of a handshake on `stream`.
     pub async fn accept<S>(&self, listener: Listener, stream: S) -> io::Result<MaybeTls<S>>
     where
@@ -214,6 +209,27 @@ impl TlsContext {
         Ok(MaybeTls::Tls(Box::new(futures_rustls::TlsStream::Server(
             tls,
         ))))
+    }
+
+    /// [`TlsContext::accept`], given up when `deadline` (a timer on the caller's executor)
+    /// fires first: a peer that stalls the handshake must not hold a connection slot.
+    pub async fn accept_until<S>(
+        &self,
+        deadline: impl std::future::Future<Output = ()>,
+        listener: Listener,
+        stream: S,
+    ) -> io::Result<MaybeTls<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        futures_lite::future::or(self.accept(listener, stream), async {
+            deadline.await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake timed out",
+            ))
+        })
+        .await
     }
 
     /// The client side of a handshake on `stream`, to a node reached as `host` (a name or an

@@ -73,6 +73,9 @@ impl ControllerBoot {
             // The internal listener's TLS is mutual: this node presents its own certificate
             // on the connections it makes, and asks every peer for one.
             tls: if layout.internal_tls { tls } else { None },
+            // Peers' certificates must name a super user (Kafka's rule for inter-broker and
+            // controller principals); the config load checked there is one.
+            members: layout.broker.authorizer.super_users.clone().into(),
         };
         let others: Vec<(NodeId, SocketAddr)> = layout
             .controller_voters

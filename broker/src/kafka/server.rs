@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
-use skein_controller::rpc::with_timeout;
 use skein_net::tls::{subject_principal, Listener, MaybeTls};
 use skein_net::{decode_request, read_frame, DecodeError};
 
@@ -48,15 +47,11 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
     let protocol = shard.layout.kafka_security_protocol;
     let mut stream = match (&shard.tls, protocol.uses_tls()) {
         (Some(tls), true) => {
-            let limit = Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS);
-            match with_timeout(limit, tls.accept(Listener::Kafka, stream)).await {
-                Some(Ok(stream)) => stream,
-                Some(Err(e)) => {
+            let deadline = glommio::timer::sleep(Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS));
+            match tls.accept_until(deadline, Listener::Kafka, stream).await {
+                Ok(stream) => stream,
+                Err(e) => {
                     tracing::debug!(?peer, error = %e, "TLS handshake failed; closing");
-                    return;
-                }
-                None => {
-                    tracing::debug!(?peer, "TLS handshake timed out; closing");
                     return;
                 }
             }
@@ -137,7 +132,7 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) {
         let written = match reply {
             Reply::None => Ok(()),
             Reply::Close => return,
-            Reply::Frame(bytes) => write_frame(&mut stream, &bytes).await,
+            Reply::Frame(bytes) => skein_net::write_flush(&mut stream, &bytes).await,
             Reply::Parts(parts) => write_parts(&mut stream, parts).await,
         };
         if let Err(e) = written {
@@ -160,14 +155,7 @@ async fn write_sasl_reply(stream: &mut Stream, reply: Reply) -> bool {
     let Reply::Frame(bytes) = reply else {
         return false;
     };
-    write_frame(stream, &bytes).await.is_ok()
-}
-
-/// Under TLS, written records wait in the session until a flush; a plain stream's flush
-/// costs nothing.
-async fn write_frame(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
+    skein_net::write_flush(stream, &bytes).await.is_ok()
 }
 
 async fn write_parts(

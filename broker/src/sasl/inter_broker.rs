@@ -6,7 +6,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use kafka_protocol::messages::{
     ApiKey, RequestKind, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
@@ -40,24 +40,60 @@ impl fmt::Debug for InterBrokerLogin {
 
 /// The username and password of a Kafka JAAS line:
 /// `org.apache.kafka.common.security.scram.ScramLoginModule required username="b" password="p";`
+/// (the login module class, its control flag, then `name = value` options, a value quoted
+/// with `\"` escapes or a bare word, and a closing `;`).
 pub fn parse_jaas(text: &str) -> Result<(String, String), String> {
-    let option = |name: &str| -> Result<String, String> {
-        let key = format!("{name}=\"");
-        let start = text
-            .find(&key)
-            .map(|i| i + key.len())
-            .ok_or_else(|| format!("no {name}=\"...\" option"))?;
-        let len = text[start..]
-            .find('"')
-            .ok_or_else(|| format!("the {name} value is not closed with '\"'"))?;
-        Ok(text[start..start + len].to_string())
-    };
-    let username = option("username")?;
-    let password = option("password")?;
-    if username.is_empty() || password.is_empty() {
-        return Err("empty username or password".into());
+    let mut rest = text.trim();
+    rest = rest
+        .strip_suffix(';')
+        .ok_or("a JAAS entry ends with ';'")?
+        .trim_end();
+    // The module class and the control flag.
+    for part in ["login module class", "control flag"] {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        if end == 0 {
+            return Err(format!("no {part}"));
+        }
+        rest = rest[end..].trim_start();
     }
-    Ok((username, password))
+    let (mut username, mut password) = (None, None);
+    while !rest.is_empty() {
+        let (name, after) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("`{rest}` is not name=value"))?;
+        let (value, after) = jaas_value(after.trim_start())?;
+        match name.trim() {
+            "username" => username = Some(value),
+            "password" => password = Some(value),
+            _ => {}
+        }
+        rest = after.trim_start();
+    }
+    match (username, password) {
+        (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => Ok((u, p)),
+        _ => Err("needs non-empty username and password options".into()),
+    }
+}
+
+/// One option value and what follows it.
+fn jaas_value(text: &str) -> Result<(String, &str), String> {
+    let Some(quoted) = text.strip_prefix('"') else {
+        let end = text.find(char::is_whitespace).unwrap_or(text.len());
+        return Ok((text[..end].to_string(), &text[end..]));
+    };
+    let mut value = String::new();
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((value, &quoted[i + 1..])),
+            '\\' => match chars.next() {
+                Some((_, escaped)) => value.push(escaped),
+                None => break,
+            },
+            c => value.push(c),
+        }
+    }
+    Err("a quoted value is not closed".into())
 }
 
 /// Logs in on a fresh connection; `Err` says why (the leader's own message where it sent one).
@@ -158,11 +194,8 @@ where
         client_id: Some(StrBytes::from_static_str(CLIENT_ID)),
     };
     let frame = encode_request(&header, &body).map_err(|e| format!("encoding {api_key:?}: {e}"))?;
-    let sent = async {
-        stream.write_all(&frame).await?;
-        stream.flush().await
-    };
-    sent.await
+    skein_net::write_flush(stream, &frame)
+        .await
         .map_err(|e| format!("sending {api_key:?}: {e}"))?;
     let answer = read_frame(stream, ANSWER_BYTES_MAX)
         .await
@@ -188,9 +221,18 @@ mod tests {
             parse_jaas(line),
             Ok(("broker".to_string(), "p4ss word".to_string()))
         );
+        // Spaces around '=', escaped quotes, bare words, other options, a name ending in
+        // "username".
+        let line = "m.PlainLoginModule required serviceusername=\"x\" username = broker \
+                    password = \"say \\\"hi\\\"\" user_broker=\"y\";";
+        assert_eq!(
+            parse_jaas(line),
+            Ok(("broker".to_string(), "say \"hi\"".to_string()))
+        );
         assert!(parse_jaas("ScramLoginModule required username=\"b\";").is_err());
-        assert!(parse_jaas("required username=\"b\" password=\"p;").is_err());
-        assert!(parse_jaas("required username=\"\" password=\"p\";").is_err());
+        assert!(parse_jaas("M required username=\"b\" password=\"p;").is_err());
+        assert!(parse_jaas("M required username=\"\" password=\"p\";").is_err());
+        assert!(parse_jaas("M required username=\"b\" password=\"p\"").is_err());
         let debug = format!(
             "{:?}",
             InterBrokerLogin {

@@ -422,6 +422,12 @@ impl ScramClient {
                 "server asks for {iterations} iterations, fewer than {ITERATIONS_MIN}"
             )));
         }
+        // A follower computes this on its shard: a peer must not make it hash for minutes.
+        if iterations > ITERATIONS_MAX {
+            return Err(SaslError::Failed(format!(
+                "server asks for {iterations} iterations, more than {ITERATIONS_MAX}"
+            )));
+        }
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
         let salted = salted_password(self.mechanism, self.password.as_bytes(), &salt, iterations);

@@ -694,23 +694,29 @@ fn node_id(index: usize) -> i32 {
 }
 
 /// `count` ports of 127.0.0.1, free and pairwise distinct when this returned.
-/// `count` controller voters on 127.0.0.1 for configs the [`Cluster`] harness does not make (its
-/// readiness checks speak PLAINTEXT): node `id` runs `config(id)` with its id, internal port and
-/// the voter list filled in. All are launched before any is awaited, since a voter does not
-/// listen before a quorum exists.
-pub fn start_quorum(count: i32, config: impl Fn(i32) -> BrokerConfig) -> Vec<Broker> {
-    let ports = distinct_free_ports(usize::try_from(count).expect("a positive count"));
-    let voters: Vec<String> = (1..=count)
+/// `voters` controller voters and then `brokers` broker-only nodes on 127.0.0.1, for configs
+/// the [`Cluster`] harness does not make (its readiness checks speak PLAINTEXT): node `id` runs
+/// `config(id)` with its id, the voter list and (a voter's) internal port filled in. All are
+/// launched before any is awaited, since a voter does not listen before a quorum exists.
+pub fn start_quorum(
+    voters: i32,
+    brokers: i32,
+    config: impl Fn(i32) -> BrokerConfig,
+) -> Vec<Broker> {
+    let ports = distinct_free_ports(usize::try_from(voters).expect("a positive count"));
+    let voter_list: Vec<String> = (1..=voters)
         .zip(&ports)
         .map(|(id, port)| format!("{id}@127.0.0.1:{port}"))
         .collect();
-    let mut nodes: Vec<Broker> = (1..=count)
-        .zip(&ports)
-        .map(|(id, port)| {
+    let mut nodes: Vec<Broker> = (1..=voters + brokers)
+        .map(|id| {
             let mut c = config(id);
             c.node_id = id;
-            c.internal_port = Some(*port);
-            c.voters = voters.clone();
+            c.internal_port = usize::try_from(id - 1)
+                .ok()
+                .and_then(|i| ports.get(i))
+                .copied();
+            c.voters = voter_list.clone();
             Broker::launch_with(c)
         })
         .collect();

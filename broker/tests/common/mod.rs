@@ -54,7 +54,8 @@ pub struct BrokerConfig {
     pub secret_file: Option<PathBuf>,
     /// The Kafka listener's security protocol prefix ("SASL_PLAINTEXT"); None: bare host:port.
     pub kafka_protocol: Option<String>,
-    /// The internal listener's prefix ("SSL"); None: bare host:port.
+    /// The controller quorum's security protocol ("SSL"): written as the internal listener's
+    /// prefix and as `[controller] security_protocol` (which broker-only nodes dial with).
     pub internal_protocol: Option<String>,
     /// `[sasl] bootstrap_users` ("name:password").
     pub sasl_bootstrap_users: Vec<String>,
@@ -486,6 +487,9 @@ impl Broker {
                 "[controller]\nvoters = {:?}\n",
                 self.config.voters
             ));
+            if let Some(protocol) = &self.config.internal_protocol {
+                toml.push_str(&format!("security_protocol = {protocol:?}\n"));
+            }
             if let Some(secret) = &self.config.secret_file {
                 toml.push_str(&format!(
                     "secret_file = {:?}\n",

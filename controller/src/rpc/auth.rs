@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{send, with_timeout, Stream};
+use super::{with_timeout, Stream};
 
 const MAGIC: &[u8; 4] = b"SKAU";
 const VERSION: u8 = 1;
@@ -85,7 +85,7 @@ async fn read_exact(stream: &mut Stream, buf: &mut [u8]) -> Result<(), String> {
 }
 
 async fn write_all(stream: &mut Stream, buf: &[u8]) -> Result<(), String> {
-    send(stream, buf)
+    skein_net::write_flush(stream, buf)
         .await
         .map_err(|e| format!("writing the handshake: {e}"))
 }

@@ -18,7 +18,7 @@ use skein_net::internal::{
     decode_internal, encode_internal, InternalFrame, InternalMessage, NOT_CONTROLLER,
 };
 
-use super::{connect, send, with_timeout, InternalGuard, RpcError, Stream, TaskSet};
+use super::{connect, with_timeout, InternalGuard, RpcError, Stream, TaskSet};
 use crate::ids::NodeId;
 use crate::limits::{
     CLIENT_CALLS_PENDING_MAX, INTERNAL_FRAME_BYTES_MAX, RPC_ATTEMPT_TIMEOUT_MS,
@@ -362,7 +362,7 @@ async fn write_loop(
     shared: Rc<ConnectionShared>,
 ) {
     while let Some(frame) = queue.recv().await {
-        if let Err(e) = send(&mut writer, &frame).await {
+        if let Err(e) = skein_net::write_flush(&mut writer, &frame).await {
             shared.fail(format!("write: {e}"));
             return;
         }

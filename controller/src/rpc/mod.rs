@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
-use skein_net::tls::{MaybeTls, TlsContext};
+use skein_net::tls::{subject_principal, MaybeTls, TlsContext};
 
 use crate::ids::NodeId;
 use crate::limits::{RPC_CONNECT_TIMEOUT_MS, RPC_WRITE_TIMEOUT_MS};
@@ -90,13 +90,37 @@ pub async fn with_timeout<T>(limit: Duration, f: impl Future<Output = T>) -> Opt
 #[derive(Clone, Default)]
 pub struct InternalGuard {
     pub secret: Option<ClusterSecret>,
-    /// Mutual TLS: a peer must hold a certificate the node's truststore trusts.
+    /// Mutual TLS: a peer must hold a certificate the node's truststore trusts...
     pub tls: Option<Arc<TlsContext>>,
+    /// ...whose subject (as Kafka names a certificate's principal, without "User:") is one of
+    /// these: the same CA may well sign clients' certificates, and a client is no member.
+    pub members: Arc<[String]>,
 }
 
 impl InternalGuard {
     pub fn secret(secret: Option<ClusterSecret>) -> InternalGuard {
-        InternalGuard { secret, tls: None }
+        InternalGuard {
+            secret,
+            ..InternalGuard::default()
+        }
+    }
+
+    /// Under TLS, whether the peer's certificate names a cluster member.
+    fn check_member(&self, stream: &Stream) -> Result<(), String> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        let certificate = stream
+            .peer_certificate()
+            .ok_or("the peer presented no certificate")?;
+        let subject = subject_principal(certificate).map_err(|e| e.to_string())?;
+        if self.members.contains(&subject) {
+            Ok(())
+        } else {
+            Err(format!(
+                "certificate subject `{subject}` is not a cluster member (super.users)"
+            ))
+        }
     }
 }
 
@@ -120,21 +144,11 @@ async fn connect(addr: SocketAddr, guard: &InternalGuard) -> Result<Stream, Stri
             .map_err(|e| format!("TLS: {e}"))?,
         None => MaybeTls::Plain(stream),
     };
+    guard.check_member(&stream)?;
     if let Some(secret) = &guard.secret {
         auth::client_handshake(&mut stream, secret).await?;
     }
     Ok(stream)
-}
-
-/// Writes a whole frame and pushes it out: under TLS, written records wait in the session
-/// until a flush.
-async fn send(
-    stream: &mut (impl futures_lite::AsyncWrite + Unpin),
-    frame: &[u8],
-) -> std::io::Result<()> {
-    use futures_lite::AsyncWriteExt;
-    stream.write_all(frame).await?;
-    stream.flush().await
 }
 
 /// Small frames (votes, heartbeats) go out at once, and a peer that stops reading is cut off.

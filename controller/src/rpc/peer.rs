@@ -13,7 +13,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use raft::eraftpb::{Message, MessageType};
 use skein_net::internal::{encode_internal, InternalFrame, InternalMessage};
 
-use super::{connect, send, InternalGuard, Stream};
+use super::{connect, InternalGuard, Stream};
 use crate::ids::NodeId;
 use crate::limits::{
     INTERNAL_FRAME_BYTES_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_DEPTH_MAX,
@@ -172,7 +172,7 @@ impl PeerSender {
             let Some(stream) = conn.as_mut() else {
                 continue;
             };
-            match send(stream, &frame).await {
+            match skein_net::write_flush(stream, &frame).await {
                 Ok(()) if snapshot => {
                     report(&self.mailbox, |m| m.report_snapshot(self.peer, true));
                 }

@@ -467,6 +467,10 @@ fn tls_guard(
     InternalGuard {
         secret: None,
         tls: Some(std::sync::Arc::new(TlsContext::load(options).unwrap())),
+        members: ["CN=voter-1", "CN=broker-7"]
+            .map(String::from)
+            .to_vec()
+            .into(),
     }
 }
 
@@ -502,6 +506,14 @@ fn with_mutual_tls_only_certified_members_get_an_answer() {
             tls_guard(dir.path(), "outsider", &other, &ca),
         );
         assert!(outsider
+            .call_node(NodeId(1), allocate(1), Duration::from_secs(2))
+            .await
+            .is_err());
+
+        // A certificate from the cluster's CA whose subject is no member (a Kafka client's,
+        // say): refused after the handshake.
+        let client = RemoteClient::new(9, addrs.clone(), tls_guard(dir.path(), "client", &ca, &ca));
+        assert!(client
             .call_node(NodeId(1), allocate(1), Duration::from_secs(2))
             .await
             .is_err());

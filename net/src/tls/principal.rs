@@ -69,15 +69,18 @@ fn write_attribute(out: &mut String, attribute: &AttributeTypeAndValue<'_>) {
     }
 }
 
-/// The directory-string types a name holds, as text.
+/// The string types Java writes as text in RFC 2253 form (`isDerString`, non-canonical);
+/// NumericString and UniversalString, like any other type, are written as hex.
 fn string_value(value: &Any<'_>) -> Option<String> {
     let data: &[u8] = value.data;
     match value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString => {
+        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String => {
             std::str::from_utf8(data).ok().map(str::to_string)
         }
-        // T.61 in theory; Latin-1 in every certificate that uses it.
-        Tag::TeletexString => Some(data.iter().map(|&b| char::from(b)).collect()),
+        // T.61 and GeneralString: Java decodes them as ISO-8859-1.
+        Tag::TeletexString | Tag::GeneralString => {
+            Some(data.iter().map(|&b| char::from(b)).collect())
+        }
         Tag::BmpString => {
             let units: Vec<u16> = data
                 .chunks_exact(2)
@@ -85,23 +88,24 @@ fn string_value(value: &Any<'_>) -> Option<String> {
                 .collect();
             String::from_utf16(&units).ok()
         }
-        Tag::UniversalString => data
-            .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
         _ => None,
     }
 }
 
-/// RFC 2253 2.4 escaping, as Java applies it: the special characters anywhere, a leading '#'
-/// and leading or trailing spaces.
+/// RFC 2253 2.4 escaping as Java's `AVA.toRFC2253String` applies it: `,=+<>#;"\` anywhere, NUL
+/// as `\00`, and every leading and trailing space or carriage return.
 fn escape_into(out: &mut String, value: &str) {
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '=' | '+' | '<' | '>' | ';' | '"' | '\\')
-            || (c == '#' && i == 0)
-            || (c == ' ' && (i == 0 || i == last));
-        if special {
+    let chars: Vec<char> = value.chars().collect();
+    let blank = |c: &char| *c == ' ' || *c == '\r';
+    let lead = chars.iter().take_while(|c| blank(c)).count();
+    let trail = chars.len() - chars.iter().rev().take_while(|c| blank(c)).count();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '\0' {
+            out.push_str("\\00");
+            continue;
+        }
+        let special = matches!(c, ',' | '=' | '+' | '<' | '>' | '#' | ';' | '"' | '\\');
+        if special || i < lead || i >= trail {
             out.push('\\');
         }
         out.push(c);
@@ -137,12 +141,16 @@ mod tests {
     }
 
     #[test]
-    fn special_characters_are_escaped() {
+    fn special_characters_are_escaped_as_java_does() {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Smith, Jones + Co");
-        dn.push(DnType::CommonName, "#1 ");
+        dn.push(DnType::OrganizationalUnitName, "Team #1");
+        dn.push(DnType::CommonName, "  a=b;c  ");
         let principal = subject_principal(&certificate_with(dn)).expect("principal");
-        assert_eq!(principal, "CN=\\#1\\ ,O=Smith\\, Jones \\+ Co");
+        assert_eq!(
+            principal,
+            "CN=\\ \\ a\\=b\\;c\\ \\ ,OU=Team \\#1,O=Smith\\, Jones \\+ Co"
+        );
     }
 
     #[test]

@@ -24,10 +24,6 @@ impl<S> MaybeTls<S> {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
-        matches!(self, MaybeTls::Tls(_))
-    }
-
     /// Queues TLS's close_notify (sent with the next flush), so the peer can tell the end of
     /// the stream from a cut connection. Nothing for a plain stream.
     pub fn queue_close_notify(&mut self) {

@@ -56,9 +56,10 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
     } else {
         req.replica_id.0
     };
-    // Followers need CLUSTER_ACTION (Kafka's rule). Brokers replicate over the Kafka listener
-    // without SASL, so on a PLAINTEXT listener an anonymous replica fetch is let through;
-    // on a SASL listener the follower must be a principal allowed CLUSTER_ACTION.
+    // Followers need CLUSTER_ACTION (Kafka's rule). Brokers replicate over the Kafka listener:
+    // on a PLAINTEXT one, where they have no identity, a replica fetch is let through; on a
+    // SASL or SSL one the follower is its inter-broker login or certificate subject, which
+    // must be allowed CLUSTER_ACTION (a super user).
     let replica_allowed = replica_id < 0
         || !ctx.authorizer_enabled()
         || ctx.shard.layout.kafka_security_protocol == SecurityProtocol::Plaintext
@@ -181,11 +182,12 @@ fn respond(
     reads: Vec<PartitionRead<FetchChunk>>,
     max_bytes: usize,
 ) -> Reply {
-    // Every partition of a request carries the same replica id.
+    // Every partition of a request carries the same replica id: the first one tells.
     let from_follower = topics
         .iter()
         .flat_map(|t| &t.parts)
-        .any(|w| w.spec.is_replica());
+        .next()
+        .is_some_and(|w| w.spec.is_replica());
     let mut reads = reads.into_iter();
     let mut budget = max_bytes;
     let mut first_data = true;

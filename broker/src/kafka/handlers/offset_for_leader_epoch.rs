@@ -58,7 +58,7 @@ pub async fn handle(
     for t in req.topics {
         let name = t.topic.0.to_string();
         // Kafka: DESCRIBE on the topic for a consumer, CLUSTER_ACTION for a follower (let
-        // through on a PLAINTEXT listener, as follower fetches are; see fetch.rs).
+        // through on a PLAINTEXT listener, where followers have no identity; see fetch.rs).
         let allowed = if req.replica_id.0 >= 0 {
             !ctx.authorizer_enabled()
                 || ctx.shard.layout.kafka_security_protocol

@@ -166,3 +166,20 @@ fn debug_hides_keys() {
         "{text}"
     );
 }
+
+#[test]
+fn the_client_refuses_iteration_counts_out_of_bounds() {
+    for iterations in ["4095", "16385", "2147483647"] {
+        let mut c = ScramClient::new(
+            Mechanism::ScramSha256,
+            "user",
+            "pencil",
+            CLIENT_NONCE.into(),
+        );
+        let server_first = SERVER_FIRST.replace("i=4096", &format!("i={iterations}"));
+        assert!(
+            c.client_final(server_first.as_bytes()).is_err(),
+            "{iterations}"
+        );
+    }
+}

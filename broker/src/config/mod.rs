@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::limits;
+use listeners::split_protocol;
+
+mod listeners;
 use crate::sasl::SecurityProtocol;
 use crate::settings::BrokerSettings;
 use crate::shard::ids::{NodeId, ShardId};
@@ -116,6 +119,8 @@ struct RawController {
     #[serde(default)]
     voters: Vec<String>,
     secret_file: Option<PathBuf>,
+    /// "SSL": the quorum's connections are mutual TLS (the same on every node).
+    security_protocol: Option<String>,
 }
 
 /// `[log] format`: how each log line is written to stderr.
@@ -293,36 +298,19 @@ impl LayoutConfig {
         let sasl_bootstrap_users = parse_bootstrap_users(&raw.sasl.bootstrap_users)?;
         let (internal_protocol, internal_address) =
             split_protocol("listeners.internal", raw.listeners.internal.as_deref())?;
-        let internal_tls = match internal_protocol {
-            SecurityProtocol::Plaintext => false,
-            SecurityProtocol::Ssl => true,
-            other => {
-                return Err(ConfigError::invalid(
-                    "listeners.internal",
-                    format!(
-                        "{} is not for the internal listener: use PLAINTEXT (with \
-                         controller.secret_file) or SSL (mutual TLS)",
-                        other.name()
-                    ),
-                ))
-            }
-        };
+        let internal_tls = listeners::internal_tls(
+            internal_protocol,
+            raw.listeners
+                .internal
+                .as_deref()
+                .is_some_and(|l| l.contains("://")),
+            raw.controller.security_protocol.as_deref(),
+        )?;
         let internal_listener = parse_addr("listeners.internal", internal_address)?;
         let (metrics_protocol, metrics_address) =
             split_protocol("listeners.metrics", raw.listeners.metrics.as_deref())?;
-        let metrics_tls = match metrics_protocol {
-            SecurityProtocol::Plaintext => false,
-            SecurityProtocol::Ssl => true,
-            other => {
-                return Err(ConfigError::invalid(
-                    "listeners.metrics",
-                    format!(
-                        "{} is not for the metrics listener: use SSL (HTTPS) or none",
-                        other.name()
-                    ),
-                ))
-            }
-        };
+        let metrics_tls =
+            listeners::tls_or_plaintext("listeners.metrics", metrics_protocol, "metrics")?;
         let metrics_listener = parse_addr("listeners.metrics", metrics_address)?;
         let broker = BrokerSettings::from_table(&raw.broker)?;
         if broker.broker_heartbeat_interval_ms >= broker.broker_session_timeout_ms {
@@ -374,47 +362,15 @@ impl LayoutConfig {
         }
 
         let log = parse_log(raw.log)?;
-        let single_node = match controller_voters.as_slice() {
-            [] => true,
-            [(id, _)] => id.0 == node_id,
-            _ => false,
-        };
-        // Followers fetch from leaders over the Kafka listener: in a cluster with a TLS Kafka
-        // listener this node connects over TLS too, and needs a truststore for that.
-        // Followers log in to a SASL listener like any client: they need a user of their own.
-        if kafka_security_protocol.uses_sasl() && !single_node {
-            let Some(login) = broker.inter_broker_login() else {
-                return Err(ConfigError::invalid(
-                    "listeners.kafka",
-                    "a cluster with a SASL listener needs broker.\"sasl.mechanism.inter.broker.protocol\" \
-                     and broker.\"sasl.jaas.config\" (the user followers log in as)",
-                ));
-            };
-            if !broker.sasl_enabled_mechanisms.contains(&login.mechanism) {
-                return Err(ConfigError::invalid(
-                    "broker.\"sasl.mechanism.inter.broker.protocol\"",
-                    format!("{} is not in sasl.enabled.mechanisms", login.mechanism),
-                ));
-            }
-        }
-        let tls = if kafka_security_protocol.uses_tls() || internal_tls || metrics_tls {
-            let needs_truststore =
-                internal_tls || (kafka_security_protocol.uses_tls() && !single_node);
-            let key = if kafka_security_protocol.uses_tls() {
-                "listeners.kafka"
-            } else if internal_tls {
-                "listeners.internal"
-            } else {
-                "listeners.metrics"
-            };
-            let options = broker
-                .ssl
-                .options(needs_truststore)
-                .map_err(|m| ConfigError::invalid(key, m))?;
-            Some(options)
-        } else {
-            None
-        };
+        let tls = listeners::check(
+            &listeners::Listeners {
+                kafka: kafka_security_protocol,
+                internal_tls,
+                metrics_tls,
+                clustered: !controller_voters.is_empty(),
+            },
+            &broker,
+        )?;
 
         Ok(LayoutConfig {
             node_id: NodeId(node_id),
@@ -531,23 +487,6 @@ fn parse_voters(voters: &[String]) -> Result<Vec<(NodeId, SocketAddr)>, ConfigEr
         ));
     }
     Ok(out)
-}
-
-/// Kafka's `PROTOCOL://host:port` listener form; a bare `host:port` stays PLAINTEXT.
-fn split_protocol<'a>(
-    key: &str,
-    value: Option<&'a str>,
-) -> Result<(SecurityProtocol, Option<&'a str>), ConfigError> {
-    let Some(v) = value else {
-        return Ok((SecurityProtocol::Plaintext, None));
-    };
-    let Some((protocol, address)) = v.split_once("://") else {
-        return Ok((SecurityProtocol::Plaintext, Some(v)));
-    };
-    let protocol = SecurityProtocol::parse(protocol).ok_or_else(|| {
-        ConfigError::invalid(key, format!("unknown security protocol `{protocol}`"))
-    })?;
-    Ok((protocol, Some(address)))
 }
 
 /// `[sasl] bootstrap_users`: "name:password", names distinct and non-empty.
@@ -768,11 +707,15 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("ssl.truststore.location"), "{e}");
-        let c = LayoutConfig::parse(&format!(
+        // Mutual TLS in the quorum admits the super users' certificates only: there must be some.
+        let internal = format!(
             "[listeners]\ninternal = \"SSL://127.0.0.1:9093\"\n{cluster}\
              \"ssl.truststore.location\" = \"/ca.pem\"\n"
-        ))
-        .unwrap();
+        );
+        let e = LayoutConfig::parse(&internal).unwrap_err();
+        assert!(e.to_string().contains("super.users"), "{e}");
+        let members = "\"super.users\" = \"User:CN=b1;User:CN=b2;User:CN=b3\"\n";
+        let c = LayoutConfig::parse(&format!("{internal}{members}")).unwrap();
         assert!(c.internal_tls);
         assert_eq!(c.internal_listener.map(|a| a.port()), Some(9093));
         assert_eq!(
@@ -802,5 +745,45 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("sasl.enabled.mechanisms"), "{e}");
+    }
+
+    #[test]
+    fn controller_security_protocol_and_follower_identity() {
+        let broker_only = "[node]\nid = 4\n[controller]\nvoters = [\"1@127.0.0.1:9093\"]\n\
+                           security_protocol = \"SSL\"\n[broker]\n\
+                           \"ssl.keystore.location\" = \"/k.pem\"\n\
+                           \"ssl.truststore.location\" = \"/ca.pem\"\n\
+                           \"super.users\" = \"User:CN=b1\"\n";
+        // A broker-only node has no internal listener, yet dials the voters over TLS.
+        let c = LayoutConfig::parse(broker_only).unwrap();
+        assert!(c.internal_tls && c.internal_listener.is_none());
+        let e = LayoutConfig::parse(&format!(
+            "[listeners]\ninternal = \"PLAINTEXT://127.0.0.1:9093\"\n{broker_only}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("controller.security_protocol"),
+            "{e}"
+        );
+        assert!(LayoutConfig::parse(
+            "[controller]\nvoters = [\"1@127.0.0.1:9093\"]\nsecurity_protocol = \"SASL_SSL\"\n"
+        )
+        .is_err());
+        // One voter is still a cluster: brokers may join it, and followers connect over TLS.
+        let one_voter = "[controller]\nvoters = [\"1@127.0.0.1:9093\"]\n[listeners]\n\
+                         kafka = \"SSL://127.0.0.1:9092\"\n[broker]\n\
+                         \"ssl.keystore.location\" = \"/k.pem\"\n";
+        let e = LayoutConfig::parse(one_voter).unwrap_err();
+        assert!(e.to_string().contains("ssl.truststore.location"), "{e}");
+        // With ACLs on, a follower on an SSL listener must present a certificate.
+        let acls = format!(
+            "{one_voter}\"ssl.truststore.location\" = \"/ca.pem\"\n\
+             \"authorizer.class.name\" = \"x\"\n"
+        );
+        let e = LayoutConfig::parse(&acls).unwrap_err();
+        assert!(e.to_string().contains("ssl.client.auth"), "{e}");
+        assert!(
+            LayoutConfig::parse(&format!("{acls}\"ssl.client.auth\" = \"required\"\n")).is_ok()
+        );
     }
 }
