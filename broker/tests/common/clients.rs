@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::Broker;
 
@@ -186,28 +186,32 @@ pub fn expect_delivered(results: Vec<OwnedDeliveryResult>) -> Vec<(i32, i64)> {
         .collect()
 }
 
-/// Every payload of partition 0 of `topic` from the start, until `count` arrived.
+/// Every payload of partition 0 of `topic` from the start, until `count` arrived. The start is
+/// asked for explicitly, so no group coordinator is involved; errors librdkafka reports on the
+/// way (a coordinator still loading, say) are retried until the deadline.
 pub fn consume_from_start(config: &ClientConfig, topic: &str, count: usize) -> Vec<Vec<u8>> {
     let c: BaseConsumer = config
         .clone()
         .set("group.id", "from-start-reader")
-        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("offset");
     c.assign(&tpl).expect("assign");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
+    let mut last_error = None;
     while out.len() < count {
         assert!(
             Instant::now() < deadline,
-            "only {} of {count} records",
+            "only {} of {count} records (last error: {last_error:?})",
             out.len()
         );
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
-            Some(Err(e)) => panic!("consume: {e}"),
+            Some(Err(e)) => last_error = Some(e.to_string()),
             None => {}
         }
     }
