@@ -11,6 +11,13 @@ pub const REQUEST_BYTES_MAX: i64 = 1 << 30;
 pub const SEGMENT_BYTES_MIN: i64 = 14;
 pub const TAIL_CACHE_BYTES_PER_SHARD_DEFAULT: usize = 64 << 20;
 pub const TAIL_CACHE_BYTES_PER_SHARD_MAX: i64 = 64 << 30;
+/// glommio's DMA arena per shard (`skein.io.memory.bytes.per.shard`): write-behind chunks and
+/// direct-read buffers come from it, allocated once (and registered with io_uring where the
+/// memlock limit allows). A buffer that does not fit is a fresh allocation whose pages fault in
+/// on first touch, and that is what glommio's 10 MiB default gives a busy partition.
+pub const IO_MEMORY_BYTES_PER_SHARD_DEFAULT: usize = 64 << 20;
+pub const IO_MEMORY_BYTES_PER_SHARD_MIN: i64 = 1 << 20;
+pub const IO_MEMORY_BYTES_PER_SHARD_MAX: i64 = 16 << 30;
 /// Depth of each cross-shard channel of the data mesh (produce, fetch, list offsets). A full
 /// channel makes the sender wait, which back-pressures the connection that asked.
 pub const DATA_MESH_DEPTH: usize = 1024;

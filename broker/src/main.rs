@@ -298,6 +298,7 @@ fn run_broker(layout: &LayoutConfig) -> anyhow::Result<()> {
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(*cpu))
             .name(&format!("skein-shard-{i}"))
+            .io_memory(layout.broker.io_memory_bytes_per_shard)
             .spawn({
                 let failed = failed.clone();
                 let shutdown = shutdown.clone();

@@ -343,6 +343,8 @@ pub struct BrokerSettings {
     /// How often each shard looks for compacted topics' logs to clean.
     pub log_cleaner_backoff_ms: u64,
     pub tail_cache_bytes_per_shard: usize,
+    /// `skein.io.memory.bytes.per.shard`: each shard's DMA arena (see `limits`).
+    pub io_memory_bytes_per_shard: usize,
     pub offsets_topic_num_partitions: i32,
     /// `segment.bytes` of `__consumer_offsets` (small, so its cleaner has sealed segments).
     pub offsets_topic_segment_bytes: i64,
@@ -388,6 +390,7 @@ impl Default for BrokerSettings {
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             tail_cache_bytes_per_shard: limits::TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+            io_memory_bytes_per_shard: limits::IO_MEMORY_BYTES_PER_SHARD_DEFAULT,
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
             group: GroupSettings::default(),
@@ -514,6 +517,14 @@ impl BrokerSettings {
                 }
                 "log.cleaner.backoff.ms" => {
                     s.log_cleaner_backoff_ms = parse_ranged(&text, 1, i64::MAX).map_err(bad)?
+                }
+                "skein.io.memory.bytes.per.shard" => {
+                    s.io_memory_bytes_per_shard = parse_ranged(
+                        &text,
+                        limits::IO_MEMORY_BYTES_PER_SHARD_MIN,
+                        limits::IO_MEMORY_BYTES_PER_SHARD_MAX,
+                    )
+                    .map_err(bad)?
                 }
                 "skein.tail.cache.bytes.per.shard" => {
                     s.tail_cache_bytes_per_shard =
