@@ -133,7 +133,11 @@ fn run_checks(config: Option<&Path>) -> Vec<Check> {
         }
         return checks;
     };
-    checks.push(memlock_verdict(probe::memlock(), layout.shard_count()));
+    checks.push(memlock_verdict(
+        probe::memlock(),
+        layout.shard_count(),
+        layout.broker.io_memory_bytes_per_shard,
+    ));
     checks.extend(data_dir_checks(&layout));
     checks.push(cores_verdict(&layout.shard_cpus, &probe::cpus()));
     checks.push(isolation_verdict(&layout, &probe::cpus()));

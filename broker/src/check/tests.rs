@@ -35,27 +35,35 @@ fn io_uring_the_attempt_decides_the_sysctl_explains() {
 
 #[test]
 fn memlock_verdicts() {
+    const ARENA: usize = crate::limits::IO_MEMORY_BYTES_PER_SHARD_DEFAULT;
     let m = |limit_bytes, raised| Memlock {
         limit_bytes,
         raised,
     };
-    assert_eq!(memlock_verdict(m(None, false), 8).status, Status::Ok);
-    assert_eq!(memlock_verdict(m(Some(65536), true), 8).status, Status::Ok);
-    let c = memlock_verdict(m(Some(65536), false), 8);
+    assert_eq!(memlock_verdict(m(None, false), 8, ARENA).status, Status::Ok);
+    assert_eq!(
+        memlock_verdict(m(Some(65536), true), 8, ARENA).status,
+        Status::Ok
+    );
+    let c = memlock_verdict(m(Some(65536), false), 8, ARENA);
     assert_eq!(c.status, Status::Fail);
     assert!(c.remedy.unwrap().contains("LimitMEMLOCK=infinity"));
-    // systemd's usual 8 MiB: glommio starts, but 2 shards want 20 MiB registered.
+    // systemd's usual 8 MiB: glommio starts, but 2 shards want 128 MiB registered.
     assert_eq!(
-        memlock_verdict(m(Some(8 << 20), false), 2).status,
+        memlock_verdict(m(Some(8 << 20), false), 2, ARENA).status,
         Status::Warn
     );
     assert_eq!(
-        memlock_verdict(m(Some(8 << 20), false), 0).status,
+        memlock_verdict(m(Some(8 << 20), false), 0, ARENA).status,
         Status::Ok
     );
     assert_eq!(
-        memlock_verdict(m(Some(1 << 30), false), 8).status,
+        memlock_verdict(m(Some(1 << 30), false), 8, ARENA).status,
         Status::Ok
+    );
+    assert_eq!(
+        memlock_verdict(m(Some(1 << 30), false), 8, 256 << 20).status,
+        Status::Warn
     );
 }
 

@@ -9,9 +9,6 @@ use crate::config::LayoutConfig;
 
 /// glommio refuses to start an executor below this memlock limit (glommio 0.9, `Reactor::new`).
 const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
-/// I/O memory glommio registers per executor by default (`DEFAULT_IO_MEMORY`); below shards
-/// times this, buffers are not registered and I/O takes the slower path.
-const IO_MEMORY_PER_SHARD_BYTES: u64 = 10 << 20;
 /// Free space on data_dir under which the disk check warns.
 const DISK_FREE_WARN_BYTES: u64 = 10 << 30;
 /// Free share of data_dir's filesystem (percent) under which the disk check warns.
@@ -73,11 +70,12 @@ pub struct Memlock {
     pub raised: bool,
 }
 
-pub fn memlock_verdict(m: Memlock, shards: usize) -> Check {
+/// `io_memory_per_shard`: each shard's DMA arena, which glommio registers with io_uring.
+pub fn memlock_verdict(m: Memlock, shards: usize, io_memory_per_shard: usize) -> Check {
     const REMEDY: &str = "systemd: `LimitMEMLOCK=infinity` in the unit; otherwise \
         `skein - memlock unlimited` in /etc/security/limits.conf, or `ulimit -l unlimited` \
         before starting";
-    let wanted = IO_MEMORY_PER_SHARD_BYTES.saturating_mul(u64::try_from(shards).unwrap_or(1));
+    let wanted = u64::try_from(io_memory_per_shard.saturating_mul(shards)).unwrap_or(u64::MAX);
     match m.limit_bytes {
         None => Check::ok("memlock", "RLIMIT_MEMLOCK is unlimited"),
         Some(l) if m.raised => Check::ok(
