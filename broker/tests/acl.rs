@@ -429,5 +429,13 @@ fn client_quota_calls_need_cluster_config_acls() {
     let allow = binding("kafka-cluster", LITERAL, "User:alice", ALTER_CONFIGS, ALLOW)
         .with_resource_type(CLUSTER);
     assert_eq!(create_acls(&mut admin, vec![allow]), vec![0]);
-    assert_eq!(client_quota_calls(&mut alice), (0, 0));
+    // CreateAcls answers once the binding is committed and visible on the shard that served
+    // it; alice's connection may sit on another shard, whose metadata follows a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut codes = client_quota_calls(&mut alice);
+    while codes != (0, 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        codes = client_quota_calls(&mut alice);
+    }
+    assert_eq!(codes, (0, 0));
 }
