@@ -32,8 +32,15 @@ fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
+/// The broker's DMA arena per shard (`skein.io.memory.bytes.per.shard`, 64 MiB): with glommio's
+/// 10 MiB default, in-flight write-behind chunks and read buffers spill to fresh allocations.
+const IO_MEMORY_BYTES: usize = 64 << 20;
+
 fn executor() -> LocalExecutor {
-    LocalExecutorBuilder::default().make().unwrap()
+    LocalExecutorBuilder::default()
+        .io_memory(IO_MEMORY_BYTES)
+        .make()
+        .unwrap()
 }
 
 /// A batch of `records` records of 1 KiB each.
