@@ -7,12 +7,13 @@ bash scripts/install-deps.sh
 # glommio registers io buffers in locked memory; the broker raises the limit itself as root.
 ulimit -l unlimited 2>/dev/null || true
 cargo test --workspace --all-targets
-# The whole-process suites run the debug broker that cargo test just built (debug assertions
-# on, the same binary the Rust integration tests start) instead of building release, which
-# took 6 of CI's 28 minutes.
-cargo build -p skein-broker
+# The whole-process suites run the debug broker that cargo test just built for the Rust
+# integration tests (debug assertions on) instead of building release, which took 6 of CI's
+# 28 minutes. Not `cargo build`: without the tests' dev-dependency features it would rebuild
+# three crates (1.5 minutes) for the same code.
 SKEIN_BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/debug/skein"
 case ${CARGO_TARGET_DIR:-} in /*) SKEIN_BIN="$CARGO_TARGET_DIR/debug/skein" ;; esac
+[ -x "$SKEIN_BIN" ] || { echo "test.sh: cargo test left no $SKEIN_BIN" >&2; exit 1; }
 export SKEIN_BIN
 bash scripts/smoke.sh
 # librdkafka's own suite against a real single-node broker: the broker issue's list, then the
