@@ -28,7 +28,7 @@ use rdkafka::TopicPartitionList;
 
 use common::clients::{block_on, client_config};
 use common::raw::roundtrip;
-use common::{skein_bin, Broker, BrokerConfig};
+use common::{skein_bin, wait_for_bootstrap_users, Broker, BrokerConfig};
 
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
 const ALICE: (&str, &str) = ("alice", "alice-secret");
@@ -66,14 +66,7 @@ fn acl_broker() -> Broker {
         ..BrokerConfig::default()
     };
     let broker = Broker::start_with(config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !broker
-        .log_tail(400)
-        .contains("SASL bootstrap users are in place")
-    {
-        assert!(std::time::Instant::now() < deadline, "no bootstrap users");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_bootstrap_users(&[&broker]);
     broker
 }
 

@@ -24,7 +24,7 @@ use serde_json::Value;
 use common::clients::{assert_replicates_to_all, block_on, client_config, client_config_at};
 use common::cluster::start_quorum;
 use common::raw::{encode_request, read_frame, roundtrip, write_frame};
-use common::{skein_bin, Broker, BrokerConfig};
+use common::{skein_bin, wait_for_bootstrap_users, Broker, BrokerConfig};
 
 const ADMIN: (&str, &str) = ("admin", "admin-secret");
 const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
@@ -39,19 +39,8 @@ fn sasl_broker(extra: &[(&str, &str)]) -> Broker {
         config.broker.push(((*k).into(), (*v).into()));
     }
     let broker = Broker::start_with(config);
-    wait_for_bootstrap_users(&broker);
+    wait_for_bootstrap_users(&[&broker]);
     broker
-}
-
-fn wait_for_bootstrap_users(broker: &Broker) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !broker
-        .log_tail(400)
-        .contains("SASL bootstrap users are in place")
-    {
-        assert!(Instant::now() < deadline, "bootstrap users never created");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Records the errors librdkafka reports (authentication failures among them).
@@ -286,7 +275,7 @@ fn users_made_with_alter_user_scram_credentials_log_in_and_survive_a_restart() {
     assert!(!r.json.to_string().contains("alice-pw"));
 
     broker.restart();
-    wait_for_bootstrap_users(&broker);
+    wait_for_bootstrap_users(&[&broker]);
     assert_login_works(&broker, "SCRAM-SHA-256", "alice", "alice-pw");
     assert_login_works(&broker, "PLAIN", "alice", "alice-pw");
 
@@ -418,7 +407,7 @@ fn followers_log_in_to_a_sasl_listener_with_the_inter_broker_user() {
         .set("authorizer.class.name", "\"skein.StandardAuthorizer\"")
         .set("super.users", "\"User:admin;User:broker\"")
     });
-    wait_for_bootstrap_users_anywhere(&nodes);
+    wait_for_bootstrap_users(&nodes.iter().collect::<Vec<_>>());
     let bootstrap: Vec<String> = nodes.iter().map(Broker::bootstrap).collect();
     let client = client_config_at(
         &bootstrap.join(","),
@@ -430,16 +419,4 @@ fn followers_log_in_to_a_sasl_listener_with_the_inter_broker_user() {
         ],
     );
     assert_replicates_to_all(&client, 3, "replicated-over-sasl", 100);
-}
-
-/// The bootstrap users are written by whichever node is the active controller.
-fn wait_for_bootstrap_users_anywhere(nodes: &[Broker]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !nodes.iter().any(|n| {
-        n.log_tail(400)
-            .contains("SASL bootstrap users are in place")
-    }) {
-        assert!(Instant::now() < deadline, "bootstrap users never created");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

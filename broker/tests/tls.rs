@@ -21,7 +21,7 @@ use common::clients::{
     expect_delivered, payloads, produce_all, records,
 };
 use common::cluster::start_quorum;
-use common::{skein_bin, Broker, BrokerConfig};
+use common::{skein_bin, wait_for_bootstrap_users, Broker, BrokerConfig};
 
 /// A CA, and the files of the certificates it issues, in one temporary directory.
 struct Pki {
@@ -237,14 +237,7 @@ fn sasl_ssl_logs_in_over_tls() {
         &[],
         &["admin:admin-secret"],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !broker
-        .log_tail(400)
-        .contains("SASL bootstrap users are in place")
-    {
-        assert!(Instant::now() < deadline, "bootstrap users never created");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_bootstrap_users(&[&broker]);
     let login = |password: &str| {
         let mut config = ssl_client(&broker.bootstrap(), "sasl_ssl", &pki.ca_path, None);
         config

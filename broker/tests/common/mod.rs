@@ -531,6 +531,19 @@ enum SpawnError {
 
 /// The `skein` binary of this package, built by cargo for the integration tests;
 /// `SKEIN_TEST_BIN` overrides it (to test another build, e.g. target/release/skein).
+/// Waits until one of `brokers` (the active controller) has written the `[sasl]
+/// bootstrap_users: a login a moment before fails.
+pub fn wait_for_bootstrap_users(brokers: &[&Broker]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !brokers.iter().any(|b| {
+        b.log_tail(400)
+            .contains("SASL bootstrap users are in place")
+    }) {
+        assert!(Instant::now() < deadline, "bootstrap users never created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn skein_bin() -> PathBuf {
     match std::env::var_os("SKEIN_TEST_BIN") {
         Some(path) if !path.is_empty() => PathBuf::from(path),
