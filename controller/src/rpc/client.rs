@@ -118,7 +118,13 @@ impl RemoteClient {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "controller call attempt failed");
-                    last = Some(e);
+                    // A last attempt cut short by the call's deadline times out whatever the
+                    // voter would have said; the failure before it (a refused handshake, say)
+                    // is the one worth reporting.
+                    let cut_short = attempt < attempt_max && matches!(e, RpcError::Timeout { .. });
+                    if !cut_short || last.is_none() {
+                        last = Some(e);
+                    }
                     None
                 }
             };

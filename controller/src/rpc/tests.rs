@@ -446,6 +446,34 @@ fn with_a_cluster_secret_only_holders_get_an_answer() {
     });
 }
 
+/// A call that runs out of time says why the voters refused it, not that its last, cut-short
+/// attempt timed out: a node with the wrong secret must log "cluster secret" however slow the
+/// machine (CI once saw "did not answer within 1 ms" instead).
+#[test]
+fn a_refused_handshake_is_the_reason_given_when_the_call_runs_out_of_time() {
+    run(|| async {
+        let secret = ClusterSecret::new(b"the cluster's own secret").unwrap();
+        let ScriptedServers {
+            servers,
+            active,
+            mut addrs,
+        } = secured_servers(&[1], InternalGuard::secret(Some(secret)));
+        active[0].set(true);
+        // Node 2 accepts connections (the kernel's backlog) and never says a word.
+        let (_silent, silent_addr) = listener();
+        addrs.push((NodeId(2), silent_addr));
+        let wrong = ClusterSecret::new(b"somebody else's secret").unwrap();
+        let outsider = RemoteClient::new(8, addrs, InternalGuard::secret(Some(wrong)));
+        let err = outsider
+            .call(allocate(1), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RpcError::NoController { .. }), "{err}");
+        assert!(err.to_string().contains("cluster secret"), "{err}");
+        drop(servers);
+    });
+}
+
 /// A node's TLS: its certificate (for 127.0.0.1) from `issuer`, trusting `trusted`.
 fn tls_guard(
     dir: &std::path::Path,
