@@ -33,6 +33,9 @@ pub const PRODUCER_IDS_PER_BLOCK: i64 = 1000;
 /// never starts one cannot hold a TLS session's buffers. (A connection idle after its handshake
 /// stays open: `connections.max.idle.ms` is not built.)
 pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Requests a connection reads ahead of the one being handled. Each may be as large as
+/// `socket.request.max.bytes`, so this multiplies a connection's worst-case memory.
+pub const REQUESTS_READ_AHEAD: u64 = 1;
 /// Topic name length limit, as Kafka's.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 

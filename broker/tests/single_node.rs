@@ -26,7 +26,7 @@ use common::clients::{
     block_on, client_config, create_topics, expect_delivered, new_producer, produce_all,
     wait_for_topic, WAIT,
 };
-use common::raw::{encode_request, record_batch, roundtrip, write_frame};
+use common::raw::{encode_request, read_response, record_batch, roundtrip, write_frame};
 use common::{Broker, BrokerConfig};
 
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
@@ -780,6 +780,74 @@ fn garbage_on_raw_connections_does_not_disturb_other_clients() {
         "ApiVersions after the garbage"
     );
     broker.assert_running();
+}
+
+/// A client may send requests without waiting for answers (librdkafka keeps several on the
+/// wire): they are handled in the order sent and answered in that order, and the ones sent
+/// before a bad frame are all handled and answered before the connection closes.
+#[test]
+fn pipelined_requests_are_handled_and_answered_in_order() {
+    const TOPIC: &str = "pipelined";
+    const PRODUCES: i32 = 12;
+    let broker = Broker::start();
+    create_topics(&broker, &[(TOPIC, 1)]);
+    wait_for_topic(&broker, TOPIC, 1);
+    let mut stream = common::raw_connect(&broker);
+    // Large enough that several are read while one is still being appended.
+    let values: Vec<Vec<u8>> = (0..64).map(|i| vec![b'a' + (i % 26) as u8; 4096]).collect();
+    let mut sent = Vec::new();
+    for i in 1..=PRODUCES {
+        let request = produce_request(TOPIC, 0, record_batch(&values));
+        sent.extend_from_slice(&frame(&encode_request(ApiKey::Produce, 9, i, &request)));
+    }
+    let versions = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("skein-test"))
+        .with_client_software_version(StrBytes::from_static_str("0.1"));
+    sent.extend_from_slice(&frame(&encode_request(
+        ApiKey::ApiVersions,
+        3,
+        PRODUCES + 1,
+        &versions,
+    )));
+    // Then a frame size far beyond socket.request.max.bytes.
+    sent.extend_from_slice(&0x7fff_fff0_i32.to_be_bytes());
+    stream
+        .write_all(&sent)
+        .expect("write the pipelined requests");
+
+    for i in 1..=PRODUCES {
+        let (correlation_id, response): (i32, ProduceResponse) =
+            read_response(&mut stream, ApiKey::Produce, 9);
+        assert_eq!(correlation_id, i, "answers come in the order sent");
+        let part = &response.responses[0].partition_responses[0];
+        assert_eq!(part.error_code, 0, "{response:?}");
+        assert_eq!(
+            part.base_offset,
+            i64::from(i - 1) * values.len() as i64,
+            "handled in the order sent"
+        );
+    }
+    let (correlation_id, response): (i32, ApiVersionsResponse) =
+        read_response(&mut stream, ApiKey::ApiVersions, 3);
+    assert_eq!((correlation_id, response.error_code), (PRODUCES + 1, 0));
+    assert_closed(&mut stream, "oversized frame after pipelined requests");
+    let consumer = new_consumer(&broker);
+    let records = consume(
+        &consumer,
+        &[(TOPIC, 0)],
+        Offset::Beginning,
+        PRODUCES as usize * values.len(),
+    );
+    for (offset, record) in records.iter().enumerate() {
+        assert_eq!(record.offset(), offset as i64);
+        assert_eq!(record.payload(), Some(&values[offset % values.len()][..]));
+    }
+}
+
+/// A request body with its size prefix.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let size = i32::try_from(body.len()).expect("frame size");
+    [&size.to_be_bytes()[..], body].concat()
 }
 
 /// The broker must close the connection (EOF or reset) within the read timeout.

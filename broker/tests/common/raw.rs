@@ -108,6 +108,19 @@ pub fn try_roundtrip<Req: Encodable, Resp: Decodable>(
     Resp::decode(&mut body, version).map_err(|e| format!("response body: {e}"))
 }
 
+/// Reads one response to an `api_key` request of `version`: its correlation id and body.
+pub fn read_response<Resp: Decodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+) -> (i32, Resp) {
+    let mut body = read_frame(stream).expect("the broker closed the connection");
+    let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
+        .expect("response header");
+    let response = Resp::decode(&mut body, version).expect("response body");
+    (header.correlation_id, response)
+}
+
 /// One uncompressed RecordBatch v2 of keyless records with these values, stamped now, as a
 /// plain (non-idempotent) producer sends it.
 pub fn record_batch<V: AsRef<[u8]>>(values: &[V]) -> Bytes {
