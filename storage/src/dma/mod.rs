@@ -1,7 +1,7 @@
 //! Direct-I/O file helpers over glommio's `DmaFile` (per shard: files and buffers are `!Send`).
 //!
-//! Everything that touches alignment lives here. There is no `unsafe` in this crate; if some is
-//! ever needed for I/O it goes in this module with a `// SAFETY:` comment.
+//! Everything that touches alignment lives here. The crate's only `unsafe` is here, each with a
+//! `// SAFETY:` comment (a statfs call).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -288,6 +288,25 @@ pub(crate) async fn probe_device(dir: &Path) -> Result<()> {
     remove_if_exists(&path).await?;
     PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Whether `dir` is on tmpfs, where "direct" I/O is buffered copying into shmem pages: there,
+/// preallocating a segment step zero-fills its pages up front (32 MiB: ~30 ms that an append
+/// waits on), and the writes fill them all over again.
+pub(crate) fn on_tmpfs(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid, owned `statfs` to write into.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    let magic = fs.f_type as i64;
+    magic == libc::TMPFS_MAGIC as i64
 }
 
 /// A direct-I/O file shared by the writer and the readers of one segment.

@@ -443,7 +443,8 @@ impl Inner {
     }
 
     /// Preallocates the segment file ahead of a write ending at `end_size` (see
-    /// `FALLOCATE_STEP_BYTES`). Filesystems without fallocate just get extending writes.
+    /// `FALLOCATE_STEP_BYTES`). Filesystems without fallocate, and tmpfs, just get extending
+    /// writes.
     async fn ensure_allocated(
         &self,
         seg: &Segment,
@@ -452,7 +453,7 @@ impl Inner {
     ) -> Result<()> {
         let need = dma::align_up(end_size);
         let allocated = seg.st.borrow().allocated_size;
-        if need <= allocated {
+        if need <= allocated || !self.preallocate {
             return Ok(());
         }
         let segment_bytes = dma::align_up(self.config.borrow().segment_bytes);

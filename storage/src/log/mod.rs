@@ -182,6 +182,8 @@ pub(crate) struct Inner {
     pub admin_lock: Semaphore,
     pub checkpoint_lock: Semaphore,
     pub cleaner: RefCell<compaction::CleanerState>,
+    /// Segment files are preallocated ahead of the writer (not on tmpfs: `dma::on_tmpfs`).
+    pub preallocate: bool,
 }
 
 /// One partition's log. See the module docs for the concurrency model.

@@ -164,6 +164,7 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         admin_lock: Semaphore::new(1),
         checkpoint_lock: Semaphore::new(1),
         cleaner: RefCell::new(super::compaction::load_checkpoint(dir).await?),
+        preallocate: !dma::on_tmpfs(dir),
     };
     if inner.state.borrow().leader_epochs_dirty {
         inner.store_leader_epochs().await?;

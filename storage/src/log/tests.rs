@@ -10,6 +10,7 @@ use glommio::LocalExecutorBuilder;
 use super::*;
 use crate::batch::build_batch;
 use crate::config::{CleanupPolicy, FlushPolicy};
+use crate::dma;
 
 pub(crate) fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     LocalExecutorBuilder::default().make().unwrap().run(f());
@@ -82,6 +83,47 @@ fn append_then_read_back_from_cache_and_disk() {
         assert_eq!(read_all(&log, 0).await, expected);
         assert_eq!(log.latest_leader_epoch(), Some(LeaderEpoch(7)));
         let _ = FlushPolicy::Fsync;
+    });
+}
+
+/// The active segment's file is preallocated a step ahead on a disk filesystem, and not on
+/// tmpfs (where that would zero-fill 32 MiB of pages while an append waits); both read back.
+#[test]
+fn segments_are_preallocated_except_on_tmpfs() {
+    let disk = temp_dir();
+    // /dev/shm is tmpfs on every Linux this runs on; `on_tmpfs` says if it is not.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    assert!(
+        dma::on_tmpfs(shm.path()),
+        "/dev/shm is not tmpfs on this machine"
+    );
+    assert!(!dma::on_tmpfs(disk.path()));
+    let dirs = [disk.path().to_path_buf(), shm.path().to_path_buf()];
+    run(move || async move {
+        for (dir, preallocated) in dirs.iter().zip([true, false]) {
+            let config = LogConfig {
+                segment_bytes: 1 << 30,
+                ..LogConfig::default()
+            };
+            let log = open(dir, config).await;
+            let batch = build_batch(0, 4, 1000, &[9u8; 10_000]);
+            assert_eq!(
+                log.append(Bytes::from(batch.clone()), 1)
+                    .await
+                    .unwrap()
+                    .first_offset,
+                0
+            );
+            let (path, size) = active_file(&log);
+            let file_bytes = std::fs::metadata(&path).unwrap().len();
+            if preallocated {
+                assert_eq!(file_bytes, crate::limits::FALLOCATE_STEP_BYTES, "{dir:?}");
+            } else {
+                assert_eq!(file_bytes, dma::align_up(size), "{dir:?}");
+            }
+            assert_eq!(read_all(&log, 0).await, stamped(batch, 0, 1));
+            log.close().await.unwrap();
+        }
     });
 }
 
