@@ -304,9 +304,13 @@ pub(crate) fn on_tmpfs(dir: &Path) -> bool {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
         return false;
     }
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
-    let magic = fs.f_type as i64;
-    magic == libc::TMPFS_MAGIC as i64
+    is_tmpfs_magic(fs.f_type)
+}
+
+// f_type's and TMPFS_MAGIC's widths differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn is_tmpfs_magic(f_type: libc::__fsword_t) -> bool {
+    f_type as i64 == libc::TMPFS_MAGIC as i64
 }
 
 /// A direct-I/O file shared by the writer and the readers of one segment.
