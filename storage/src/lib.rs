@@ -25,6 +25,7 @@ mod segment;
 mod tail_cache;
 
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
+pub use dma::filesystem_magic;
 pub use error::{CorruptKind, StorageError};
 pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, PRODUCER_BATCHES_RETAINED};
 pub use log::{

@@ -108,22 +108,16 @@ fn aligned_block(buf: &mut [u8]) -> Result<&mut [u8], String> {
 
 /// statfs (the filesystem's type) and statvfs (its free space) of `dir`.
 pub fn filesystem(dir: &Path) -> Result<Filesystem, String> {
+    let magic = skein_storage::filesystem_magic(dir).map_err(|e| format!("statfs: {e}"))?;
     let c_path = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: all-zero bytes are a valid statfs/statvfs (plain integers).
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a valid, owned statfs to write into.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
-        return Err(format!("statfs: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: as above.
+    // SAFETY: all-zero bytes are a valid statvfs (plain integers).
     let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a valid, owned statvfs to write into.
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut vfs) } != 0 {
         return Err(format!("statvfs: {}", std::io::Error::last_os_error()));
     }
     Ok(Filesystem {
-        #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
-        magic: fs.f_type as i64,
+        magic,
         available_bytes: vfs.f_bavail.saturating_mul(vfs.f_frsize),
         total_bytes: vfs.f_blocks.saturating_mul(vfs.f_frsize),
     })

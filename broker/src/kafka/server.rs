@@ -1,8 +1,7 @@
 //! Accepts Kafka connections on this shard's SO_REUSEPORT listener and serves each one: requests
 //! are handled and answered strictly in order, as Kafka does per connection (the next one is
-//! read while one is handled). One bad
-//! client only ever loses its own connection. On an SSL or SASL_SSL listener the TLS handshake
-//! runs here, on the shard, before the first request.
+//! read while one is handled). One bad client only ever loses its own connection. On an SSL or
+//! SASL_SSL listener the TLS handshake runs here, on the shard, before the first request.
 
 use std::net::SocketAddr;
 use std::rc::Rc;

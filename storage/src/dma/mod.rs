@@ -290,27 +290,28 @@ pub(crate) async fn probe_device(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `dir` is on tmpfs, where "direct" I/O is buffered copying into shmem pages: there,
-/// preallocating a segment step zero-fills its pages up front (32 MiB: ~30 ms that an append
-/// waits on), and the writes fill them all over again.
-pub(crate) fn on_tmpfs(dir: &Path) -> bool {
+/// The statfs `f_type` magic of the filesystem `dir` is on (0x01021994 for tmpfs).
+pub fn filesystem_magic(dir: &Path) -> io::Result<i64> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: all-zero bytes are a valid `statfs` (plain integers).
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: a NUL-terminated path and a valid, owned `statfs` to write into.
     if unsafe { libc::statfs(c_path.as_ptr(), &mut fs) } != 0 {
-        return false;
+        return Err(io::Error::last_os_error());
     }
-    is_tmpfs_magic(fs.f_type)
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    Ok(fs.f_type as i64)
 }
 
-// f_type's and TMPFS_MAGIC's widths differ between architectures.
-#[allow(clippy::unnecessary_cast)]
-fn is_tmpfs_magic(f_type: libc::__fsword_t) -> bool {
-    f_type as i64 == libc::TMPFS_MAGIC as i64
+/// Whether `dir` is on tmpfs, where "direct" I/O is buffered copying into shmem pages: there,
+/// preallocating a segment step zero-fills its pages up front (32 MiB: ~30 ms that an append
+/// waits on), and the writes fill them all over again.
+pub(crate) fn on_tmpfs(dir: &Path) -> bool {
+    #[allow(clippy::unnecessary_cast)] // TMPFS_MAGIC's width differs between architectures
+    let tmpfs = libc::TMPFS_MAGIC as i64;
+    filesystem_magic(dir).is_ok_and(|magic| magic == tmpfs)
 }
 
 /// A direct-I/O file shared by the writer and the readers of one segment.
