@@ -529,10 +529,8 @@ enum SpawnError {
     Failed(String),
 }
 
-/// The `skein` binary of this package, built by cargo for the integration tests;
-/// `SKEIN_TEST_BIN` overrides it (to test another build, e.g. target/release/skein).
-/// Waits until one of `brokers` (the active controller) has written the `[sasl]
-/// bootstrap_users: a login a moment before fails.
+/// Waits until one of `brokers` (the active controller) has created the `[sasl]
+/// bootstrap_users`: a login a moment before fails.
 pub fn wait_for_bootstrap_users(brokers: &[&Broker]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !brokers.iter().any(|b| {
@@ -544,6 +542,8 @@ pub fn wait_for_bootstrap_users(brokers: &[&Broker]) {
     }
 }
 
+/// The `skein` binary of this package, built by cargo for the integration tests;
+/// `SKEIN_TEST_BIN` overrides it (to test another build, e.g. target/release/skein).
 pub fn skein_bin() -> PathBuf {
     match std::env::var_os("SKEIN_TEST_BIN") {
         Some(path) if !path.is_empty() => PathBuf::from(path),
