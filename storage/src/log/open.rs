@@ -109,6 +109,13 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         dir_changes = 1;
     }
     if clean {
+        // The clean close wrote the active segment's index files; appends make them stale.
+        // Once the segment is rolled, index files mean "sealed and final" (recovery trusts
+        // them), so stale ones must not outlive this open.
+        if let Some(active) = segments.last() {
+            dma::remove_if_exists(&active.index_path).await?;
+            dma::remove_if_exists(&active.time_index_path).await?;
+        }
         // From here on a crash must trigger recovery again.
         dma::remove_if_exists(&marker).await?;
         dma::sync_dir(dir).await?;

@@ -443,6 +443,73 @@ fn clean_shutdown_skips_the_scan_and_keeps_everything() {
 }
 
 #[test]
+fn a_segment_rolled_after_a_clean_restart_is_not_trusted_by_its_old_index() {
+    // The clean close writes the active segment's index files. If they were still there when
+    // that segment, appended to after the restart and rolled, is cut off by a crash before its
+    // seal made it final (exact size, fresh index files), recovery would take them for a
+    // finished seal and the preallocated file length for the segment's size.
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            segment_bytes: 16 << 10,
+            ..small_config()
+        };
+        let log = open(&path, config.clone()).await;
+        let mut expected = Vec::new();
+        // An idempotent producer's batches: opening replays them from the last producer
+        // snapshot, reading each segment up to its size.
+        let mut next = |i: i64| {
+            let b = crate::batch::build_producer_batch(0, 1, i, &[i as u8; 1000], 7, 0, i as i32);
+            expected.extend(stamped(b.clone(), i, 0));
+            Bytes::from(b)
+        };
+        for i in 0..3 {
+            let _ = log.append(next(i), 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+        let log = open(&path, config.clone()).await;
+        let first = crate::segment::file_name(0, "log");
+        let index_files =
+            ["index", "timeindex"].map(|ext| path.join(crate::segment::file_name(0, ext)));
+        let mut i = 3;
+        loop {
+            // What is on disk beside the segment just before the append that rolls it.
+            let before: Vec<Option<Vec<u8>>> =
+                index_files.iter().map(|p| std::fs::read(p).ok()).collect();
+            let _ = log.append(next(i), 0).await.unwrap();
+            i += 1;
+            if log.segment_count() > 1 {
+                // A crash inside the roll's seal, before its truncate: the index files as they
+                // were, no producer snapshot at the roll, the file still at its preallocated
+                // length.
+                let _ =
+                    std::fs::remove_file(path.join(crate::segment::file_name(i - 1, "snapshot")));
+                for (p, content) in index_files.iter().zip(before) {
+                    match content {
+                        Some(bytes) => std::fs::write(p, bytes).unwrap(),
+                        None => {
+                            let _ = std::fs::remove_file(p);
+                        }
+                    }
+                }
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path.join(&first))
+                    .unwrap();
+                let len = f.metadata().unwrap().len();
+                f.set_len(len + (32 << 10)).unwrap();
+                break;
+            }
+        }
+        drop(log);
+        let log = open(&path, config).await;
+        assert_eq!(log.log_end_offset(), i);
+        assert_eq!(read_all(&log, 0).await, expected);
+    });
+}
+
+#[test]
 fn reads_respect_max_bytes_and_the_upper_bound() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
