@@ -11,9 +11,9 @@
 # one at a time, dd's own access pattern). Prints one line per round and the median.
 set -euo pipefail
 SCRIPT_NAME=append-vs-dd
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=perf/scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root=$PERF_ROOT
 
 rounds=5
 dir=$root/target/bench-tmp
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$dir"
 ddfile=$(mktemp "$dir/dd.XXXXXX")
-trap 'rm -f "$ddfile"' EXIT
+_DIRS+=("$ddfile")
 ulimit -l unlimited 2>/dev/null || true
 
 log "building the storage bench"
