@@ -177,7 +177,15 @@ fn acls_decide_who_may_produce_consume_and_see_topics() {
     create_topics(&broker, &["orders", "logs-app"]);
 
     // No ACLs: alice sees nothing and may do nothing; the super user may do everything.
-    assert!(listed_topics(&broker, ADMIN).contains(&"orders".to_string()));
+    // CreateTopics answers once the topics are visible on the shard that served it; the
+    // metadata request may land on the other shard, which follows a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = listed_topics(&broker, ADMIN);
+    while !seen.iter().any(|t| t == "orders") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        seen = listed_topics(&broker, ADMIN);
+    }
+    assert!(seen.iter().any(|t| t == "orders"), "{seen:?}");
     let seen = listed_topics(&broker, ALICE);
     assert!(!seen.iter().any(|t| t == "orders"), "{seen:?}");
     let e = produce_as(&broker, ALICE, "orders").expect_err("alice produced without an ACL");
