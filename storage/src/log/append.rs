@@ -457,7 +457,11 @@ impl Inner {
             return Ok(());
         }
         let segment_bytes = dma::align_up(self.config.borrow().segment_bytes);
-        let target = need.max(allocated + FALLOCATE_STEP_BYTES.min(segment_bytes));
+        // A recovered segment's allocated size is its data size, rarely aligned; keep the
+        // file's length on the direct-I/O alignment anyway.
+        let target = need.max(dma::align_up(
+            allocated + FALLOCATE_STEP_BYTES.min(segment_bytes),
+        ));
         let mut granted = target;
         let mut result = file.pre_allocate(target, false).await;
         if result.is_err() && target > need {

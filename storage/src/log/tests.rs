@@ -105,7 +105,7 @@ fn segments_are_preallocated_except_on_tmpfs() {
                 segment_bytes: 1 << 30,
                 ..LogConfig::default()
             };
-            let log = open(dir, config).await;
+            let log = open(dir, config.clone()).await;
             let batch = build_batch(0, 4, 1000, &[9u8; 10_000]);
             assert_eq!(
                 log.append(Bytes::from(batch.clone()), 1)
@@ -121,7 +121,36 @@ fn segments_are_preallocated_except_on_tmpfs() {
             } else {
                 assert_eq!(file_bytes, dma::align_up(size), "{dir:?}");
             }
-            assert_eq!(read_all(&log, 0).await, stamped(batch, 0, 1));
+            assert_eq!(read_all(&log, 0).await, stamped(batch.clone(), 0, 1));
+            log.close().await.unwrap();
+            // Reopened, the segment's allocation starts from its (unaligned) data size; the
+            // next step still ends on the direct-I/O alignment.
+            let log = open(dir, config).await;
+            let (_, reopened_size) = active_file(&log);
+            assert_ne!(
+                reopened_size % crate::limits::DMA_ALIGNMENT_BYTES,
+                0,
+                "the test wants an odd size"
+            );
+            let second = log.append(Bytes::from(batch.clone()), 1).await.unwrap();
+            assert_eq!(second.first_offset, 4);
+            let file_bytes = std::fs::metadata(&path).unwrap().len();
+            if preallocated {
+                assert_eq!(
+                    file_bytes,
+                    dma::align_up(reopened_size + crate::limits::FALLOCATE_STEP_BYTES),
+                    "{dir:?}"
+                );
+            } else {
+                assert_eq!(
+                    file_bytes % crate::limits::DMA_ALIGNMENT_BYTES,
+                    0,
+                    "{dir:?}: {file_bytes}"
+                );
+            }
+            let mut both = stamped(batch.clone(), 0, 1);
+            both.extend_from_slice(&stamped(batch, 4, 1));
+            assert_eq!(read_all(&log, 0).await, both);
             log.close().await.unwrap();
         }
     });
