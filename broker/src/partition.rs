@@ -71,6 +71,8 @@ pub struct ReadSpec {
     pub replica_id: i32,
     /// The epoch of the follower's last fetched batch (-1: unknown); checked for divergence.
     pub last_fetched_epoch: i32,
+    /// Answer errors and offsets without reading records: the fetch's byte budget is spent.
+    pub offsets_only: bool,
 }
 
 impl ReadSpec {
@@ -483,6 +485,13 @@ impl Partition {
             // Between the HW and the log end a consumer just waits (Kafka's answer): a new
             // leader's HW can trail what the old one showed until its followers report in.
             if spec.fetch_offset > self.log.log_end_offset() {
+                out.error = Some(ResponseError::OffsetOutOfRange);
+            }
+            return out;
+        }
+        if spec.offsets_only {
+            // The range check the log read would make.
+            if spec.fetch_offset < log_start_offset {
                 out.error = Some(ResponseError::OffsetOutOfRange);
             }
             return out;

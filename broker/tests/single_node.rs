@@ -11,9 +11,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
+    ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -780,6 +782,135 @@ fn garbage_on_raw_connections_does_not_disturb_other_clients() {
         "ApiVersions after the garbage"
     );
     broker.assert_running();
+}
+
+/// Fetch v12 of `partitions` (all from offset 0) with `max_bytes` and `partition_max_bytes`:
+/// per partition, (error code, high watermark, base offsets of the batches returned).
+fn raw_fetch(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    topic: &str,
+    partitions: &[i32],
+    max_bytes: i32,
+    partition_max_bytes: i32,
+) -> Vec<(i16, i64, Vec<i64>)> {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(0)
+                            .with_log_start_offset(-1)
+                            .with_current_leader_epoch(-1)
+                            .with_partition_max_bytes(partition_max_bytes)
+                    })
+                    .collect(),
+            )]);
+    let response: FetchResponse = roundtrip(stream, ApiKey::Fetch, 12, correlation_id, &request);
+    let parts = &response.responses[0].partitions;
+    assert_eq!(parts.len(), partitions.len(), "{response:?}");
+    parts
+        .iter()
+        .zip(partitions)
+        .map(|(part, &p)| {
+            assert_eq!(part.partition_index, p, "answered in request order");
+            let mut records = part.records.clone().unwrap_or_default();
+            let mut bases = Vec::new();
+            // A batch: base offset (8 bytes), length of the rest (4), the rest.
+            while records.len() >= 12 {
+                let base = i64::from_be_bytes(records[..8].try_into().expect("8 bytes"));
+                let len = u32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
+                let batch = records.split_to(12 + len as usize);
+                assert_eq!(batch.len(), 12 + len as usize, "whole batches only");
+                bases.push(base);
+            }
+            assert!(records.is_empty(), "whole batches only");
+            (part.error_code, part.high_watermark, bases)
+        })
+        .collect()
+}
+
+/// Fetch's `max_bytes` spans the partitions in request order (Kafka's rule, KIP-74): an empty
+/// partition leaves the budget to the ones after it, the first batch found comes back whole
+/// even past the budget, a partition whose next batch no longer fits gets no records, and
+/// every partition still reports its high watermark.
+#[test]
+fn fetch_max_bytes_spans_partitions_in_request_order() {
+    const TOPIC: &str = "fetch-budget";
+    let broker = Broker::start();
+    create_topics(&broker, &[(TOPIC, 4)]);
+    wait_for_topic(&broker, TOPIC, 4);
+    let mut stream = common::raw_connect(&broker);
+    // Partitions 1-3 get three one-record batches (offsets 0, 1, 2); 0 stays empty.
+    let batch = record_batch(&[vec![b'v'; 6000]]);
+    let mut correlation_id = 0;
+    for partition in 1..4 {
+        for offset in 0..3 {
+            correlation_id += 1;
+            let request = produce_request(TOPIC, partition, batch.clone());
+            let response: ProduceResponse =
+                roundtrip(&mut stream, ApiKey::Produce, 9, correlation_id, &request);
+            let part = &response.responses[0].partition_responses[0];
+            assert_eq!(
+                (part.error_code, part.base_offset),
+                (0, offset),
+                "{response:?}"
+            );
+        }
+    }
+    let batch_bytes = batch.len() as i32;
+    let all = [0, 1, 2, 3];
+    let fetch = |stream: &mut TcpStream, id, max_bytes, partition_max_bytes| {
+        raw_fetch(stream, id, TOPIC, &all, max_bytes, partition_max_bytes)
+    };
+    // Room for one batch of each of two partitions and part of a third: partition 0 has
+    // nothing, 1 and 2 one batch each (two exceed the partition limit), 3's does not fit.
+    let got = fetch(
+        &mut stream,
+        100,
+        2 * batch_bytes + batch_bytes / 2,
+        batch_bytes + 100,
+    );
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, vec![]),
+            (0, 3, vec![0]),
+            (0, 3, vec![0]),
+            (0, 3, vec![])
+        ]
+    );
+    // Everything fits: every batch of every partition.
+    let got = fetch(&mut stream, 101, 10 << 20, 1 << 20);
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, vec![]),
+            (0, 3, vec![0, 1, 2]),
+            (0, 3, vec![0, 1, 2]),
+            (0, 3, vec![0, 1, 2])
+        ]
+    );
+    // A budget of 0 bytes still returns the first batch found, and only that.
+    let got = fetch(&mut stream, 102, 0, 1 << 20);
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, vec![]),
+            (0, 3, vec![0]),
+            (0, 3, vec![]),
+            (0, 3, vec![])
+        ]
+    );
 }
 
 /// A client may send requests without waiting for answers (librdkafka keeps several on the

@@ -1,7 +1,8 @@
-//! Fetch: reads every requested partition on its owner in parallel, long-polls until
-//! `min_bytes` are there or `max_wait_ms` passes, and frames the answer around the stored batch
-//! bytes without copying them. Fetch sessions (KIP-227) are declined with session id 0, which
-//! makes clients send full requests; that is allowed by the protocol.
+//! Fetch: reads the requested partitions on their owners in parallel (not much more than
+//! `max_bytes` can carry), long-polls until `min_bytes` are there or `max_wait_ms` passes, and
+//! frames the answer around the stored batch bytes without copying them. Fetch sessions
+//! (KIP-227) are declined with session id 0, which makes clients send full requests; that is
+//! allowed by the protocol.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,7 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
                             } else {
                                 -1
                             },
+                            offsets_only: false,
                         },
                     })
                     .collect(),
@@ -131,7 +133,7 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
         usize::MAX
     };
     loop {
-        let reads = read_all(ctx, &topics).await;
+        let reads = read_all(ctx, &topics, max_bytes).await;
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads
             .iter()
@@ -158,22 +160,93 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
     }
 }
 
-async fn read_all(ctx: &RequestCtx, topics: &[TopicWanted]) -> Vec<PartitionRead<FetchChunk>> {
-    let work = topics.iter().flat_map(|t| {
-        t.parts.iter().map(move |w| {
-            let shard = ctx.shard.clone();
-            let tp = w.tp.clone();
-            let spec = w.spec;
-            let unknown = t.unknown_error;
-            async move {
-                match tp {
-                    Some(tp) => shard.read(tp, spec).await,
-                    None => PartitionRead::error(unknown),
-                }
-            }
-        })
+/// Reads every wanted partition without reading much more than the response can carry. Kafka
+/// reads them one after another, each with what is left of `max_bytes`; here they are read in
+/// parallel rounds. Each round grants, in request order, every partition not yet read its
+/// `partition_max_bytes` out of what is left, until nothing is; a later round gives what reads
+/// that came back short left over to the partitions after them. Those still unread when the
+/// budget is spent answer errors and offsets only (Kafka's answer past the budget too).
+async fn read_all(
+    ctx: &RequestCtx,
+    topics: &[TopicWanted],
+    max_bytes: usize,
+) -> Vec<PartitionRead<FetchChunk>> {
+    let wanted: Vec<(&Wanted, ResponseError)> = topics
+        .iter()
+        .flat_map(|t| t.parts.iter().map(move |w| (w, t.unknown_error)))
+        .collect();
+    let asks: Vec<usize> = wanted.iter().map(|(w, _)| w.spec.max_bytes).collect();
+    let mut reads: Vec<Option<PartitionRead<FetchChunk>>> =
+        std::iter::repeat_with(|| None).take(wanted.len()).collect();
+    // KIP-74: even `max_bytes` 0 gets the first batch found, so the budget is at least a byte.
+    let budget = max_bytes.max(1);
+    let mut read_bytes = 0usize;
+    loop {
+        let done: Vec<bool> = reads.iter().map(Option::is_some).collect();
+        let grants = plan_round(&asks, &done, budget.saturating_sub(read_bytes));
+        if grants.is_empty() {
+            break;
+        }
+        let round = grants.iter().map(|&(i, granted)| {
+            let (w, unknown) = wanted[i];
+            read_one(ctx, w, unknown, granted, false)
+        });
+        for ((i, _), r) in grants.iter().zip(join_all(round).await) {
+            read_bytes += r.bytes();
+            reads[*i] = Some(r);
+        }
+    }
+    let rest = reads.iter().enumerate().filter(|(_, r)| r.is_none());
+    let rest: Vec<usize> = rest.map(|(i, _)| i).collect();
+    let offsets = rest.iter().map(|&i| {
+        let (w, unknown) = wanted[i];
+        read_one(ctx, w, unknown, 0, true)
     });
-    join_all(work).await
+    for (i, r) in rest.iter().zip(join_all(offsets).await) {
+        reads[*i] = Some(r);
+    }
+    reads
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| PartitionRead::error(ResponseError::UnknownServerError)))
+        .collect()
+}
+
+async fn read_one(
+    ctx: &RequestCtx,
+    w: &Wanted,
+    unknown: ResponseError,
+    max_bytes: usize,
+    offsets_only: bool,
+) -> PartitionRead<FetchChunk> {
+    match &w.tp {
+        Some(tp) => {
+            let spec = ReadSpec {
+                max_bytes,
+                offsets_only,
+                ..w.spec
+            };
+            ctx.shard.read(tp.clone(), spec).await
+        }
+        None => PartitionRead::error(unknown),
+    }
+}
+
+/// One round of [`read_all`]: (index, bytes granted) for the partitions not `done`, in order,
+/// each granted its ask out of `left` while anything is left.
+fn plan_round(asks: &[usize], done: &[bool], mut left: usize) -> Vec<(usize, usize)> {
+    let mut grants = Vec::new();
+    for (i, &ask) in asks.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        if done[i] {
+            continue;
+        }
+        let granted = ask.min(left);
+        left -= granted;
+        grants.push((i, granted));
+    }
+    grants
 }
 
 fn respond(
@@ -260,5 +333,29 @@ fn frame(ctx: &RequestCtx, desc: FetchResponseDesc<FetchChunk>) -> Reply {
             tracing::error!(version = ctx.version(), error = %e, "encoding a fetch response failed");
             Reply::Close
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_round;
+
+    #[test]
+    fn a_round_grants_asks_in_order_until_the_budget_is_spent() {
+        let asks = [8, 8, 8, 8];
+        // 20 bytes: two whole asks, then the 4 left, then nothing.
+        assert_eq!(
+            plan_round(&asks, &[false; 4], 20),
+            vec![(0, 8), (1, 8), (2, 4)]
+        );
+        // Partitions already read are skipped; what is left goes to the next ones.
+        assert_eq!(
+            plan_round(&asks, &[true, true, false, false], 10),
+            vec![(2, 8), (3, 2)]
+        );
+        assert_eq!(plan_round(&asks, &[false; 4], 0), vec![]);
+        assert_eq!(plan_round(&asks, &[true; 4], 100), vec![]);
+        // An ask of 0 is still read (the first batch found comes back whole).
+        assert_eq!(plan_round(&[0, 8], &[false; 2], 4), vec![(0, 0), (1, 4)]);
     }
 }
