@@ -285,7 +285,10 @@ impl SegmentState {
 
 fn new_chunk(file_pos: u64, min_bytes: usize) -> Chunk {
     assert_eq!(file_pos % DMA_ALIGNMENT_BYTES, 0);
-    let cap = align_up(min_bytes as u64).max(WRITE_BEHIND_CHUNK_BYTES as u64) as usize;
+    // A power of two: glommio's arena is a buddy allocator, so the block is that size anyway.
+    let cap = align_up(min_bytes as u64)
+        .max(WRITE_BEHIND_CHUNK_BYTES as u64)
+        .next_power_of_two() as usize;
     Chunk {
         buf: glommio::allocate_dma_buffer(cap),
         file_pos,

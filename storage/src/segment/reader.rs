@@ -65,6 +65,7 @@ pub(crate) async fn locate(
             return Ok(None);
         }
         let want = (readable_size - pos).min(window_hint.max(READ_WINDOW_BYTES_MIN) as u64);
+        let want = dma::buddy_fit_len(pos, want as usize, 0) as u64;
         let window = dma::read(file, path, pos, want as usize).await?;
         if (window.len() as u64) < want {
             return Err(StorageError::io(
@@ -175,6 +176,7 @@ pub(crate) async fn read_batches(
     // The first batch runs past the window: read again from its start.
     let start = loc.window_pos + loc.at as u64;
     let want = (readable_size - start).min(loc.peek.size.max(max_bytes) as u64) as usize;
+    let want = dma::buddy_fit_len(start, want, loc.peek.size);
     let buf = dma::read(file, path, start, want).await?;
     match collect(&buf, 0, buf.len(), max_bytes, upper_bound) {
         Some((len, next_offset)) => Ok(Some(DiskRead {
