@@ -88,6 +88,8 @@ pub struct PartitionRead<C> {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// Where the log ended when read (not sent to clients: a waiting fetch watches it).
+    pub log_end_offset: i64,
     /// For a follower whose log diverged: the largest epoch both share, and where it ends here.
     pub diverging_epoch: Option<(i32, i64)>,
     pub chunks: Vec<C>,
@@ -100,6 +102,7 @@ impl<C> PartitionRead<C> {
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,
+            log_end_offset: -1,
             diverging_epoch: None,
             chunks: Vec::new(),
         }
@@ -112,6 +115,7 @@ impl<C> PartitionRead<C> {
             high_watermark: self.high_watermark,
             last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
             diverging_epoch: self.diverging_epoch,
             chunks: self.chunks.into_iter().map(f).collect(),
         }
@@ -448,6 +452,7 @@ impl Partition {
             high_watermark: self.log.high_watermark(),
             last_stable_offset: self.log.high_watermark(),
             log_start_offset,
+            log_end_offset: self.log.log_end_offset(),
             diverging_epoch: None,
             chunks: Vec::new(),
         };

@@ -784,20 +784,18 @@ fn garbage_on_raw_connections_does_not_disturb_other_clients() {
     broker.assert_running();
 }
 
-/// Fetch v12 of `partitions` (all from offset 0) with `max_bytes` and `partition_max_bytes`:
-/// per partition, (error code, high watermark, base offsets of the batches returned).
-fn raw_fetch(
-    stream: &mut TcpStream,
-    correlation_id: i32,
+/// Fetch v12 of `partitions` (all from offset 0).
+fn fetch_request(
     topic: &str,
     partitions: &[i32],
+    (min_bytes, max_wait_ms): (i32, i32),
     max_bytes: i32,
     partition_max_bytes: i32,
-) -> Vec<(i16, i64, Vec<i64>)> {
-    let request = FetchRequest::default()
+) -> FetchRequest {
+    FetchRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
         .with_max_bytes(max_bytes)
         .with_session_epoch(-1)
         .with_topics(vec![FetchTopic::default()
@@ -814,8 +812,12 @@ fn raw_fetch(
                             .with_partition_max_bytes(partition_max_bytes)
                     })
                     .collect(),
-            )]);
-    let response: FetchResponse = roundtrip(stream, ApiKey::Fetch, 12, correlation_id, &request);
+            )])
+}
+
+/// Per partition of a Fetch response: (error code, high watermark, base offsets of the
+/// batches returned).
+fn fetched(response: &FetchResponse, partitions: &[i32]) -> Vec<(i16, i64, Vec<i64>)> {
     let parts = &response.responses[0].partitions;
     assert_eq!(parts.len(), partitions.len(), "{response:?}");
     parts
@@ -837,6 +839,20 @@ fn raw_fetch(
             (part.error_code, part.high_watermark, bases)
         })
         .collect()
+}
+
+/// Fetch v12 (min_bytes 1, no wait) of `partitions` from offset 0: see [`fetched`].
+fn raw_fetch(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    topic: &str,
+    partitions: &[i32],
+    max_bytes: i32,
+    partition_max_bytes: i32,
+) -> Vec<(i16, i64, Vec<i64>)> {
+    let request = fetch_request(topic, partitions, (1, 0), max_bytes, partition_max_bytes);
+    let response: FetchResponse = roundtrip(stream, ApiKey::Fetch, 12, correlation_id, &request);
+    fetched(&response, partitions)
 }
 
 /// Fetch's `max_bytes` spans the partitions in request order (Kafka's rule, KIP-74): an empty
@@ -910,6 +926,49 @@ fn fetch_max_bytes_spans_partitions_in_request_order() {
             (0, 3, vec![]),
             (0, 3, vec![])
         ]
+    );
+}
+
+/// A consumer long-polling for more bytes than there are (`fetch.min.bytes`) waits for more to
+/// arrive or for `max_wait_ms`, and meanwhile its shard serves everyone else; it then gets
+/// what there is. (A fetch that re-read at once while some data was there held its shard for
+/// the whole wait.)
+#[test]
+fn a_fetch_waiting_for_min_bytes_leaves_its_shard_to_others() {
+    const TOPIC: &str = "min-bytes";
+    let broker = Broker::start_with(BrokerConfig::default().shards("0"));
+    create_topics(&broker, &[(TOPIC, 1)]);
+    wait_for_topic(&broker, TOPIC, 1);
+    let mut other = common::raw_connect(&broker);
+    let request = produce_request(TOPIC, 0, record_batch(&["small"]));
+    let response: ProduceResponse = roundtrip(&mut other, ApiKey::Produce, 9, 1, &request);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+
+    let mut consumer = common::raw_connect(&broker);
+    let max_wait = Duration::from_millis(3000);
+    let request = fetch_request(TOPIC, &[0], (1 << 20, 3000), 50 << 20, 1 << 20);
+    let sent = Instant::now();
+    write_frame(
+        &mut consumer,
+        &encode_request(ApiKey::Fetch, 12, 2, &request),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    api_versions(&mut other, 3);
+    let answered_in = asked.elapsed();
+    let (correlation_id, response): (i32, FetchResponse) =
+        read_response(&mut consumer, ApiKey::Fetch, 12);
+    let waited = sent.elapsed();
+    assert_eq!(correlation_id, 2);
+    assert_eq!(fetched(&response, &[0]), vec![(0, 1, vec![0])]);
+    assert!(
+        waited >= max_wait - Duration::from_millis(100),
+        "the fetch waited for more bytes: {waited:?}"
+    );
+    // Generous: the point is "not held for the rest of the fetch's 3 s wait".
+    assert!(
+        answered_in < Duration::from_millis(1500),
+        "ApiVersions on the same shard took {answered_in:?} while a fetch waited"
     );
 }
 

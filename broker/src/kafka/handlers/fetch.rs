@@ -132,23 +132,33 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
     } else {
         usize::MAX
     };
+    // What the reads may bring; more than that is never waited for.
+    let enough = min_bytes.min(max_bytes.max(1));
     loop {
         let reads = read_all(ctx, &topics, max_bytes).await;
         let total: usize = reads.iter().map(PartitionRead::bytes).sum();
         let any_error = reads
             .iter()
             .any(|r| r.error.is_some() || r.diverging_epoch.is_some());
-        if total >= min_bytes || any_error || Instant::now() >= deadline || ctx.shard.is_stopping()
-        {
+        if total >= enough || any_error || Instant::now() >= deadline || ctx.shard.is_stopping() {
             return respond(ctx, topics, reads, max_bytes);
         }
         let watches: Vec<Watch> = topics
             .iter()
             .flat_map(|t| t.parts.iter())
-            .filter_map(|w| {
+            .zip(&reads)
+            .filter_map(|(w, r)| {
                 w.tp.clone().map(|tp| Watch {
                     tp,
-                    offset: w.spec.fetch_offset,
+                    // Fewer than min_bytes were there: wait for the end the fetcher reads to
+                    // (the log end for a follower, the high watermark for a consumer) to pass
+                    // what it was. Waiting for "any data past the fetch offset" would return at
+                    // once, and this loop would hold the shard until max_wait.
+                    offset: w.spec.fetch_offset.max(if w.spec.is_replica() {
+                        r.log_end_offset
+                    } else {
+                        r.high_watermark
+                    }),
                     replica: w.spec.is_replica(),
                 })
             })
