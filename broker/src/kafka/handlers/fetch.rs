@@ -173,9 +173,11 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
 /// Reads every wanted partition without reading much more than the response can carry. Kafka
 /// reads them one after another, each with what is left of `max_bytes`; here they are read in
 /// parallel rounds. Each round grants, in request order, every partition not yet read its
-/// `partition_max_bytes` out of what is left, until nothing is; a later round gives what reads
-/// that came back short left over to the partitions after them. Those still unread when the
-/// budget is spent answer errors and offsets only (Kafka's answer past the budget too).
+/// `partition_max_bytes` out of what is left, until nothing is. The first round also asks the
+/// partitions it grants nothing for their offsets only, which answers the idle ones (one round
+/// for any number of them, not one each); later rounds give what reads that came back short
+/// left over to the partitions with records after them. Those still unread when the budget is
+/// spent keep their offsets-only answer (Kafka's answer past the budget too).
 async fn read_all(
     ctx: &RequestCtx,
     topics: &[TopicWanted],
@@ -188,37 +190,55 @@ async fn read_all(
     let asks: Vec<usize> = wanted.iter().map(|(w, _)| w.spec.max_bytes).collect();
     let mut reads: Vec<Option<PartitionRead<FetchChunk>>> =
         std::iter::repeat_with(|| None).take(wanted.len()).collect();
+    let mut done = vec![false; wanted.len()];
     // KIP-74: even `max_bytes` 0 gets the first batch found, so the budget is at least a byte.
     let budget = max_bytes.max(1);
     let mut read_bytes = 0usize;
+    let mut first_round = true;
     loop {
-        let done: Vec<bool> = reads.iter().map(Option::is_some).collect();
-        let grants = plan_round(&asks, &done, budget.saturating_sub(read_bytes));
-        if grants.is_empty() {
+        // (partition, bytes granted, offsets only)
+        let mut round: Vec<(usize, usize, bool)> =
+            plan_round(&asks, &done, budget.saturating_sub(read_bytes))
+                .into_iter()
+                .map(|(i, granted)| (i, granted, false))
+                .collect();
+        if first_round {
+            let mut granted = vec![false; wanted.len()];
+            round.iter().for_each(|&(i, ..)| granted[i] = true);
+            let probes = (0..wanted.len()).filter(|&i| !granted[i]);
+            round.extend(probes.map(|i| (i, 0, true)));
+            first_round = false;
+        }
+        if round.is_empty() {
             break;
         }
-        let round = grants.iter().map(|&(i, granted)| {
+        let results = round.iter().map(|&(i, granted, offsets_only)| {
             let (w, unknown) = wanted[i];
-            read_one(ctx, w, unknown, granted, false)
+            read_one(ctx, w, unknown, granted, offsets_only)
         });
-        for ((i, _), r) in grants.iter().zip(join_all(round).await) {
+        for (&(i, _, offsets_only), r) in round.iter().zip(join_all(results).await) {
+            done[i] = !offsets_only || !has_records(&wanted[i].0.spec, &r);
             read_bytes += r.bytes();
-            reads[*i] = Some(r);
+            reads[i] = Some(r);
         }
-    }
-    let rest = reads.iter().enumerate().filter(|(_, r)| r.is_none());
-    let rest: Vec<usize> = rest.map(|(i, _)| i).collect();
-    let offsets = rest.iter().map(|&i| {
-        let (w, unknown) = wanted[i];
-        read_one(ctx, w, unknown, 0, true)
-    });
-    for (i, r) in rest.iter().zip(join_all(offsets).await) {
-        reads[*i] = Some(r);
     }
     reads
         .into_iter()
         .map(|r| r.unwrap_or_else(|| PartitionRead::error(ResponseError::UnknownServerError)))
         .collect()
+}
+
+/// Whether an offsets-only answer says there are records to read from the fetch offset.
+fn has_records<C>(spec: &ReadSpec, r: &PartitionRead<C>) -> bool {
+    if r.error.is_some() || r.diverging_epoch.is_some() {
+        return false;
+    }
+    let end = if spec.is_replica() {
+        r.log_end_offset
+    } else {
+        r.high_watermark
+    };
+    spec.fetch_offset < end
 }
 
 async fn read_one(
@@ -348,7 +368,34 @@ fn frame(ctx: &RequestCtx, desc: FetchResponseDesc<FetchChunk>) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_round;
+    use kafka_protocol::error::ResponseError;
+
+    use super::{has_records, plan_round};
+    use crate::partition::{PartitionRead, ReadSpec};
+
+    #[test]
+    fn an_offsets_only_answer_tells_whether_records_wait() {
+        let spec = |fetch_offset, replica_id| ReadSpec {
+            fetch_offset,
+            max_bytes: 0,
+            current_leader_epoch: -1,
+            replica_id,
+            last_fetched_epoch: -1,
+            offsets_only: true,
+        };
+        let mut r: PartitionRead<Vec<u8>> = PartitionRead::error(ResponseError::UnknownServerError);
+        r.error = None;
+        r.high_watermark = 10;
+        r.log_end_offset = 12;
+        // A consumer reads to the high watermark, a follower to the log end.
+        assert!(has_records(&spec(9, -1), &r));
+        assert!(!has_records(&spec(10, -1), &r));
+        assert!(has_records(&spec(10, 2), &r));
+        assert!(!has_records(&spec(12, 2), &r));
+        // An error is the whole answer.
+        r.error = Some(ResponseError::NotLeaderOrFollower);
+        assert!(!has_records(&spec(0, -1), &r));
+    }
 
     #[test]
     fn a_round_grants_asks_in_order_until_the_budget_is_spent() {
