@@ -71,7 +71,8 @@ pub struct ReadSpec {
     pub replica_id: i32,
     /// The epoch of the follower's last fetched batch (-1: unknown); checked for divergence.
     pub last_fetched_epoch: i32,
-    /// Answer errors and offsets without reading records: the fetch's byte budget is spent.
+    /// Answer errors and offsets without reading records (a fetch probing which partitions
+    /// have any, or one whose byte budget is spent).
     pub offsets_only: bool,
 }
 
