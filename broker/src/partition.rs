@@ -97,6 +97,16 @@ pub struct PartitionRead<C> {
 }
 
 impl<C> PartitionRead<C> {
+    /// The end a fetcher reads to as of this answer: the log end for a follower, the high
+    /// watermark for a consumer.
+    pub fn readable_end(&self, replica: bool) -> i64 {
+        if replica {
+            self.log_end_offset
+        } else {
+            self.high_watermark
+        }
+    }
+
     pub fn error(error: ResponseError) -> Self {
         PartitionRead {
             error: Some(error),

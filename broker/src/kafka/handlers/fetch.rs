@@ -154,11 +154,7 @@ pub async fn handle(ctx: &RequestCtx, req: FetchRequest) -> Reply {
                     // (the log end for a follower, the high watermark for a consumer) to pass
                     // what it was. Waiting for "any data past the fetch offset" would return at
                     // once, and this loop would hold the shard until max_wait.
-                    offset: w.spec.fetch_offset.max(if w.spec.is_replica() {
-                        r.log_end_offset
-                    } else {
-                        r.high_watermark
-                    }),
+                    offset: w.spec.fetch_offset.max(r.readable_end(w.spec.is_replica())),
                     replica: w.spec.is_replica(),
                 })
             })
@@ -233,12 +229,7 @@ fn has_records<C>(spec: &ReadSpec, r: &PartitionRead<C>) -> bool {
     if r.error.is_some() || r.diverging_epoch.is_some() {
         return false;
     }
-    let end = if spec.is_replica() {
-        r.log_end_offset
-    } else {
-        r.high_watermark
-    };
-    spec.fetch_offset < end
+    spec.fetch_offset < r.readable_end(spec.is_replica())
 }
 
 async fn read_one(
