@@ -29,8 +29,8 @@ pub use dma::filesystem_magic;
 pub use error::{CorruptKind, StorageError};
 pub use limits::{BATCH_BYTES_MAX, DMA_ALIGNMENT_BYTES, PRODUCER_BATCHES_RETAINED};
 pub use log::{
-    AppendInfo, CompactionOutcome, LeaderEpoch, LogChunk, LogRead, Offset, PartitionLog,
-    RetentionOutcome,
+    read_ahead_stats, AppendInfo, CompactionOutcome, LeaderEpoch, LogChunk, LogRead, Offset,
+    PartitionLog, ReadAheadStats, RetentionOutcome,
 };
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerEpoch, ProducerId};
 pub use tail_cache::{TailCache, TailCacheStats};

@@ -24,6 +24,15 @@ pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// usually found in one I/O.
 pub const READ_WINDOW_BYTES_MIN: usize = 64 << 10;
 
+/// Read-ahead windows (see `log::read_ahead`) one shard holds at once, in bytes: half of the
+/// broker's default DMA arena, so that fetch reads and write-behind chunks keep the rest. A
+/// window is as large as the read before it (at most `BATCH_BYTES_MAX`).
+pub const READ_AHEAD_BYTES_PER_SHARD_MAX: usize = 32 << 20;
+
+/// A window read ahead that no read takes within this long is dropped (by the partition's
+/// timer, so it may live up to one timer tick longer).
+pub const READ_AHEAD_IDLE_MS: u64 = 1_000;
+
 /// Recovery reads a segment in chunks of this size.
 pub const RECOVERY_CHUNK_BYTES: usize = 1 << 20;
 
@@ -73,6 +82,7 @@ const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0
 const _: () = assert!(WRITE_BEHIND_CHUNK_BYTES <= BATCH_BYTES_MAX);
 const _: () = assert!(RECOVERY_CHUNK_BYTES as u64 % DMA_ALIGNMENT_BYTES == 0);
 const _: () = assert!(READ_WINDOW_BYTES_MIN as u64 % DMA_ALIGNMENT_BYTES == 0);
+const _: () = assert!(READ_AHEAD_BYTES_PER_SHARD_MAX >= 2 * BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_INDEX_BYTES_MIN >= 2 * TIME_INDEX_ENTRY_BYTES);
 const _: () = assert!(DMA_ALIGNMENT_BYTES.is_power_of_two());

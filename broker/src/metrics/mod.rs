@@ -208,6 +208,8 @@ pub struct ShardSnapshot {
     pub tail_cache_hits: u64,
     pub tail_cache_misses: u64,
     pub tail_cache_used_bytes: usize,
+    /// Disk reads of sequential readers served from windows read ahead.
+    pub read_ahead: skein_storage::ReadAheadStats,
     /// glommio's executor statistics: time spent running tasks, and how many ran.
     pub busy: Duration,
     pub tasks_executed: u64,
@@ -325,6 +327,7 @@ impl Shard {
             tail_cache_hits: cache.hits,
             tail_cache_misses: cache.misses,
             tail_cache_used_bytes: cache.used_bytes,
+            read_ahead: skein_storage::read_ahead_stats(),
             busy: executor.executor_runtime(),
             tasks_executed: executor.tasks_executed(),
         }

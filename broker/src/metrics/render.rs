@@ -151,6 +151,62 @@ fn render_shard_counters(e: &mut TextEncoder, shards: &[ShardSnapshot], labels: 
     per_shard(
         e,
         (
+            "skein_read_ahead_windows_total",
+            Kind::Counter,
+            "Disk reads started ahead of a sequential reader (segments are read with O_DIRECT, \
+             so the page cache reads nothing ahead).",
+        ),
+        shards,
+        labels,
+        |s| s.read_ahead.started.into(),
+    );
+    per_shard(
+        e,
+        (
+            "skein_read_ahead_hits_total",
+            Kind::Counter,
+            "Disk reads served from a window read ahead.",
+        ),
+        shards,
+        labels,
+        |s| s.read_ahead.hits.into(),
+    );
+    per_shard(
+        e,
+        (
+            "skein_read_ahead_dropped_total",
+            Kind::Counter,
+            "Windows read ahead and dropped unused (the reader moved or stopped, a truncation).",
+        ),
+        shards,
+        labels,
+        |s| s.read_ahead.dropped.into(),
+    );
+    per_shard(
+        e,
+        (
+            "skein_read_ahead_over_budget_total",
+            Kind::Counter,
+            "Windows not read ahead because the shard's read-ahead bytes were all held.",
+        ),
+        shards,
+        labels,
+        |s| s.read_ahead.over_budget.into(),
+    );
+    per_shard(
+        e,
+        (
+            "skein_read_ahead_held_bytes",
+            Kind::Gauge,
+            "Bytes of windows read ahead that the shard holds.",
+        ),
+        shards,
+        labels,
+        |s| s.read_ahead.held_bytes.into(),
+    );
+    per_shard(
+        e,
+        (
             "skein_shard_busy_seconds_total",
             Kind::Counter,
             "Time the shard's executor spent running tasks; its rate is the busy ratio.",
@@ -503,6 +559,7 @@ mod tests {
             tail_cache_hits: 0,
             tail_cache_misses: 0,
             tail_cache_used_bytes: 0,
+            read_ahead: skein_storage::ReadAheadStats::default(),
             busy: Duration::from_millis(1500),
             tasks_executed: 7,
         };

@@ -532,6 +532,7 @@ impl Inner {
         st.high_watermark = st.high_watermark.min(end);
         st.leader_epochs_dirty |= st.leader_epochs.truncate_from_end(end);
         self.cache.truncate_from(self.cache_slot, end);
+        self.read_ahead.borrow_mut().clear();
         st.check_offsets();
     }
 

@@ -468,6 +468,7 @@ impl Inner {
             st.segments.splice(i..i + group.len(), [Rc::clone(&seg)]);
             // Cached copies of the old batches must not be served after the swap.
             self.cache.evict_below(self.cache_slot, end);
+            self.read_ahead.borrow_mut().clear();
         }
         // Swapped in even when the seal failed, since the disk holds the new file now. Until a
         // restart rebuilds its index files, retention and compaction stop at it (`seal_done`).

@@ -88,6 +88,9 @@ pub(super) fn spawn_timer(weak: Weak<Inner>) -> glommio::Task<()> {
 
 impl Inner {
     async fn tick(self: &Rc<Self>) -> Result<()> {
+        self.read_ahead
+            .borrow_mut()
+            .expire(std::time::Instant::now());
         let flush = self.config.borrow().flush;
         let (due, hw_dirty) = {
             let st = self.state.borrow();
@@ -267,6 +270,7 @@ impl Inner {
             let changed = st.leader_epochs.truncate_from_end(cut_offset);
             st.leader_epochs_dirty |= changed;
             inner.cache.truncate_from(inner.cache_slot, cut_offset);
+            inner.read_ahead.borrow_mut().clear();
             st.check_offsets();
             removed
         };
@@ -334,6 +338,7 @@ impl Inner {
             st.leader_epochs_dirty = true;
             st.producers = ProducerState::default();
             inner.cache.clear(inner.cache_slot);
+            inner.read_ahead.borrow_mut().clear();
             st.check_offsets();
             old
         };
@@ -418,6 +423,7 @@ impl Inner {
                 inner
                     .cache
                     .evict_below(inner.cache_slot, st.log_start_offset);
+                inner.read_ahead.borrow_mut().clear();
                 st.check_offsets();
             }
             deleted
@@ -500,6 +506,10 @@ impl Inner {
         dma::write_small_file_atomic(&inner.dir.join(CLEAN_SHUTDOWN_FILE), b"").await?;
         dma::sync_dir(&inner.dir).await?;
         inner.cache.unregister(inner.cache_slot);
+        let window = inner.read_ahead.borrow_mut().discard();
+        if let Some(w) = window {
+            w.cancel().await;
+        }
         let segments: Vec<Rc<Segment>> = std::mem::take(&mut inner.state.borrow_mut().segments);
         for s in segments {
             let file = s.file.borrow_mut().take();
@@ -533,6 +543,10 @@ impl Inner {
             s.st.borrow_mut().discard_pending(false);
         }
         inner.cache.unregister(inner.cache_slot);
+        let window = inner.read_ahead.borrow_mut().discard();
+        if let Some(w) = window {
+            w.cancel().await;
+        }
         drop(segments);
         let entries = std::fs::read_dir(&inner.dir)
             .map_err(|e| crate::error::StorageError::io("listing", &inner.dir, e))?;

@@ -12,6 +12,7 @@ mod maintenance;
 mod open;
 mod producers;
 mod read;
+mod read_ahead;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -31,6 +32,7 @@ use crate::segment::Segment;
 use crate::tail_cache::{CacheSlot, TailCache};
 
 pub use compaction::CompactionOutcome;
+pub use read_ahead::{read_ahead_stats, ReadAheadStats};
 
 /// A Kafka offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -182,6 +184,7 @@ pub(crate) struct Inner {
     pub admin_lock: Semaphore,
     pub checkpoint_lock: Semaphore,
     pub cleaner: RefCell<compaction::CleanerState>,
+    pub read_ahead: RefCell<read_ahead::ReadAhead>,
     /// Segment files are preallocated ahead of the writer (not on tmpfs: `dma::on_tmpfs`).
     pub preallocate: bool,
 }
@@ -354,5 +357,7 @@ mod maintenance_tests;
 mod model_tests;
 #[cfg(test)]
 mod producer_tests;
+#[cfg(test)]
+mod read_ahead_tests;
 #[cfg(test)]
 mod tests;

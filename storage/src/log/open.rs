@@ -171,6 +171,7 @@ pub(super) async fn open(dir: &Path, config: LogConfig, cache: Rc<TailCache>) ->
         admin_lock: Semaphore::new(1),
         checkpoint_lock: Semaphore::new(1),
         cleaner: RefCell::new(super::compaction::load_checkpoint(dir).await?),
+        read_ahead: RefCell::default(),
         preallocate: !dma::on_tmpfs(dir),
     };
     if inner.state.borrow().leader_epochs_dirty {

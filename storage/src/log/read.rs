@@ -72,18 +72,28 @@ impl PartitionLog {
                     let Some(file) = seg.file() else {
                         unreachable!("written bytes have a file")
                     };
-                    let interval = inner.config.borrow().index_interval_bytes;
-                    let r = read_batches(
-                        &file,
-                        &seg.log_path,
-                        start_pos,
-                        readable,
-                        from,
-                        max_bytes,
-                        upper,
-                        interval,
-                    )
-                    .await?;
+                    let window = inner.read_from_window(&seg, from, max_bytes, upper).await;
+                    let from_window = window.is_some();
+                    let r = match window {
+                        Some(r) => Some(r),
+                        None => {
+                            let interval = inner.config.borrow().index_interval_bytes;
+                            read_batches(
+                                &file,
+                                &seg.log_path,
+                                start_pos,
+                                readable,
+                                from,
+                                max_bytes,
+                                upper,
+                                interval,
+                            )
+                            .await?
+                        }
+                    };
+                    if let Some(r) = r.as_ref().filter(|r| !r.chunk.is_empty()) {
+                        inner.after_disk_read(&seg, &file, from, from_window, r, max_bytes);
+                    }
                     match (r, next_base) {
                         (Some(r), _) if !r.chunk.is_empty() => {
                             break (vec![LogChunk::Disk(r.chunk)], r.next_offset)

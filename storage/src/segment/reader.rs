@@ -140,6 +140,8 @@ fn slice(buf: &ReadResult, at: usize, len: usize, path: &Path) -> Result<ReadRes
 pub(crate) struct DiskRead {
     pub chunk: ReadResult,
     pub next_offset: i64,
+    /// File position after `chunk`.
+    pub end_pos: u64,
 }
 
 /// Reads whole batches starting with the one holding `from_offset` (Kafka fetch semantics, the
@@ -166,12 +168,18 @@ pub(crate) async fn read_batches(
         return Ok(Some(DiskRead {
             chunk: ReadResult::default(),
             next_offset: from_offset,
+            end_pos: loc.window_pos + loc.at as u64,
         }));
     }
     let limit = (readable_size - loc.window_pos) as usize;
     if let Some((len, next_offset)) = collect(&loc.window, loc.at, limit, max_bytes, upper_bound) {
         let chunk = slice(&loc.window, loc.at, len, path)?;
-        return Ok(Some(DiskRead { chunk, next_offset }));
+        let end_pos = loc.window_pos + (loc.at + len) as u64;
+        return Ok(Some(DiskRead {
+            chunk,
+            next_offset,
+            end_pos,
+        }));
     }
     // The first batch runs past the window: read again from its start.
     let start = loc.window_pos + loc.at as u64;
@@ -182,6 +190,7 @@ pub(crate) async fn read_batches(
         Some((len, next_offset)) => Ok(Some(DiskRead {
             chunk: slice(&buf, 0, len, path)?,
             next_offset,
+            end_pos: start + len as u64,
         })),
         None => Err(StorageError::io(
             "reading",
@@ -189,6 +198,31 @@ pub(crate) async fn read_batches(
             std::io::ErrorKind::UnexpectedEof.into(),
         )),
     }
+}
+
+/// Whole batches from the start of `buf`, read at file position `pos` (a window read ahead),
+/// as `read_batches` would return them for `from_offset`: the window starts where a read that
+/// ended at `from_offset` stopped, so its first batch is the one holding or following it (after
+/// a compacted gap). `None` unless that batch reaches `from_offset`, lies below `upper_bound`
+/// and is wholly in `buf`.
+pub(crate) fn read_window(
+    buf: &ReadResult,
+    pos: u64,
+    from_offset: i64,
+    max_bytes: usize,
+    upper_bound: i64,
+    path: &Path,
+) -> Option<DiskRead> {
+    let first = peek(buf, 0, pos)?.ok()?;
+    if first.last_offset < from_offset || first.base_offset >= upper_bound {
+        return None;
+    }
+    let (len, next_offset) = collect(buf, 0, buf.len(), max_bytes, upper_bound)?;
+    Some(DiskRead {
+        chunk: slice(buf, 0, len, path).ok()?,
+        next_offset,
+        end_pos: pos + len as u64,
+    })
 }
 
 /// Reads the partial block in front of `size` (the writer's `tail_block`).
