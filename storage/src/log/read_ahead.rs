@@ -165,10 +165,12 @@ impl ReadAhead {
 }
 
 /// The first bytes a window of `max_bytes` covers from `pos` on, up to `end`: what the next
-/// fetch of the same size will ask for.
+/// fetch of the same size will ask for. Never trimmed below `max_bytes` for the arena, so that
+/// a window holds the batches a read of that size takes (one batch of `max_bytes` included).
 fn window_len(pos: u64, end: u64, max_bytes: usize) -> usize {
     let want = max_bytes.clamp(READ_WINDOW_BYTES_MIN, BATCH_BYTES_MAX) as u64;
-    dma::buddy_fit_len(pos, (end - pos).min(want) as usize, 0)
+    let len = (end - pos).min(want) as usize;
+    dma::buddy_fit_len(pos, len, max_bytes.min(len))
 }
 
 impl super::Inner {

@@ -21,19 +21,38 @@ fn config() -> LogConfig {
 }
 
 /// A log without a tail cache (every written batch is read from disk) holding `batches`
-/// batches of 3 records, each payload filled with `fill + i`; returns the stored bytes.
-async fn filled(dir: &std::path::Path, batches: i64, fill: u8) -> (PartitionLog, Vec<u8>) {
+/// batches of 3 records, the values of batch `i` filled with `i`; returns the stored bytes.
+async fn filled(dir: &std::path::Path, batches: i64) -> (PartitionLog, Vec<u8>) {
+    filled_with(dir, batches, 1000).await
+}
+
+/// As `filled`, with record values of `value_len` bytes.
+async fn filled_with(
+    dir: &std::path::Path,
+    batches: i64,
+    value_len: usize,
+) -> (PartitionLog, Vec<u8>) {
     let log = PartitionLog::open(dir, config(), Rc::new(TailCache::new(0)))
         .await
         .unwrap();
-    let stored = append(&log, 0, batches, fill).await;
+    let stored = append_with(&log, 0, batches, 0, value_len).await;
     (log, stored)
 }
 
 async fn append(log: &PartitionLog, first: i64, batches: i64, fill: u8) -> Vec<u8> {
+    append_with(log, first, batches, fill, 1000).await
+}
+
+async fn append_with(
+    log: &PartitionLog,
+    first: i64,
+    batches: i64,
+    fill: u8,
+    value_len: usize,
+) -> Vec<u8> {
     let mut stored = Vec::new();
     for i in 0..batches {
-        let b = build_batch(0, 3, 1000 + i, &[fill.wrapping_add(i as u8); 1000]);
+        let b = build_batch(0, 3, 1000 + i, &vec![fill.wrapping_add(i as u8); value_len]);
         let info = log.append(Bytes::from(b.clone()), 1).await.unwrap();
         assert_eq!(info.first_offset, first + i * 3);
         let mut s = b;
@@ -59,7 +78,7 @@ fn sequential_disk_reads_are_served_from_windows_read_ahead() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 200, 0).await;
+        let (log, stored) = filled(&path, 200).await;
         let before = read_ahead_stats();
         let mut got = Vec::new();
         let mut at = 0;
@@ -91,11 +110,34 @@ fn sequential_disk_reads_are_served_from_windows_read_ahead() {
 }
 
 #[test]
+fn a_window_holds_a_batch_as_large_as_the_reads() {
+    let dir = temp_dir();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // Batches just past 64 KiB: the size the arena would trim a read of them to.
+        let (log, stored) = filled_with(&path, 12, 21_900).await;
+        let batch_len = stored.len() / 12;
+        assert!(batch_len > 64 << 10 && batch_len < 72 << 10, "{batch_len}");
+        let before = read_ahead_stats();
+        let mut at = 0;
+        let mut reads = 0;
+        while at < log.log_end_offset() {
+            let (bytes, next) = read_bytes(&log, at, batch_len, i64::MAX).await;
+            assert_eq!(bytes.len(), batch_len);
+            at = next;
+            reads += 1;
+        }
+        assert_eq!(read_ahead_stats().hits - before.hits, reads - 2);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn a_window_serves_only_batches_below_the_readers_bound() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40, 0).await;
+        let (log, stored) = filled(&path, 40).await;
         let batch_len = stored.len() / 40;
         let before = read_ahead_stats();
         let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
@@ -117,7 +159,7 @@ fn truncation_drops_the_window_so_new_bytes_are_read() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40, 0).await;
+        let (log, stored) = filled(&path, 40).await;
         let batch_len = stored.len() / 40;
         let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
         let (_, next) = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
@@ -147,7 +189,7 @@ fn a_reader_that_jumps_elsewhere_does_not_take_the_window() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40, 0).await;
+        let (log, stored) = filled(&path, 40).await;
         let batch_len = stored.len() / 40;
         let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
         let _ = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
@@ -173,7 +215,7 @@ fn close_and_delete_with_a_window_in_flight() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 100, 0).await;
+        let (log, stored) = filled(&path, 100).await;
         let (_, next) = read_bytes(&log, 0, 16 << 10, i64::MAX).await;
         let _ = read_bytes(&log, next, 16 << 10, i64::MAX).await;
         assert!(read_ahead_stats().held_bytes > 0);
