@@ -165,12 +165,13 @@ impl ReadAhead {
 }
 
 /// The first bytes a window of `max_bytes` covers from `pos` on, up to `end`: what the next
-/// fetch of the same size will ask for. Never trimmed below `max_bytes` for the arena, so that
-/// a window holds the batches a read of that size takes (one batch of `max_bytes` included).
-fn window_len(pos: u64, end: u64, max_bytes: usize) -> usize {
+/// fetch of the same size will ask for. Trimmed to fit the arena (`dma::buddy_fit_len`), but
+/// never below `batch_bytes`, the largest batch of the read before it: the next read's first
+/// batch must be wholly in the window, and batches of one partition tend to be alike.
+fn window_len(pos: u64, end: u64, max_bytes: usize, batch_bytes: usize) -> usize {
     let want = max_bytes.clamp(READ_WINDOW_BYTES_MIN, BATCH_BYTES_MAX) as u64;
     let len = (end - pos).min(want) as usize;
-    dma::buddy_fit_len(pos, len, max_bytes.min(len))
+    dma::buddy_fit_len(pos, len, batch_bytes.min(len))
 }
 
 impl super::Inner {
@@ -243,7 +244,12 @@ impl super::Inner {
         }
         // The old window (if any) goes first, so the two never hold the budget together.
         drop(ra.discard());
-        let len = window_len(end_pos, written, max_bytes);
+        let len = window_len(
+            end_pos,
+            written,
+            max_bytes,
+            reader::largest_batch(&read.chunk),
+        );
         let Some(held) = Held::take(len) else {
             count(|s| s.over_budget += 1);
             return;

@@ -225,6 +225,17 @@ pub(crate) fn read_window(
     })
 }
 
+/// Size of the largest whole batch in `buf` (batches from its start).
+pub(crate) fn largest_batch(buf: &[u8]) -> usize {
+    let mut at = 0;
+    let mut largest = 0;
+    while let Some(Ok(p)) = peek(buf, at, 0) {
+        largest = largest.max(p.size);
+        at += p.size;
+    }
+    largest
+}
+
 /// Reads the partial block in front of `size` (the writer's `tail_block`).
 pub(crate) async fn read_tail_block(file: &SharedFile, path: &Path, size: u64) -> Result<Vec<u8>> {
     let start = dma::align_down(size);
