@@ -73,6 +73,18 @@ async fn read_bytes(log: &PartitionLog, from: i64, max_bytes: usize, upper: i64)
     (out, r.next_offset)
 }
 
+/// 40 batches, read 4 at a time from offset 0 twice: a window from offset 24 (batch 8) is
+/// read ahead. Returns the log, the stored bytes and the size of one batch.
+async fn with_window_at_24(dir: &std::path::Path) -> (PartitionLog, Vec<u8>, usize) {
+    let (log, stored) = filled(dir, 40).await;
+    let batch_len = stored.len() / 40;
+    let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
+    let (_, next) = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
+    assert_eq!(next, 24);
+    assert!(read_ahead_stats().held_bytes > 0, "a window from offset 24");
+    (log, stored, batch_len)
+}
+
 #[test]
 fn sequential_disk_reads_are_served_from_windows_read_ahead() {
     let dir = temp_dir();
@@ -137,11 +149,8 @@ fn a_window_serves_only_batches_below_the_readers_bound() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40).await;
-        let batch_len = stored.len() / 40;
+        let (log, stored, batch_len) = with_window_at_24(&path).await;
         let before = read_ahead_stats();
-        let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
-        let _ = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
         // The window from offset 24 holds 4 batches; the reader may see 2 of them.
         let (bytes, next) = read_bytes(&log, 24, 4 * batch_len, 30).await;
         assert_eq!(read_ahead_stats().hits - before.hits, 1);
@@ -159,16 +168,8 @@ fn truncation_drops_the_window_so_new_bytes_are_read() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40).await;
-        let batch_len = stored.len() / 40;
-        let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
-        let (_, next) = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
-        assert_eq!(next, 24);
+        let (log, _, batch_len) = with_window_at_24(&path).await;
         let before = read_ahead_stats();
-        assert!(
-            before.held_bytes > 0,
-            "a window from offset 24 is read ahead"
-        );
         // A follower's truncation: offsets 24.. are cut and appended again with other bytes,
         // at the same file positions.
         log.truncate_to(24).await.unwrap();
@@ -189,10 +190,7 @@ fn a_reader_that_jumps_elsewhere_does_not_take_the_window() {
     let dir = temp_dir();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let (log, stored) = filled(&path, 40).await;
-        let batch_len = stored.len() / 40;
-        let _ = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
-        let _ = read_bytes(&log, 12, 4 * batch_len, i64::MAX).await;
+        let (log, stored, batch_len) = with_window_at_24(&path).await;
         let before = read_ahead_stats();
         // Back to the start (a consumer group reset): a plain read, the window stays unused.
         let (bytes, _) = read_bytes(&log, 0, 4 * batch_len, i64::MAX).await;
