@@ -506,10 +506,7 @@ impl Inner {
         dma::write_small_file_atomic(&inner.dir.join(CLEAN_SHUTDOWN_FILE), b"").await?;
         dma::sync_dir(&inner.dir).await?;
         inner.cache.unregister(inner.cache_slot);
-        let window = inner.read_ahead.borrow_mut().discard();
-        if let Some(w) = window {
-            w.cancel().await;
-        }
+        inner.cancel_read_ahead().await;
         let segments: Vec<Rc<Segment>> = std::mem::take(&mut inner.state.borrow_mut().segments);
         for s in segments {
             let file = s.file.borrow_mut().take();
@@ -543,10 +540,7 @@ impl Inner {
             s.st.borrow_mut().discard_pending(false);
         }
         inner.cache.unregister(inner.cache_slot);
-        let window = inner.read_ahead.borrow_mut().discard();
-        if let Some(w) = window {
-            w.cancel().await;
-        }
+        inner.cancel_read_ahead().await;
         drop(segments);
         let entries = std::fs::read_dir(&inner.dir)
             .map_err(|e| crate::error::StorageError::io("listing", &inner.dir, e))?;

@@ -72,25 +72,25 @@ impl PartitionLog {
                     let Some(file) = seg.file() else {
                         unreachable!("written bytes have a file")
                     };
-                    let window = inner.read_from_window(&seg, from, max_bytes, upper).await;
-                    let from_window = window.is_some();
-                    let r = match window {
-                        Some(r) => Some(r),
-                        None => {
-                            let interval = inner.config.borrow().index_interval_bytes;
-                            read_batches(
-                                &file,
-                                &seg.log_path,
-                                start_pos,
-                                readable,
-                                from,
-                                max_bytes,
-                                upper,
-                                interval,
-                            )
-                            .await?
-                        }
-                    };
+                    let (r, from_window) =
+                        match inner.read_from_window(&seg, from, max_bytes, upper).await {
+                            Some(r) => (Some(r), true),
+                            None => {
+                                let interval = inner.config.borrow().index_interval_bytes;
+                                let r = read_batches(
+                                    &file,
+                                    &seg.log_path,
+                                    start_pos,
+                                    readable,
+                                    from,
+                                    max_bytes,
+                                    upper,
+                                    interval,
+                                )
+                                .await?;
+                                (r, false)
+                            }
+                        };
                     if let Some(r) = r.as_ref().filter(|r| !r.chunk.is_empty()) {
                         inner.after_disk_read(&seg, &file, from, from_window, r, max_bytes);
                     }

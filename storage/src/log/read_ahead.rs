@@ -92,7 +92,7 @@ impl Drop for Held {
 
 /// A window read ahead: the bytes of `seg` from `pos`, where the batch holding `next_offset`
 /// starts.
-pub(crate) struct Window {
+struct Window {
     seg: Rc<Segment>,
     pos: u64,
     next_offset: i64,
@@ -105,16 +105,6 @@ enum WindowBytes {
     Reading(glommio::Task<Result<ReadResult>>),
     /// What a read served from the window left: enough for another read of its size.
     Rest(ReadResult),
-}
-
-impl Window {
-    /// Cancels the read and waits for it to stop, so that its handle on the file is gone
-    /// (close and delete close the segment files).
-    pub async fn cancel(self) {
-        if let WindowBytes::Reading(read) = self.bytes {
-            read.cancel().await;
-        }
-    }
 }
 
 /// A partition's read-ahead state (in the log's `Inner`).
@@ -134,7 +124,7 @@ impl ReadAhead {
     }
 
     /// Takes the window out unused.
-    pub fn discard(&mut self) -> Option<Window> {
+    fn discard(&mut self) -> Option<Window> {
         let w = self.window.take();
         if w.is_some() {
             count(|s| s.dropped += 1);
@@ -175,6 +165,19 @@ fn window_len(pos: u64, end: u64, max_bytes: usize, batch_bytes: usize) -> usize
 }
 
 impl super::Inner {
+    /// Drops the window and waits for its read to stop, so that its handle on the file is gone
+    /// (close and delete close the segment files).
+    pub(super) async fn cancel_read_ahead(&self) {
+        let window = self.read_ahead.borrow_mut().discard();
+        if let Some(Window {
+            bytes: WindowBytes::Reading(read),
+            ..
+        }) = window
+        {
+            read.cancel().await;
+        }
+    }
+
     /// Serves a read at `from` of `seg` from the window read ahead, if one starts there and
     /// holds the first batch whole. `None` sends the caller to a plain read (which also reports
     /// any error the window's read had).
