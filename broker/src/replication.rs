@@ -29,7 +29,7 @@ use kafka_protocol::protocol::StrBytes;
 use skein_controller::rpc::with_timeout;
 use skein_net::internal::InternalMessage;
 use skein_net::tls::MaybeTls;
-use skein_net::{decode_response, encode_request, read_frame, CorrelationId, RequestHeader};
+use skein_net::{decode_response, encode_request, read_answer, CorrelationId, RequestHeader};
 use skein_storage::StorageError;
 
 use crate::partition::Partition;
@@ -46,7 +46,8 @@ const ANSWER_SLACK: Duration = Duration::from_secs(10);
 /// How long an ISR proposal may take at the controller.
 const ALTER_PARTITION_TIMEOUT: Duration = Duration::from_secs(5);
 /// A follower refuses answers larger than this (a broken leader must not make it allocate
-/// without bound); well above `replica.fetch.response.max.bytes`' ceiling in practice.
+/// without bound: answers get their whole buffer reserved, see `read_answer`); well above
+/// `replica.fetch.response.max.bytes`' ceiling in practice.
 const ANSWER_BYTES_MAX: usize = 1 << 30;
 const CLIENT_ID: &str = "skein-replica-fetcher";
 /// Bounds of the sleep of a fetcher whose partitions are all waiting for the budget: not so
@@ -307,7 +308,7 @@ async fn fetch_once(
         .await
         .map_err(|e| format!("sending a fetch to {addr}: {e}"))?;
     let wait = Duration::from_millis(settings.fetch_wait_max_ms) + ANSWER_SLACK;
-    let body = with_timeout(wait, read_frame(stream, ANSWER_BYTES_MAX))
+    let body = with_timeout(wait, read_answer(stream, ANSWER_BYTES_MAX))
         .await
         .ok_or_else(|| format!("no fetch answer from {addr} within {wait:?}"))?
         .map_err(|e| format!("reading a fetch answer from {addr}: {e}"))?

@@ -18,6 +18,9 @@ pub enum FrameError {
     /// The peer closed the connection before the whole frame arrived.
     #[error("connection closed {received} bytes into a {expected}-byte frame")]
     Truncated { expected: usize, received: usize },
+    /// No memory for an answer's buffer ([`crate::frame::read_answer`]).
+    #[error("no memory for a {size}-byte frame")]
+    OutOfMemory { size: usize },
     #[error("i/o error while reading a frame: {0}")]
     Io(#[from] std::io::Error),
 }

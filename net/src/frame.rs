@@ -2,8 +2,9 @@
 //! writer per connection, on its shard.
 //!
 //! Every Kafka request and response is a big-endian `i32` size followed by that many bytes.
-//! The body is read in bounded steps, so memory follows the bytes that actually arrived: a peer
-//! that announces 100 MB and then stalls holds [`FRAME_READ_CHUNK_BYTES`], not 100 MB.
+//! A request's body is read in bounded steps, so memory follows the bytes that actually arrived:
+//! a peer that announces 100 MB and then stalls holds [`FRAME_READ_CHUNK_BYTES`], not 100 MB.
+//! An answer to a request of ours ([`read_answer`]) gets its whole buffer at once instead.
 
 use std::io;
 
@@ -30,6 +31,34 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max_bytes: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    read_with(r, max_bytes, Reserve::AsItArrives).await
+}
+
+/// Reads the answer to a request this side sent, like [`read_frame`], but with the body's
+/// buffer reserved whole up front.
+///
+/// Growing it with the arrivals reallocates, and so copies, all but the last step of a large
+/// frame: 7 of every 8 MiB of a follower's fetch answers. An answer's size follows from what
+/// was asked (a fetch's `max_bytes`), and reserving only takes address space: pages are
+/// still touched as the bytes arrive.
+pub async fn read_answer<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    read_with(r, max_bytes, Reserve::Whole).await
+}
+
+#[derive(Clone, Copy)]
+enum Reserve {
+    AsItArrives,
+    Whole,
+}
+
+async fn read_with<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max_bytes: usize,
+    reserve: Reserve,
+) -> Result<Option<Bytes>, FrameError> {
     let mut prefix = [0u8; FRAME_SIZE_PREFIX_BYTES];
     let received = read_full(r, &mut prefix).await?;
     if received == 0 {
@@ -47,6 +76,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         });
     }
     let mut body = Vec::new();
+    if let Reserve::Whole = reserve {
+        body.try_reserve_exact(size)
+            .map_err(|_| FrameError::OutOfMemory { size })?;
+    }
     read_body(r, size, &mut body).await?;
     debug_assert_eq!(body.len(), size);
     Ok(Some(Bytes::from(body)))
@@ -69,8 +102,9 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Resul
 /// Reads exactly `size` bytes into `body`, growing it only ahead of the bytes that arrived.
 ///
 /// The buffer grows in steps of `max(FRAME_READ_CHUNK_BYTES, bytes so far)`, clipped to what is
-/// left of the frame: its capacity stays below twice what was received plus one chunk, it ends
-/// exactly `size` bytes long, and each byte is zeroed once before the read overwrites it.
+/// left of the frame: its capacity stays below twice what was received plus one chunk (or what
+/// the caller reserved), it ends exactly `size` bytes long, and each byte is zeroed once before
+/// the read overwrites it.
 async fn read_body<R: AsyncRead + Unpin>(
     r: &mut R,
     size: usize,
@@ -247,6 +281,30 @@ mod tests {
             "{}",
             body.capacity()
         );
+    }
+
+    #[test]
+    fn an_answer_is_read_into_its_first_buffer() {
+        let size = 3 * FRAME_READ_CHUNK_BYTES + 12_345;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut body = Vec::new();
+        body.try_reserve_exact(size).unwrap();
+        let first = body.as_ptr();
+        let mut r = Dribble::new(data.clone(), 64 * 1024);
+        block_on(read_body(&mut r, size, &mut body)).unwrap();
+        assert_eq!(
+            body.as_ptr(),
+            first,
+            "the body was reallocated while it arrived"
+        );
+        assert_eq!(body, data);
+
+        let mut r = Dribble::new(framed(&data), 64 * 1024);
+        let got = block_on(read_answer(&mut r, size)).unwrap().unwrap();
+        assert_eq!(&got[..], &data[..]);
+        let mut r = Dribble::new(framed(&data), 64 * 1024);
+        let err = block_on(read_answer(&mut r, size - 1)).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }), "{err}");
     }
 
     #[test]

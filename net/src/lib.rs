@@ -1,6 +1,7 @@
 //! skein-net: the Kafka wire protocol, server and client side; pure codecs, usable on any shard.
 //!
-//! - [`read_frame`]: one length-prefixed frame off a connection, with a size limit.
+//! - [`read_frame`]: one length-prefixed frame off a connection, with a size limit;
+//!   [`read_answer`] for the answer to a request of ours.
 //! - [`decode_request`]: header + body into `kafka-protocol`'s `RequestKind`, never panicking.
 //! - [`encode_response`]: a complete response frame from a `ResponseKind`.
 //! - [`encode_fetch_response`]: Fetch framing around stored record bytes, without copying them.
@@ -33,7 +34,7 @@ pub use fetch::{
     encode_fetch_response, AbortedTransaction, EpochEndOffset, FetchPartitionDesc,
     FetchResponseDesc, FetchTopicDesc, LeaderIdAndEpoch, NodeEndpoint, SnapshotId, WirePart,
 };
-pub use frame::{read_frame, write_flush};
+pub use frame::{read_answer, read_frame, write_flush};
 pub use kinds::{request_api_key, response_api_key};
 pub use record_batch::RecordBatchBuilder;
 pub use request::{
