@@ -257,6 +257,16 @@ impl Partition {
         transition
     }
 
+    /// This replica leaves the shard (moved elsewhere, topic deleted, broker stopping): it
+    /// leads nothing from now on, and whoever waits on it (acks=all produces, long-polling
+    /// fetches) wakes to answer NOT_LEADER_OR_FOLLOWER and let go of it, so that its log can be
+    /// closed or deleted without sleeping out their timeouts.
+    pub fn retire(&self) {
+        self.leader.set(NO_LEADER_YET);
+        self.waiters.wake_all();
+        self.hw_waiters.wake_all();
+    }
+
     /// (replicas, ISR members) as this replica knows them.
     pub fn replica_counts(&self) -> (usize, usize) {
         let r = self.replicas.borrow();

@@ -310,6 +310,9 @@ impl XorShift {
 
 /// How long a rebalance or a drain may take to complete under the workload.
 const REASSIGN_MAX: Duration = Duration::from_secs(60);
+/// How long a moved-away replica's log may take to be deleted: well past the 5 s a broker
+/// waits for a replica's last requests to let go before it gives up and leaves the log.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// `skein ARGS --bootstrap-server B --json`, which must succeed; its JSON answer.
 fn admin(bootstrap: &str, args: &[&str]) -> serde_json::Value {
@@ -358,6 +361,25 @@ fn await_reassigned(
             ));
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The partition directories left in a broker's data dir once they stop going away (at most
+/// [`LEFTOVER_WAIT`]); empty when every replica it held was deleted.
+fn await_no_partition_dirs(data_dir: &std::path::Path) -> Vec<String> {
+    let deadline = Instant::now() + LEFTOVER_WAIT;
+    loop {
+        let dirs: Vec<String> = std::fs::read_dir(data_dir)
+            .expect("read the data dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "controller")
+            .collect();
+        if dirs.is_empty() || Instant::now() > deadline {
+            return dirs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -428,6 +450,13 @@ fn scale_out_and_drain() {
     await_reassigned(&mut run, &format!("node {drained} drained"), |topics| {
         holdings(topics, gone).1 == 0
     });
+    // Its replicas are deleted, not left behind: a replica that moves away lets go of
+    // whatever waited on it (acks=all produces, fetches) and its log goes.
+    let leftover = await_no_partition_dirs(run.cluster.node(drained).data_dir());
+    assert!(
+        leftover.is_empty(),
+        "node {drained} still holds partition directories {leftover:?} after the drain"
+    );
     run.mark(&format!("stopping the drained node {drained}"));
     run.cluster.node(drained).stop();
     // Nothing was on it: nothing is under-replicated, now or a session later.

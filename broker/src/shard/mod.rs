@@ -21,7 +21,7 @@ use crate::cluster::ControlPlane;
 use crate::config::LayoutConfig;
 use crate::group::state::GroupLimits;
 use crate::group::store::GroupStore;
-use crate::metadata::ClusterMetadata;
+use crate::metadata::{ClusterMetadata, PartitionMeta, TopicMeta};
 use crate::metrics::http::MetricsState;
 use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, Transition};
@@ -335,12 +335,16 @@ impl Shard {
             })
             .map(|(tp, _)| tp.clone())
             .collect();
-        for tp in stale {
-            let removed = self.partitions.borrow_mut().remove(&tp);
-            if let Some(p) = removed {
-                self.delete_partition(p).await;
-            }
+        let leaving: Vec<Rc<Partition>> = stale
+            .iter()
+            .filter_map(|tp| self.partitions.borrow_mut().remove(tp))
+            .collect();
+        for p in &leaving {
+            p.retire();
         }
+        // Partitions that open here, after the leaving ones are deleted (a topic recreated
+        // under the same name reuses the directory).
+        let mut opening = Vec::new();
         for topic in snapshot.topics.values() {
             let config = EffectiveTopicConfig::resolve(&self.layout.broker, &topic.configs);
             for (index, pm) in topic.partitions.iter().enumerate() {
@@ -373,50 +377,58 @@ impl Shard {
                                 .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
                         }
                     }
-                    None => {
-                        let dir = self.partition_dir(&tp);
-                        let log =
-                            PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
-                                .await
-                                .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
-                        // A sole replica is the whole ISR: everything its log recovered was
-                        // acknowledged or may be, so the HW is the log end. With followers the
-                        // checkpointed HW stands until they report what they have.
-                        if pm.replicas.len() <= 1 {
-                            let end = log.log_end_offset();
-                            if end > log.high_watermark() {
-                                log.set_high_watermark(end);
-                            }
-                        }
-                        let is_offsets = topic.name == crate::group::offsets::OFFSETS_TOPIC;
-                        let p = Partition::new(
-                            tp.clone(),
-                            topic.id,
-                            log,
-                            self.layout.node_id.0,
-                            config.clone(),
-                        );
-                        p.set_assignment(
-                            pm.leader,
-                            pm.leader_epoch,
-                            &pm.replicas,
-                            &pm.isr,
-                            pm.partition_epoch,
-                        );
-                        let p = Rc::new(p);
-                        if is_offsets {
-                            self.partitions.borrow_mut().insert(tp.clone(), p.clone());
-                            self.load_groups(&p)
-                                .await
-                                .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
-                        } else {
-                            self.partitions.borrow_mut().insert(tp, p);
-                        }
-                    }
+                    None => opening.push((tp, topic, pm, config.clone())),
                 }
             }
         }
+        // Only now: the leadership changes above must not wait behind a replica that is leaving
+        // while its last requests let go of it.
+        for p in leaving {
+            self.delete_partition(p).await;
+        }
+        for (tp, topic, pm, config) in opening {
+            self.open_partition(tp, topic, pm, config).await?;
+        }
         *self.metadata.borrow_mut() = snapshot;
+        Ok(())
+    }
+
+    /// Opens (recovering it if need be) a replica the metadata newly assigns to this shard.
+    async fn open_partition(
+        &self,
+        tp: TopicPartition,
+        topic: &TopicMeta,
+        pm: &PartitionMeta,
+        config: EffectiveTopicConfig,
+    ) -> Result<(), String> {
+        let dir = self.partition_dir(&tp);
+        let log = PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
+            .await
+            .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
+        // A sole replica is the whole ISR: everything its log recovered was acknowledged or
+        // may be, so the HW is the log end. With followers the checkpointed HW stands until
+        // they report what they have.
+        if pm.replicas.len() <= 1 {
+            let end = log.log_end_offset();
+            if end > log.high_watermark() {
+                log.set_high_watermark(end);
+            }
+        }
+        let p = Partition::new(tp.clone(), topic.id, log, self.layout.node_id.0, config);
+        p.set_assignment(
+            pm.leader,
+            pm.leader_epoch,
+            &pm.replicas,
+            &pm.isr,
+            pm.partition_epoch,
+        );
+        let p = Rc::new(p);
+        self.partitions.borrow_mut().insert(tp.clone(), p.clone());
+        if topic.name == crate::group::offsets::OFFSETS_TOPIC {
+            self.load_groups(&p)
+                .await
+                .map_err(|e| format!("{tp}: replaying groups: {e}"))?;
+        }
         Ok(())
     }
 
@@ -521,6 +533,9 @@ impl Shard {
     async fn close_all(&self) {
         let parts: Vec<(TopicPartition, Rc<Partition>)> =
             self.partitions.borrow_mut().drain().collect();
+        for (_, p) in &parts {
+            p.retire();
+        }
         for (tp, p) in parts {
             match sole_owner(p, 200).await {
                 Some(owned) => {
