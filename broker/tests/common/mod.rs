@@ -30,6 +30,8 @@ pub mod raw;
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a graceful stop may take before the broker is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Set (to anything) to keep a failed test's broker logs and data dirs for a post-mortem.
+pub const KEEP_ON_FAILURE: &str = "SKEIN_TEST_KEEP_ON_FAILURE";
 /// Attempts at finding a port that stays free until the broker binds it.
 const PORT_ATTEMPTS_MAX: u32 = 5;
 
@@ -521,6 +523,16 @@ impl Drop for Broker {
             );
         }
         self.kill9();
+        if std::thread::panicking() && std::env::var_os(KEEP_ON_FAILURE).is_some() {
+            self.work_dir.disable_cleanup(true);
+            self.data_dir.disable_cleanup(true);
+            eprintln!(
+                "{KEEP_ON_FAILURE}: kept node {}'s log {} and data dir {}",
+                self.node_id(),
+                self.log_path.display(),
+                self.data_dir.path().display()
+            );
+        }
     }
 }
 

@@ -14,6 +14,9 @@ pub type Replicas = BTreeMap<i32, Vec<(i32, Result<ReplicaLog, String>)>>;
 
 /// Offsets (or payloads) listed in one problem line at most; the count is always given.
 const LISTED_MAX: usize = 8;
+/// The offset librdkafka reports for a record acknowledged without one
+/// (`RD_KAFKA_OFFSET_INVALID`).
+const OFFSET_UNKNOWN: i64 = -1001;
 
 /// What one scenario found: the summary counts and one line per violated invariant.
 #[derive(Debug, Default)]
@@ -31,6 +34,8 @@ pub struct Verdict {
     pub problems: Vec<String>,
     /// Things worth knowing that break no invariant.
     pub notes: Vec<String>,
+    /// The producer's librdkafka log, printed with a failed verdict.
+    pub producer_log: Vec<String>,
 }
 
 impl Verdict {
@@ -39,6 +44,7 @@ impl Verdict {
             scenario: scenario.to_string(),
             produced: log.sent,
             acknowledged: log.acknowledged().count(),
+            producer_log: log.producer_log.clone(),
             ..Verdict::default()
         }
     }
@@ -79,7 +85,12 @@ impl Verdict {
 
     /// Panics with the report when an invariant was violated.
     pub fn assert_passed(&self) {
-        assert!(self.problems.is_empty(), "{}", self.report());
+        assert!(
+            self.problems.is_empty(),
+            "{}\n  the producer's librdkafka log:\n    {}",
+            self.report(),
+            self.producer_log.join("\n    ")
+        );
     }
 }
 
@@ -196,13 +207,36 @@ pub fn check_final_read(verdict: &mut Verdict, log: &WorkloadLog, read: &BTreeMa
         .collect();
 
     // 1. Acknowledged records, by partition: missing offsets and offsets holding another record.
+    // librdkafka acknowledges some records without an offset: when a request whose outcome it
+    // could not know (a timeout) is followed by a success of the next one, the first one's
+    // records were stored, and it reports them with offset -1001 ("implicit ack"). Those must
+    // be somewhere in their partition.
+    let stored: BTreeSet<(i32, &str)> = read
+        .values()
+        .flatten()
+        .map(|s| (s.partition, s.payload.as_str()))
+        .collect();
     let mut lost: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
     for (d, offset) in log.acknowledged() {
-        if at.get(&(d.partition, offset)) != Some(&d.payload.as_str()) {
+        let found = if offset == OFFSET_UNKNOWN {
+            stored.contains(&(d.partition, d.payload.as_str()))
+        } else {
+            at.get(&(d.partition, offset)) == Some(&d.payload.as_str())
+        };
+        if !found {
             lost.entry(d.partition)
                 .or_default()
                 .push((offset, d.payload.clone()));
         }
+    }
+    let without_offset = log
+        .acknowledged()
+        .filter(|(_, offset)| *offset == OFFSET_UNKNOWN)
+        .count();
+    if without_offset > 0 {
+        verdict.note(format!(
+            "{without_offset} records acknowledged without an offset (librdkafka's implicit ack)"
+        ));
     }
     for (partition, records) in &lost {
         verdict.lost += records.len();

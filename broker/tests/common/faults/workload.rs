@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -35,6 +35,9 @@ const OUTSTANDING_MAX: usize = 5_000;
 const WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
 /// One ListOffsets round trip at most: a dead leader costs the watcher this much, no more.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lines of the producer's librdkafka log kept for the report (its idempotence story: PIDs,
+/// epoch bumps, sequence errors; warnings). Later lines are counted, not kept.
+const PRODUCER_LOG_MAX: usize = 400;
 /// How often the consumer's librdkafka reports statistics (the high watermark of its fetches).
 const STATISTICS_INTERVAL_MS: &str = "200";
 
@@ -103,6 +106,8 @@ pub struct WorkloadLog {
     pub deliveries: Vec<Delivery>,
     /// librdkafka's fatal error of the idempotent producer, if it raised one.
     pub producer_fatal: Option<String>,
+    /// The producer's librdkafka log (`debug=eos` and warnings), for explaining a failure.
+    pub producer_log: Vec<String>,
     /// Every record the tailing consumer returned, in the order it returned them.
     pub consumed: Vec<Seen>,
     /// Consumer errors other than "reached the end", with when they happened.
@@ -147,7 +152,8 @@ pub struct Workload {
 }
 
 /// (records sent, delivery reports, fatal error) from the producer thread.
-type ProducerLog = (usize, Vec<Delivery>, Option<String>);
+/// (sent, reports, fatal error, librdkafka log lines).
+type ProducerLog = (usize, Vec<Delivery>, Option<String>, Vec<String>);
 /// (records read, errors, high watermarks of its fetches) from the consumer thread.
 type ConsumerLog = (Vec<Seen>, Vec<(Duration, String)>, Vec<Watermark>);
 
@@ -196,7 +202,7 @@ impl Workload {
     /// and a little), stops the consumer and the watcher, and returns what they all saw.
     pub fn stop(mut self) -> WorkloadLog {
         self.shared.stop.store(true, Ordering::Release);
-        let (sent, deliveries, producer_fatal) = self
+        let (sent, deliveries, producer_fatal, producer_log) = self
             .producer
             .take()
             .expect("the producer runs until stop")
@@ -221,6 +227,7 @@ impl Workload {
             sent,
             deliveries,
             producer_fatal,
+            producer_log,
             consumed,
             consumer_errors,
             watermarks,
@@ -235,13 +242,26 @@ impl Drop for Workload {
     }
 }
 
-/// Collects delivery reports; librdkafka calls it from `poll` on the producer thread.
+/// Collects delivery reports (librdkafka calls it from `poll` on the producer thread) and the
+/// producer's log lines (from librdkafka's threads).
 struct DeliveryRecorder {
     shared: Arc<Shared>,
     reports: Mutex<Vec<Delivery>>,
+    log: Mutex<(Vec<String>, usize)>,
 }
 
-impl ClientContext for DeliveryRecorder {}
+impl ClientContext for DeliveryRecorder {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        let at = self.shared.started.elapsed().as_secs_f64();
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.0.len() < PRODUCER_LOG_MAX {
+            log.0
+                .push(format!("[{at:6.2}s] {level:?} {facility}: {line}"));
+        } else {
+            log.1 += 1;
+        }
+    }
+}
 
 impl ProducerContext for DeliveryRecorder {
     type DeliveryOpaque = ();
@@ -289,6 +309,8 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
             ("topic.metadata.refresh.interval.ms", "1000"),
             ("compression.type", "none"),
             ("message.timeout.ms", &timeout_ms),
+            // The idempotence story (PIDs, epoch bumps, sequence errors), for a failure's report.
+            ("debug", "eos"),
         ],
     )
 }
@@ -299,6 +321,7 @@ fn produce(shared: &Arc<Shared>, bootstrap: &str, topic: &str, partitions: i32) 
     let recorder = DeliveryRecorder {
         shared: shared.clone(),
         reports: Mutex::new(Vec::new()),
+        log: Mutex::new((Vec::new(), 0)),
     };
     let producer: BaseProducer<DeliveryRecorder> = producer_config(bootstrap)
         .create_with_context(recorder)
@@ -362,7 +385,17 @@ fn produce(shared: &Arc<Shared>, bootstrap: &str, topic: &str, partitions: i32) 
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
-    (sent, reports, fatal)
+    let (mut log, dropped) = std::mem::take(
+        &mut *producer
+            .context()
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    if dropped > 0 {
+        log.push(format!("({dropped} later lines not kept)"));
+    }
+    (sent, reports, fatal, log)
 }
 
 /// Keeps the high watermark of every fetch the consumer made, from librdkafka's statistics.
