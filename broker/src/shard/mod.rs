@@ -342,8 +342,27 @@ impl Shard {
         for p in &leaving {
             p.retire();
         }
-        // Partitions that open here, after the leaving ones are deleted (a topic recreated
-        // under the same name reuses the directory).
+        let opening = self.install_assignments(&snapshot).await;
+        // Only now, and even if that failed: the leadership changes must not wait behind a
+        // replica that is leaving while its last requests let go of it, and a leaving replica
+        // must not be left on disk.
+        for p in leaving {
+            self.delete_partition(p).await;
+        }
+        for (tp, topic, pm, config) in opening? {
+            self.open_partition(tp, topic, pm, config).await?;
+        }
+        *self.metadata.borrow_mut() = snapshot;
+        Ok(())
+    }
+
+    /// Installs the snapshot's leaders, replicas, ISRs and configs on the partitions this shard
+    /// has; returns the ones it assigns here that are not open yet. Those open after the leaving
+    /// ones are deleted (a topic recreated under its old name reuses the directory).
+    async fn install_assignments<'a>(
+        &self,
+        snapshot: &'a ClusterMetadata,
+    ) -> Result<Opening<'a>, String> {
         let mut opening = Vec::new();
         for topic in snapshot.topics.values() {
             let config = EffectiveTopicConfig::resolve(&self.layout.broker, &topic.configs);
@@ -381,16 +400,7 @@ impl Shard {
                 }
             }
         }
-        // Only now: the leadership changes above must not wait behind a replica that is leaving
-        // while its last requests let go of it.
-        for p in leaving {
-            self.delete_partition(p).await;
-        }
-        for (tp, topic, pm, config) in opening {
-            self.open_partition(tp, topic, pm, config).await?;
-        }
-        *self.metadata.borrow_mut() = snapshot;
-        Ok(())
+        Ok(opening)
     }
 
     /// Opens (recovering it if need be) a replica the metadata newly assigns to this shard.
@@ -582,6 +592,14 @@ async fn replay_groups(p: &Partition) -> Result<(), String> {
     p.groups.borrow_mut().finish_load();
     Ok(())
 }
+
+/// Partitions a snapshot assigns to a shard that has not opened them yet.
+type Opening<'a> = Vec<(
+    TopicPartition,
+    &'a TopicMeta,
+    &'a PartitionMeta,
+    EffectiveTopicConfig,
+)>;
 
 /// Waits (10 ms a try, `tries` times) until no in-flight request holds the partition.
 async fn sole_owner(p: Rc<Partition>, tries: u32) -> Option<Partition> {

@@ -295,7 +295,7 @@ impl ProducerContext for DeliveryRecorder {
 /// fast reconnects and metadata refreshes so that a moved leader is found quickly.
 fn producer_config(bootstrap: &str) -> ClientConfig {
     let timeout_ms = MESSAGE_TIMEOUT.as_millis().to_string();
-    client_config_at(
+    let mut config = client_config_at(
         bootstrap,
         &[
             ("enable.idempotence", "true"),
@@ -312,11 +312,15 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
             // The idempotence story (PIDs, epoch bumps, sequence errors), for a failure's report.
             ("debug", "eos"),
         ],
-    )
+    );
+    // rdkafka takes librdkafka's log level from the `log` crate, which tests do not set up:
+    // without this the debug lines never reach `DeliveryRecorder::log`.
+    config.set_log_level(RDKafkaLogLevel::Debug);
+    config
 }
 
 /// The producer thread: record after record, round robin over the partitions, until stopped;
-/// then waits for every report. Returns (sent, reports, fatal error).
+/// then waits for every report.
 fn produce(shared: &Arc<Shared>, bootstrap: &str, topic: &str, partitions: i32) -> ProducerLog {
     let recorder = DeliveryRecorder {
         shared: shared.clone(),
