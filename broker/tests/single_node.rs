@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
     ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 use rdkafka::producer::{FutureRecord, Producer};
@@ -25,8 +26,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::clients::{
-    block_on, client_config, create_topics, expect_delivered, new_producer, produce_all,
-    wait_for_topic, WAIT,
+    admin, block_on, client_config, consume_from_start, create_topics, expect_delivered,
+    new_producer, payloads, produce_all, records, try_create_topics_at, wait_for_topic, WAIT,
 };
 use common::raw::{encode_request, read_response, record_batch, roundtrip, write_frame};
 use common::{Broker, BrokerConfig};
@@ -1117,4 +1118,39 @@ fn committed_offsets_survive_a_restart() {
         err.is_err(),
         "a commit to a missing partition must fail: {err:?}"
     );
+}
+
+/// A deleted topic's records go with it: one created again under the same name (it reuses the
+/// partition's directory) starts empty, at offset 0.
+#[test]
+fn a_topic_recreated_under_its_old_name_starts_empty() {
+    let broker = Broker::start();
+    create_topics(&broker, &[("reborn", 1)]);
+    let old = payloads(20);
+    expect_delivered(produce_all(
+        &new_producer(&broker, &[]),
+        records("reborn", &old),
+    ));
+
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    let deleted =
+        block_on(admin(&broker).delete_topics(&["reborn"], &options)).expect("DeleteTopics");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    // The deletion reaches the metadata a moment after the answer: TOPIC_ALREADY_EXISTS until
+    // then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = try_create_topics_at(&broker.bootstrap(), &[("reborn", 1)], 1, WAIT) {
+        assert!(Instant::now() < deadline, "recreating the topic: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for_topic(&broker, "reborn", 1);
+
+    let fresh = vec![b"after the recreation".to_vec()];
+    let delivered = expect_delivered(produce_all(
+        &new_producer(&broker, &[]),
+        records("reborn", &fresh),
+    ));
+    assert_eq!(delivered, vec![(0, 0)], "the new topic's first record");
+    let read = consume_from_start(&client_config(&broker, &[]), "reborn", 1);
+    assert_eq!(read, fresh, "nothing of the deleted topic is left");
 }

@@ -6,7 +6,7 @@ pub mod mesh;
 pub mod route;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +33,12 @@ use mesh::{ControlCall, DataCall, MeshBoot, ShardMesh};
 
 /// How often group deadlines (sessions, rebalance and sync timeouts) are checked.
 const GROUP_TICK: Duration = Duration::from_millis(50);
+/// How often a leaving or closing replica is checked for requests that still hold it.
+const RELEASE_POLL: Duration = Duration::from_millis(10);
+/// How often a leaving replica that is still held says so in the log.
+const RELEASE_WARN_EVERY: Duration = Duration::from_secs(5);
+/// Tries (`RELEASE_POLL` apart) a clean shutdown gives each replica to be released.
+const CLOSE_TRIES: u32 = 200;
 
 /// What every shard's thread receives at start-up (all `Send`).
 pub struct ShardBoot {
@@ -81,6 +87,10 @@ pub struct Shard {
     pub quotas: Arc<crate::quota::Quotas>,
     /// The node's TLS, shared by every shard.
     pub tls: Option<Arc<skein_net::tls::TlsContext>>,
+    /// Directories of leaving replicas whose logs are not deleted yet (a request still holds
+    /// them); a replica that comes back to this shard opens only once its old log is gone, so
+    /// two logs never share a directory.
+    deleting: Rc<RefCell<HashSet<PathBuf>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +178,7 @@ pub async fn run(boot: ShardBoot) -> Result<(), ShardError> {
         replication_budget: boot.replication_budget.clone(),
         quotas: boot.quotas.clone(),
         tls: boot.tls.clone(),
+        deleting: Rc::new(RefCell::new(HashSet::new())),
     });
     if let Some((state, _)) = &metrics_server {
         // Set once, here; the cell is empty only until now.
@@ -343,11 +354,9 @@ impl Shard {
             p.retire();
         }
         let opening = self.install_assignments(&snapshot).await;
-        // Only now, and even if that failed: the leadership changes must not wait behind a
-        // replica that is leaving while its last requests let go of it, and a leaving replica
-        // must not be left on disk.
+        // Even if that failed: a leaving replica must not stay on disk.
         for p in leaving {
-            self.delete_partition(p).await;
+            self.delete_when_released(p);
         }
         for (tp, topic, pm, config) in opening? {
             self.open_partition(tp, topic, pm, config).await?;
@@ -412,6 +421,9 @@ impl Shard {
         config: EffectiveTopicConfig,
     ) -> Result<(), String> {
         let dir = self.partition_dir(&tp);
+        while self.deleting.borrow().contains(&dir) {
+            glommio::timer::sleep(RELEASE_POLL).await;
+        }
         let log = PartitionLog::open(&dir, config.log_config(), self.tail_cache.clone())
             .await
             .map_err(|e| format!("{tp}: cannot open {}: {e}", dir.display()))?;
@@ -454,19 +466,22 @@ impl Shard {
         replay_groups(p).await
     }
 
-    /// Deletes a partition's log once in-flight requests have let go of it.
-    async fn delete_partition(&self, p: Rc<Partition>) {
-        let tp = p.tp.clone();
-        match sole_owner(p, 500).await {
-            Some(owned) => {
-                if let Err(e) = owned.log.delete().await {
-                    tracing::error!(partition = %tp, error = %e, "deleting the log failed");
-                }
+    /// Deletes a leaving (retired) replica's log in the background, once the requests that
+    /// still hold it let go: nothing else on the shard waits for it, except a replica of the
+    /// same directory that opens meanwhile (`open_partition`).
+    fn delete_when_released(&self, p: Rc<Partition>) {
+        let dir = p.log.dir().to_path_buf();
+        self.deleting.borrow_mut().insert(dir.clone());
+        let deleting = self.deleting.clone();
+        glommio::spawn_local(async move {
+            let tp = p.tp.clone();
+            let owned = sole_owner_eventually(p).await;
+            if let Err(e) = owned.log.delete().await {
+                tracing::error!(partition = %tp, error = %e, "deleting the log failed");
             }
-            None => {
-                tracing::error!(partition = %tp, "partition still in use after 5 s; its log was not deleted")
-            }
-        }
+            deleting.borrow_mut().remove(&dir);
+        })
+        .detach();
     }
 
     /// The `__consumer_offsets` partitions this shard owns (it coordinates their groups).
@@ -547,16 +562,26 @@ impl Shard {
             p.retire();
         }
         for (tp, p) in parts {
-            match sole_owner(p, 200).await {
-                Some(owned) => {
+            match sole_owner(p, CLOSE_TRIES).await {
+                Ok(owned) => {
                     if let Err(e) = owned.log.close().await {
                         tracing::error!(partition = %tp, error = %e, "closing the log failed");
                     }
                 }
-                None => {
+                Err(_) => {
                     tracing::error!(partition = %tp, "partition still in use; not marked clean")
                 }
             }
+        }
+        // Leaving replicas get as long to go as the others had to close.
+        for _ in 0..CLOSE_TRIES {
+            if self.deleting.borrow().is_empty() {
+                return;
+            }
+            glommio::timer::sleep(RELEASE_POLL).await;
+        }
+        for dir in self.deleting.borrow().iter() {
+            tracing::error!(dir = %dir.display(), "a leaving replica was still in use; its log was not deleted");
         }
     }
 }
@@ -601,17 +626,37 @@ type Opening<'a> = Vec<(
     EffectiveTopicConfig,
 )>;
 
-/// Waits (10 ms a try, `tries` times) until no in-flight request holds the partition.
-async fn sole_owner(p: Rc<Partition>, tries: u32) -> Option<Partition> {
+/// Waits (`RELEASE_POLL` a try, `tries` times) until no in-flight request holds the
+/// partition; hands it back still shared if one does.
+async fn sole_owner(p: Rc<Partition>, tries: u32) -> Result<Partition, Rc<Partition>> {
     let mut p = p;
     for _ in 0..tries {
         match Rc::try_unwrap(p) {
-            Ok(owned) => return Some(owned),
+            Ok(owned) => return Ok(owned),
             Err(shared) => {
                 p = shared;
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(RELEASE_POLL).await;
             }
         }
     }
-    None
+    Err(p)
+}
+
+/// Waits as long as it takes until no in-flight request holds the partition, warning every
+/// `RELEASE_WARN_EVERY`: a retired replica's requests end promptly, and one that does not is
+/// stuck on its disk; its log must not be deleted under it.
+async fn sole_owner_eventually(p: Rc<Partition>) -> Partition {
+    let started = std::time::Instant::now();
+    let tries = u32::try_from(RELEASE_WARN_EVERY.as_millis() / RELEASE_POLL.as_millis())
+        .unwrap_or(u32::MAX);
+    let mut p = p;
+    loop {
+        match sole_owner(p, tries).await {
+            Ok(owned) => return owned,
+            Err(shared) => {
+                tracing::warn!(partition = %shared.tp, held_for = ?started.elapsed(), "a leaving replica is still in use; its log is deleted once it is released");
+                p = shared;
+            }
+        }
+    }
 }
