@@ -310,8 +310,8 @@ impl XorShift {
 
 /// How long a rebalance or a drain may take to complete under the workload.
 const REASSIGN_MAX: Duration = Duration::from_secs(60);
-/// How long a moved-away replica's log may take to be deleted: well past the 5 s a broker
-/// waits for a replica's last requests to let go before it gives up and leaves the log.
+/// How long a moved-away replica's log may take to be deleted: a retired replica's requests let
+/// go at once, and a broker warns after 5 s of one still holding it.
 const LEFTOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// `skein ARGS --bootstrap-server B --json`, which must succeed; its JSON answer.

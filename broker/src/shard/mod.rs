@@ -366,8 +366,9 @@ impl Shard {
     }
 
     /// Installs the snapshot's leaders, replicas, ISRs and configs on the partitions this shard
-    /// has; returns the ones it assigns here that are not open yet. Those open after the leaving
-    /// ones are deleted (a topic recreated under its old name reuses the directory).
+    /// has; returns the ones it assigns here that are not open yet (`open_partition` opens
+    /// each once a leaving replica of its directory, say of a topic recreated under its old
+    /// name, is deleted).
     async fn install_assignments<'a>(
         &self,
         snapshot: &'a ClusterMetadata,

@@ -217,8 +217,10 @@ pub fn check_final_read(verdict: &mut Verdict, log: &WorkloadLog, read: &BTreeMa
         .map(|s| (s.partition, s.payload.as_str()))
         .collect();
     let mut lost: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let mut without_offset = 0usize;
     for (d, offset) in log.acknowledged() {
         let found = if offset == OFFSET_UNKNOWN {
+            without_offset += 1;
             stored.contains(&(d.partition, d.payload.as_str()))
         } else {
             at.get(&(d.partition, offset)) == Some(&d.payload.as_str())
@@ -229,10 +231,6 @@ pub fn check_final_read(verdict: &mut Verdict, log: &WorkloadLog, read: &BTreeMa
                 .push((offset, d.payload.clone()));
         }
     }
-    let without_offset = log
-        .acknowledged()
-        .filter(|(_, offset)| *offset == OFFSET_UNKNOWN)
-        .count();
     if without_offset > 0 {
         verdict.note(format!(
             "{without_offset} records acknowledged without an offset (librdkafka's implicit ack)"

@@ -151,8 +151,7 @@ pub struct Workload {
     watcher: Option<JoinHandle<Vec<Watermark>>>,
 }
 
-/// (records sent, delivery reports, fatal error) from the producer thread.
-/// (sent, reports, fatal error, librdkafka log lines).
+/// (records sent, delivery reports, fatal error, librdkafka log lines) from the producer thread.
 type ProducerLog = (usize, Vec<Delivery>, Option<String>, Vec<String>);
 /// (records read, errors, high watermarks of its fetches) from the consumer thread.
 type ConsumerLog = (Vec<Seen>, Vec<(Duration, String)>, Vec<Watermark>);
